@@ -1,0 +1,42 @@
+# Thin wrappers; the work is in scripts/. Every cargo call uses the debug
+# profile and the default target dir (target/), so nothing builds twice.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help dev test lint fmt build up down reset status
+
+help:
+	@echo "make dev     start the local stack, run scripts/demo, stop on Ctrl-C"
+	@echo "make test    fmt check, clippy, build, stack up, cargo test, cfn-lint (= .ci/run)"
+	@echo "make lint    cargo fmt --check and clippy"
+	@echo "make fmt     cargo fmt"
+	@echo "make build   cargo build --all-targets"
+	@echo "make up | down | reset | status   the local stack (scripts/stack)"
+
+dev:
+	scripts/stack dev
+
+test:
+	scripts/test
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+build:
+	cargo build --all-targets --locked
+
+up:
+	scripts/stack up
+
+down:
+	scripts/stack down
+
+reset:
+	scripts/stack reset
+
+status:
+	scripts/stack status

@@ -1,0 +1,18 @@
+//! The `history` Lambda function: `GET /v1/conversations/{id}/messages` and
+//! `GET /v1/conversations/{id}/messages/{message_id}`. It reads the table
+//! only, so it needs no Matrix token.
+
+use bridge::config::{ProcessEnv, puppet_namer};
+use bridge::handlers::history::History;
+use bridge::runtime::{self, Adapters, BoxError};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    runtime::init_telemetry();
+    let adapters = Adapters::load().await;
+    let history = History {
+        store: adapters.store()?,
+        namer: puppet_namer(&ProcessEnv)?,
+    };
+    runtime::run_api(|request| history.handle(request)).await
+}

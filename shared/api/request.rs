@@ -1,0 +1,287 @@
+//! A parsed API request: its route, caller, parameters and body.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, RequestExt};
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use super::routes::{self, Function, Route};
+use crate::auth::Caller;
+use crate::ids::ConversationId;
+
+/// The largest JSON body any route accepts (a message body is at most 32 KiB).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// An API request, parsed from an API Gateway HTTP API event.
+#[derive(Debug)]
+pub struct ApiRequest {
+    pub route: Route,
+    pub request_id: String,
+    pub caller: Caller,
+    path: HashMap<String, String>,
+    query: lambda_http::aws_lambda_events::query_map::QueryMap,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl ApiRequest {
+    /// Parses `request` for `function`. On failure, returns the request id
+    /// with the error, so even a refused request can be traced.
+    pub fn from_lambda(
+        function: Function,
+        request: lambda_http::Request,
+    ) -> Result<Self, (String, ApiError)> {
+        let context = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => Some(context.clone()),
+            _ => None,
+        };
+        let request_id = context
+            .as_ref()
+            .and_then(|c| c.request_id.clone())
+            .or_else(|| request.lambda_context_ref().map(|c| c.request_id.clone()))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fail = |err| (request_id.clone(), err);
+
+        let route_key = context.as_ref().and_then(|c| c.route_key.as_deref());
+        let (spec, matched) = match route_key.and_then(routes::by_key) {
+            Some(spec) => (spec, None),
+            None => routes::find(request.method(), request.raw_http_path())
+                .map(|(spec, params)| (spec, Some(params)))
+                .ok_or_else(|| fail(ApiError::NotFound("no such route".into())))?,
+        };
+        if spec.function != function {
+            return Err(fail(ApiError::NotFound("no such route".into())));
+        }
+        let path = match matched {
+            Some(params) => params,
+            None => request
+                .path_parameters_ref()
+                .map(|params| {
+                    params
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+
+        let claims = context
+            .as_ref()
+            .and_then(|c| c.authorizer.as_ref())
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims)
+            .ok_or_else(|| {
+                fail(ApiError::Unauthorized(
+                    "a valid bearer token is required".into(),
+                ))
+            })?;
+        let caller = Caller::from_claims(claims).map_err(fail)?;
+
+        let query = request.query_string_parameters();
+        let (parts, body) = request.into_parts();
+        let body = match body {
+            Body::Empty => Bytes::new(),
+            Body::Text(text) => Bytes::from(text),
+            Body::Binary(bytes) => Bytes::from(bytes),
+            _ => Bytes::new(),
+        };
+        Ok(Self {
+            route: spec.route,
+            request_id,
+            caller,
+            path,
+            query,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A path parameter, parsed; a malformed one is a `400` naming it.
+    pub fn path_param<T>(&self, name: &str) -> Result<T, ApiError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.path.get(name).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("path parameter '{name}' is missing"))
+        })?;
+        raw.parse()
+            .map_err(|err| ApiError::InvalidRequest(format!("path parameter '{name}': {err}")))
+    }
+
+    pub fn conversation_id(&self) -> Result<ConversationId, ApiError> {
+        let raw = self.path.get("id").cloned().unwrap_or_default();
+        ConversationId::parse(raw)
+            .map_err(|err| ApiError::InvalidRequest(format!("path parameter 'id': {err}")))
+    }
+
+    /// A query parameter, parsed if present.
+    pub fn query<T>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        self.query
+            .first(name)
+            .map(|raw| {
+                raw.parse().map_err(|err| {
+                    ApiError::InvalidRequest(format!("query parameter '{name}': {err}"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as JSON of type `T`: `415` for another content type, `413`
+    /// over [`MAX_JSON_BODY`], `400` with serde's explanation otherwise.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if let Some(content_type) = self.header("content-type") {
+            let essence = content_type.split(';').next().unwrap_or_default().trim();
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "expected 'application/json', got '{essence}'"
+                )));
+            }
+        }
+        if self.body.len() > MAX_JSON_BODY {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is {} bytes; at most {MAX_JSON_BODY} are accepted",
+                self.body.len()
+            )));
+        }
+        if self.body.is_empty() {
+            return Err(ApiError::InvalidRequest("a JSON body is required".into()));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|err| ApiError::InvalidRequest(format!("invalid JSON body: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(
+        route_key: &str,
+        path: &str,
+        claims: &str,
+        content_type: &str,
+        body: &str,
+    ) -> lambda_http::Request {
+        let json = serde_json::json!({
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": path,
+            "rawQueryString": "limit=5",
+            "queryStringParameters": {"limit": "5"},
+            "headers": {"content-type": content_type},
+            "pathParameters": {"id": "grp-1"},
+            "requestContext": {
+                "accountId": "1", "apiId": "api", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": route_key.split(' ').next().unwrap_or("GET"), "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
+                "requestId": "req-9", "routeKey": route_key, "stage": "$default", "time": "", "timeEpoch": 0,
+                "authorizer": serde_json::from_str::<serde_json::Value>(claims).unwrap(),
+            },
+            "body": body,
+            "isBase64Encoded": false,
+        });
+        lambda_http::request::from_str(&json.to_string()).unwrap()
+    }
+
+    const ALICE: &str = r#"{"jwt": {"claims": {"sub": "alice"}, "scopes": null}}"#;
+
+    #[test]
+    fn parses_route_caller_params_and_query() {
+        let request = event(
+            "GET /v1/conversations/{id}/messages",
+            "/v1/conversations/grp-1/messages",
+            ALICE,
+            "application/json",
+            "",
+        );
+        let request = ApiRequest::from_lambda(Function::History, request).unwrap();
+        assert_eq!(request.route, Route::ListMessages);
+        assert_eq!(request.request_id, "req-9");
+        assert_eq!(request.caller.user_id.as_str(), "alice");
+        assert_eq!(request.conversation_id().unwrap().as_str(), "grp-1");
+        assert_eq!(request.query::<u32>("limit").unwrap(), Some(5));
+        assert!(request.query::<u32>("before").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_route_of_another_function_is_not_found() {
+        let request = event(
+            "GET /v1/conversations/{id}/messages",
+            "/v1/conversations/grp-1/messages",
+            ALICE,
+            "application/json",
+            "",
+        );
+        let (request_id, err) = ApiRequest::from_lambda(Function::Send, request).unwrap_err();
+        assert_eq!(request_id, "req-9");
+        assert!(matches!(err, ApiError::NotFound(_)));
+    }
+
+    #[test]
+    fn no_claims_is_unauthorized() {
+        let request = event(
+            "POST /v1/conversations",
+            "/v1/conversations",
+            "{}",
+            "application/json",
+            "{}",
+        );
+        let (_, err) = ApiRequest::from_lambda(Function::Provision, request).unwrap_err();
+        assert!(matches!(err, ApiError::Unauthorized(_)));
+    }
+
+    #[test]
+    fn bodies_are_checked() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+        }
+        let parse = |content_type: &str, body: &str| {
+            let request = event(
+                "POST /v1/conversations",
+                "/v1/conversations",
+                ALICE,
+                content_type,
+                body,
+            );
+            ApiRequest::from_lambda(Function::Provision, request)
+                .unwrap()
+                .json::<Body>()
+        };
+        assert!(parse("application/json; charset=utf-8", r#"{"name": "x"}"#).is_ok());
+        assert!(matches!(
+            parse("text/plain", r#"{"name": "x"}"#),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            parse("application/json", ""),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        let err = parse("application/json", r#"{"nam": "x"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `name`"), "{err}");
+        let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(MAX_JSON_BODY));
+        assert!(matches!(
+            parse("application/json", &big),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+    }
+}

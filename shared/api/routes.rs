@@ -1,0 +1,181 @@
+//! The API's routes and the function that serves each, as in `template.yaml`.
+//!
+//! In AWS, API Gateway matches the route and passes its key
+//! (`"POST /v1/conversations/{id}/messages"`) and path parameters; the local
+//! front door matches with [`find`] to do the same.
+
+use std::collections::HashMap;
+
+use http::Method;
+
+/// A Lambda function that serves API routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Function {
+    Provision,
+    Send,
+    History,
+}
+
+impl Function {
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Provision => "provision",
+            Function::Send => "send",
+            Function::History => "history",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    PutUser,
+    CreateConversation,
+    GetConversation,
+    SendMessage,
+    ListMessages,
+    GetMessage,
+}
+
+/// One row of the route table.
+#[derive(Debug)]
+pub struct RouteSpec {
+    pub route: Route,
+    pub method: Method,
+    /// The path template, with `{name}` for each parameter.
+    pub path: &'static str,
+    pub function: Function,
+}
+
+impl RouteSpec {
+    /// The API Gateway route key, e.g. `GET /v1/conversations/{id}`.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// The path parameters, if `path` matches this route's template.
+    pub fn match_path(&self, path: &str) -> Option<HashMap<String, String>> {
+        let mut template = self.path.trim_matches('/').split('/');
+        let mut actual = path
+            .trim_end_matches('/')
+            .trim_start_matches('/')
+            .split('/');
+        let mut params = HashMap::new();
+        loop {
+            match (template.next(), actual.next()) {
+                (None, None) => return Some(params),
+                (Some(expected), Some(segment)) => {
+                    if let Some(name) = expected.strip_prefix('{').and_then(|n| n.strip_suffix('}'))
+                    {
+                        if segment.is_empty() {
+                            return None;
+                        }
+                        params.insert(name.to_owned(), percent_decode(segment)?);
+                    } else if expected != segment {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
+}
+
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        route: Route::PutUser,
+        method: Method::PUT,
+        path: "/v1/users/{user_id}",
+        function: Function::Provision,
+    },
+    RouteSpec {
+        route: Route::CreateConversation,
+        method: Method::POST,
+        path: "/v1/conversations",
+        function: Function::Provision,
+    },
+    RouteSpec {
+        route: Route::GetConversation,
+        method: Method::GET,
+        path: "/v1/conversations/{id}",
+        function: Function::Provision,
+    },
+    RouteSpec {
+        route: Route::SendMessage,
+        method: Method::POST,
+        path: "/v1/conversations/{id}/messages",
+        function: Function::Send,
+    },
+    RouteSpec {
+        route: Route::ListMessages,
+        method: Method::GET,
+        path: "/v1/conversations/{id}/messages",
+        function: Function::History,
+    },
+    RouteSpec {
+        route: Route::GetMessage,
+        method: Method::GET,
+        path: "/v1/conversations/{id}/messages/{message_id}",
+        function: Function::History,
+    },
+];
+
+/// The route with this API Gateway route key.
+pub fn by_key(key: &str) -> Option<&'static RouteSpec> {
+    ROUTES.iter().find(|spec| spec.key() == key)
+}
+
+/// The route a method and path go to, with its path parameters.
+pub fn find(method: &Method, path: &str) -> Option<(&'static RouteSpec, HashMap<String, String>)> {
+    ROUTES
+        .iter()
+        .filter(|spec| spec.method == method)
+        .find_map(|spec| spec.match_path(path).map(|params| (spec, params)))
+}
+
+/// Whether any route has this path, whatever its method (for `405` versus `404`).
+pub fn path_exists(path: &str) -> bool {
+    ROUTES.iter().any(|spec| spec.match_path(path).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_routes_and_parameters() {
+        let (spec, params) = find(&Method::GET, "/v1/conversations/grp-42/messages/abc").unwrap();
+        assert_eq!(spec.route, Route::GetMessage);
+        assert_eq!(params["id"], "grp-42");
+        assert_eq!(params["message_id"], "abc");
+        let (spec, params) = find(&Method::POST, "/v1/conversations/event%3A7/messages").unwrap();
+        assert_eq!(spec.route, Route::SendMessage);
+        assert_eq!(params["id"], "event:7");
+        assert_eq!(
+            find(&Method::POST, "/v1/conversations").unwrap().0.route,
+            Route::CreateConversation
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_do_not_match() {
+        assert!(find(&Method::DELETE, "/v1/users/alice").is_none());
+        assert!(path_exists("/v1/users/alice"));
+        assert!(find(&Method::GET, "/v1/conversations//messages").is_none());
+        assert!(find(&Method::GET, "/v2/conversations/x").is_none());
+        assert!(!path_exists("/v1/conversations/x/messages/y/z"));
+    }
+
+    #[test]
+    fn route_keys_are_unique_and_resolvable() {
+        for spec in ROUTES {
+            assert_eq!(by_key(&spec.key()).map(|s| s.route), Some(spec.route));
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The `send` function: a message from the application into its room.
+//!
+//! The message is stored (`pending`) before Matrix is called, in one
+//! conditional transaction that also checks the sender's membership, the
+//! conversation's state and the `Idempotency-Key`. Then it is sent as the
+//! sender's puppet with a transaction id derived from the message id, and
+//! marked `sent`. If the homeserver cannot take it, the message joins the
+//! conversation's outbox and a retry job is queued: the caller gets `202`.
+//! While the outbox is not empty, later messages queue behind it, so they
+//! cannot overtake it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use lambda_http::{Body, Response};
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::views::MessageView;
+use crate::api::{self, ApiError, ApiRequest, Function, Route};
+use crate::ids::{AppUserId, ConversationId, PuppetNamer};
+use crate::markdown;
+use crate::matrix::{MESSAGE_ID_KEY, Matrix, MatrixError};
+use crate::metrics::{self, Counter};
+use crate::model::{
+    ConversationStatus, Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus,
+    Origin, Sender as MessageSender,
+};
+use crate::queue::{RetryJob, RetryQueue};
+use crate::store::{SendContext, Store, StoreError};
+
+/// The largest message body, in bytes.
+pub const MAX_BODY: usize = 32 * 1024;
+/// The largest event content we send; Matrix caps a whole event at 64 KiB.
+pub const MAX_CONTENT: usize = 60 * 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Conversation -> room entries kept per container.
+const ROOM_CACHE_SIZE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendMessage {
+    body: String,
+    #[serde(default)]
+    format: Format,
+    reply_to: Option<MessageId>,
+    as_user: Option<AppUserId>,
+}
+
+/// Conversation -> room ids, which never change once set: the hot path
+/// need not read the conversation to find its room.
+#[derive(Default)]
+struct RoomCache(Mutex<HashMap<ConversationId, OwnedRoomId>>);
+
+impl RoomCache {
+    fn get(&self, id: &ConversationId) -> Option<OwnedRoomId> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn put(&self, id: &ConversationId, room_id: &OwnedRoomId) {
+        if let Ok(mut rooms) = self.0.lock() {
+            if rooms.len() >= ROOM_CACHE_SIZE {
+                rooms.clear();
+            }
+            rooms.insert(id.clone(), room_id.clone());
+        }
+    }
+}
+
+/// The send function's state, built once per container.
+pub struct SendService<S, M, Q> {
+    store: S,
+    matrix: M,
+    queue: Q,
+    namer: PuppetNamer,
+    rooms: RoomCache,
+}
+
+/// Why the fast insert was refused, and what to do about it.
+enum Refusal {
+    Replay(IdempotencyRecord),
+    JoinFirst,
+    QueueBehind,
+}
+
+impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
+    pub fn new(store: S, matrix: M, queue: Q, namer: PuppetNamer) -> Self {
+        Self {
+            store,
+            matrix,
+            queue,
+            namer,
+            rooms: RoomCache::default(),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn matrix(&self) -> &M {
+        &self.matrix
+    }
+
+    pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
+        api::serve(Function::Send, request, |request| async move {
+            match request.route {
+                Route::SendMessage => self.send(request).await,
+                _ => Err(ApiError::NotFound("no such route".into())),
+            }
+        })
+        .await
+    }
+
+    async fn send(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
+        let conversation_id = request.conversation_id()?;
+        let input: SendMessage = request.json()?;
+        let user = request.caller.acting_user(input.as_user.clone())?;
+        let idempotency_key = idempotency_key(&request)?;
+        let body_hash = hex(&Sha256::digest(request.body()));
+        if input.body.trim().is_empty() {
+            return Err(ApiError::InvalidRequest("body must not be empty".into()));
+        }
+        if input.body.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body is {} bytes; at most {MAX_BODY} are accepted",
+                input.body.len()
+            )));
+        }
+
+        let room_id = self.room_of(&conversation_id).await?;
+        let sender_id = self.namer.user_id(&user);
+        let reply_event = match input.reply_to {
+            Some(reply_to) => {
+                let target = self
+                    .store
+                    .message(&conversation_id, reply_to)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest(format!(
+                            "reply_to: no message '{reply_to}' in this conversation"
+                        ))
+                    })?;
+                target.event_id
+            }
+            None => None,
+        };
+        let html = match input.format {
+            Format::Markdown => markdown::render(&input.body),
+            Format::Plain => None,
+        };
+        let mut message = Message {
+            id: MessageId::new(),
+            conversation_id: conversation_id.clone(),
+            sender: MessageSender {
+                user_id: Some(user.clone()),
+                matrix_user_id: sender_id.clone(),
+                display_name: None,
+            },
+            body: input.body,
+            format: input.format,
+            html,
+            reply_to: input.reply_to,
+            status: MessageStatus::Pending,
+            delivery: Delivery::Direct,
+            event_id: None,
+            origin: Origin::App,
+            created_at: OffsetDateTime::now_utc(),
+            edited_at: None,
+            deleted_at: None,
+            failure: None,
+        };
+        let content = event_content(&message, reply_event.as_deref())?;
+        let idempotency = idempotency_key.map(|key| IdempotencyRecord {
+            scope: IdempotencyRecord::scope(&user, &conversation_id, &key),
+            body_hash,
+            message_id: message.id,
+            conversation_id: conversation_id.clone(),
+            expires_at: message.created_at + IdempotencyRecord::LIFETIME,
+        });
+
+        // The fast path is one write; a refusal is diagnosed with one read
+        // and resolved (join, queue behind, or replay) before trying again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .store
+                .insert_message(&message, idempotency.as_ref())
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::Rejected) if attempts < 3 => {}
+                Err(StoreError::Rejected) => {
+                    return Err(ApiError::unavailable(
+                        "the conversation kept changing while sending",
+                    ));
+                }
+                Err(other) => return Err(other.into()),
+            }
+            let context = self
+                .store
+                .send_context(
+                    &conversation_id,
+                    &sender_id,
+                    idempotency.as_ref().map(|r| r.scope.as_str()),
+                )
+                .await?;
+            match self.diagnose(&request, &user, &context)? {
+                Refusal::Replay(record) => return self.replay(record, &idempotency).await,
+                Refusal::JoinFirst => {
+                    self.matrix.join(&room_id, &sender_id).await?;
+                    self.store.mark_joined(&conversation_id, &sender_id).await?;
+                }
+                Refusal::QueueBehind => message.delivery = Delivery::Queued,
+            }
+        }
+
+        match message.delivery {
+            Delivery::Queued => self.queued(&message).await,
+            Delivery::Direct => self.deliver(message, &room_id, &content).await,
+        }
+    }
+
+    /// The room of a conversation, from the cache or the table.
+    async fn room_of(&self, id: &ConversationId) -> Result<OwnedRoomId, ApiError> {
+        if let Some(room_id) = self.rooms.get(id) {
+            return Ok(room_id);
+        }
+        let room_id = self
+            .store
+            .conversation(id)
+            .await?
+            .and_then(|conversation| conversation.room_id)
+            .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
+        self.rooms.put(id, &room_id);
+        Ok(room_id)
+    }
+
+    fn diagnose(
+        &self,
+        request: &ApiRequest,
+        user: &AppUserId,
+        context: &SendContext,
+    ) -> Result<Refusal, ApiError> {
+        if let Some(record) = &context.idempotency {
+            return Ok(Refusal::Replay(record.clone()));
+        }
+        let id = request.conversation_id()?;
+        let conversation = context
+            .conversation
+            .as_ref()
+            .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
+        let Some(member) = &context.member else {
+            return Err(if request.caller.admin {
+                ApiError::Forbidden(format!(
+                    "user '{user}' is not a member of conversation '{id}'"
+                ))
+            } else {
+                ApiError::NotFound(format!("conversation '{id}' not found"))
+            });
+        };
+        match conversation.status {
+            ConversationStatus::Active => {}
+            ConversationStatus::Archived => {
+                return Err(ApiError::Conflict(format!(
+                    "conversation '{id}' is archived"
+                )));
+            }
+            ConversationStatus::Provisioning => {
+                return Err(ApiError::Conflict(format!(
+                    "conversation '{id}' is still being provisioned"
+                )));
+            }
+        }
+        if !member.joined {
+            Ok(Refusal::JoinFirst)
+        } else {
+            Ok(Refusal::QueueBehind)
+        }
+    }
+
+    /// Sends a stored direct message and records the outcome.
+    async fn deliver(
+        &self,
+        mut message: Message,
+        room_id: &OwnedRoomId,
+        content: &serde_json::Value,
+    ) -> Result<Response<Body>, ApiError> {
+        let txn_id = message.id.txn_id("send");
+        let sender = message.sender.matrix_user_id.clone();
+        match self
+            .send_as(room_id, &sender, &message.conversation_id, &txn_id, content)
+            .await
+        {
+            Ok(event_id) => {
+                if let Err(err) = self.store.mark_sent(&message, &event_id).await {
+                    // Delivered all the same; the webhook's echo records it later.
+                    tracing::error!(error = %err, message_id = %message.id, "delivered but not marked sent");
+                }
+                metrics::count(Function::Send, Counter::MessagesSent);
+                message.status = MessageStatus::Sent;
+                message.event_id = Some(event_id);
+                api::json(201, &MessageView::from(&message))
+            }
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, message_id = %message.id, "homeserver unavailable; queueing for retry");
+                self.store.mark_queued(&message).await?;
+                message.delivery = Delivery::Queued;
+                self.queued(&message).await
+            }
+            Err(err) => {
+                let reason = err.to_string();
+                tracing::warn!(error = %reason, message_id = %message.id, "homeserver refused the message");
+                self.store.mark_failed(&message, &reason).await?;
+                metrics::count(Function::Send, Counter::MessagesFailed);
+                message.status = MessageStatus::Failed;
+                message.failure = Some(reason);
+                api::json(201, &MessageView::from(&message))
+            }
+        }
+    }
+
+    /// Sends as a puppet; one that has left the room is joined again once.
+    async fn send_as(
+        &self,
+        room_id: &OwnedRoomId,
+        sender: &OwnedUserId,
+        conversation_id: &ConversationId,
+        txn_id: &str,
+        content: &serde_json::Value,
+    ) -> Result<ruma::OwnedEventId, MatrixError> {
+        match self
+            .matrix
+            .send_message(room_id, sender, txn_id, content)
+            .await
+        {
+            Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
+                tracing::info!(%sender, %room_id, "puppet is not in the room; joining it again");
+                self.matrix.join(room_id, sender).await?;
+                if let Err(err) = self.store.mark_joined(conversation_id, sender).await {
+                    tracing::warn!(error = %err, "could not record the join");
+                }
+                self.matrix
+                    .send_message(room_id, sender, txn_id, content)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Queues delivery of a message in the outbox, and answers `202`.
+    async fn queued(&self, message: &Message) -> Result<Response<Body>, ApiError> {
+        self.queue
+            .enqueue(&RetryJob::send(message.conversation_id.clone(), message.id))
+            .await?;
+        metrics::count(Function::Send, Counter::MessagesQueued);
+        api::json(202, &MessageView::from(message))
+    }
+
+    /// Answers a repeated request with the first one's message.
+    async fn replay(
+        &self,
+        record: IdempotencyRecord,
+        attempted: &Option<IdempotencyRecord>,
+    ) -> Result<Response<Body>, ApiError> {
+        if attempted.as_ref().map(|a| &a.body_hash) != Some(&record.body_hash) {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was used before with a different request body".into(),
+            ));
+        }
+        metrics::count(Function::Send, Counter::IdempotentReplays);
+        let message = self
+            .store
+            .message(&record.conversation_id, record.message_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unavailable("an idempotency record names a missing message")
+            })?;
+        match (message.status, message.delivery) {
+            // The first request stopped between storing and sending: finish
+            // its work. The same transaction id makes a repeat harmless.
+            (MessageStatus::Pending, Delivery::Direct) => {
+                let room_id = self.room_of(&message.conversation_id).await?;
+                let reply_event = match message.reply_to {
+                    Some(reply_to) => self
+                        .store
+                        .message(&message.conversation_id, reply_to)
+                        .await?
+                        .and_then(|m| m.event_id),
+                    None => None,
+                };
+                let content = event_content(&message, reply_event.as_deref())?;
+                self.deliver(message, &room_id, &content).await
+            }
+            (MessageStatus::Pending, Delivery::Queued) => self.queued(&message).await,
+            _ => api::json(201, &MessageView::from(&message)),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 128 visible ASCII characters.
+fn idempotency_key(request: &ApiRequest) -> Result<Option<String>, ApiError> {
+    let Some(key) = request.header("idempotency-key") else {
+        return Ok(None);
+    };
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The `m.room.message` content for a message, with its id under
+/// [`MESSAGE_ID_KEY`] and its reply relation; `413` if Matrix would refuse its size.
+pub fn event_content(
+    message: &Message,
+    reply_to_event: Option<&ruma::EventId>,
+) -> Result<serde_json::Value, ApiError> {
+    let content = match &message.html {
+        Some(html) => RoomMessageEventContent::text_html(message.body.clone(), html.clone()),
+        None => RoomMessageEventContent::text_plain(message.body.clone()),
+    };
+    let mut content = serde_json::to_value(content).map_err(ApiError::internal)?;
+    content[MESSAGE_ID_KEY] = serde_json::Value::String(message.id.to_string());
+    if let Some(event_id) = reply_to_event {
+        content["m.relates_to"] = serde_json::json!({"m.in_reply_to": {"event_id": event_id}});
+    }
+    let size = serde_json::to_vec(&content)
+        .map_err(ApiError::internal)?
+        .len();
+    if size > MAX_CONTENT {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the Matrix event would be {size} bytes; at most {MAX_CONTENT} fit in an event"
+        )));
+    }
+    Ok(content)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

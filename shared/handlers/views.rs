@@ -1,0 +1,116 @@
+//! The JSON shapes the API answers with (API.md), built from the records.
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::ids::{AppUserId, ConversationId};
+use crate::model::{
+    Conversation, ConversationKind, ConversationStatus, Format, Member, Message, MessageId,
+    MessageStatus, Origin, Role, Sender, Visibility,
+};
+
+#[derive(Serialize)]
+pub struct MemberView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a AppUserId>,
+    matrix_user_id: &'a OwnedUserId,
+    role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a Member> for MemberView<'a> {
+    fn from(member: &'a Member) -> Self {
+        Self {
+            user_id: member.user_id.as_ref(),
+            matrix_user_id: &member.matrix_user_id,
+            role: member.role,
+            display_name: member.display_name.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ConversationView<'a> {
+    id: &'a ConversationId,
+    kind: ConversationKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    visibility: Visibility,
+    room_id: Option<&'a OwnedRoomId>,
+    status: ConversationStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    members: Vec<MemberView<'a>>,
+}
+
+impl<'a> ConversationView<'a> {
+    pub fn new(conversation: &'a Conversation, members: &'a [Member]) -> Self {
+        Self {
+            id: &conversation.id,
+            kind: conversation.kind,
+            name: conversation.name.as_deref(),
+            topic: conversation.topic.as_deref(),
+            visibility: conversation.visibility,
+            room_id: conversation.room_id.as_ref(),
+            status: conversation.status,
+            created_at: conversation.created_at,
+            members: members.iter().map(MemberView::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct MessageView<'a> {
+    id: MessageId,
+    conversation_id: &'a ConversationId,
+    sender: &'a Sender,
+    body: &'a str,
+    format: Format,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<MessageId>,
+    status: MessageStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a OwnedEventId>,
+    origin: Origin,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    edited_at: Option<OffsetDateTime>,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    deleted_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a str>,
+}
+
+impl<'a> From<&'a Message> for MessageView<'a> {
+    fn from(message: &'a Message) -> Self {
+        Self {
+            id: message.id,
+            conversation_id: &message.conversation_id,
+            sender: &message.sender,
+            body: &message.body,
+            format: message.format,
+            html: message.html.as_deref(),
+            reply_to: message.reply_to,
+            status: message.status,
+            event_id: message.event_id.as_ref(),
+            origin: message.origin,
+            created_at: message.created_at,
+            edited_at: message.edited_at,
+            deleted_at: message.deleted_at,
+            failure: message.failure.as_deref(),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! [`Matrix`] over HTTP: ruma request types -> `http::Request` ->
+//! `reqwest` -> `http::Response` -> ruma response types. One pipeline for
+//! every call, one shared `reqwest::Client`, the `as_token` in the
+//! `Authorization` header and the puppet in `?user_id=`.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
+use ruma::api::client::room::create_room;
+use ruma::api::client::{
+    account::register, membership::join_room_by_id, message::send_message_event,
+};
+use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
+use ruma::api::{
+    AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
+    OutgoingRequestAppserviceExt, SupportedVersions,
+};
+use ruma::events::MessageLikeEventType;
+use ruma::room::RoomType;
+use ruma::serde::Raw;
+use ruma::{Int, MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+
+use super::{Matrix, MatrixError, RoomSpec};
+use crate::config::{MatrixConfig, Secret};
+use crate::model::{ConversationKind, Visibility};
+
+/// Picks the input a request's path builder needs.
+pub trait PathInput: PathBuilder {
+    fn input(versions: &SupportedVersions) -> Self::Input<'_>;
+}
+
+impl PathInput for VersionHistory {
+    fn input(versions: &SupportedVersions) -> Self::Input<'_> {
+        Cow::Borrowed(versions)
+    }
+}
+
+impl PathInput for SinglePath {
+    fn input(_: &SupportedVersions) -> Self::Input<'_> {}
+}
+
+/// The appservice's client-server API client.
+pub struct AppserviceClient {
+    http: reqwest::Client,
+    base_url: String,
+    as_token: Secret,
+    bot: OwnedUserId,
+    versions: SupportedVersions,
+    requests: AtomicU64,
+}
+
+impl AppserviceClient {
+    pub fn new(http: reqwest::Client, config: &MatrixConfig) -> Self {
+        let versions = SupportedVersions {
+            versions: [MatrixVersion::V1_1, MatrixVersion::V1_11]
+                .into_iter()
+                .collect(),
+            features: Default::default(),
+        };
+        Self {
+            http,
+            base_url: config.homeserver_url.clone(),
+            as_token: config.as_token.clone(),
+            bot: config.bot_user_id.clone(),
+            versions,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The HTTP client every Matrix call shares: rustls, bounded timeouts.
+    pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("lambda-matrix-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// How many HTTP requests this client has sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sends `request`, as `user` when given (masquerading), else as the bot.
+    async fn call<R>(
+        &self,
+        request: R,
+        user: Option<&UserId>,
+    ) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequest,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let identity = user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        let http_request = request
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                &self.base_url,
+                SendAccessToken::Appservice(self.as_token.expose()),
+                identity,
+                R::PathBuilder::input(&self.versions),
+            )
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        let method = http_request.method().clone();
+        let path = http_request.uri().path().to_owned();
+        let request = reqwest::Request::try_from(http_request)
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let response =
+            self.http
+                .execute(request)
+                .await
+                .map_err(|source| MatrixError::Unreachable {
+                    maybe_delivered: !source.is_connect(),
+                    source: source.without_url(),
+                })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .map(Duration::from_secs);
+        let mut builder = http::Response::builder().status(status);
+        if let Some(headers) = builder.headers_mut() {
+            headers.extend(response.headers().clone());
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| MatrixError::Unreachable {
+                maybe_delivered: true,
+                source: source.without_url(),
+            })?;
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "matrix call");
+        if !status.is_success() {
+            return Err(MatrixError::from_status(
+                status.as_u16(),
+                &body,
+                retry_after,
+            ));
+        }
+        let response = builder
+            .body(body.as_ref())
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        R::IncomingResponse::try_from_http_response(response)
+            .map_err(|err| MatrixError::Protocol(err.to_string()))
+    }
+}
+
+fn preset(spec: &RoomSpec) -> create_room::v3::RoomPreset {
+    match (spec.kind, spec.visibility) {
+        (Some(ConversationKind::Direct), _) => create_room::v3::RoomPreset::TrustedPrivateChat,
+        (_, Visibility::Public) => create_room::v3::RoomPreset::PublicChat,
+        (_, Visibility::Private) => create_room::v3::RoomPreset::PrivateChat,
+    }
+}
+
+fn raw<T: serde::Serialize>(value: &T) -> Result<Raw<T>, MatrixError> {
+    Raw::new(value).map_err(|err| MatrixError::Protocol(err.to_string()))
+}
+
+impl Matrix for AppserviceClient {
+    async fn register_puppet(&self, localpart: &str) -> Result<(), MatrixError> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.inhibit_login = true;
+        request.login_type = Some(register::LoginType::ApplicationService);
+        match self.call(request, None).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        let request = set_profile_field::v3::Request::new(
+            user.to_owned(),
+            ProfileFieldValue::DisplayName(name.to_owned()),
+        );
+        self.call(request, Some(user)).await.map(drop)
+    }
+
+    async fn set_avatar_url(&self, user: &UserId, url: &MxcUri) -> Result<(), MatrixError> {
+        let request = set_profile_field::v3::Request::new(
+            user.to_owned(),
+            ProfileFieldValue::AvatarUrl(url.to_owned()),
+        );
+        self.call(request, Some(user)).await.map(drop)
+    }
+
+    async fn create_room(&self, spec: &RoomSpec) -> Result<OwnedRoomId, MatrixError> {
+        let mut request = create_room::v3::Request::new();
+        request.name = spec.name.clone();
+        request.topic = spec.topic.clone();
+        request.invite = spec.invite.clone();
+        request.is_direct = spec.kind == Some(ConversationKind::Direct);
+        request.preset = Some(preset(spec));
+        // Pinned so power levels mean the same everywhere: in version 12 the
+        // creator (the bot) has unlimited power and is not listed in `users`.
+        request.room_version = Some(RoomVersionId::V12);
+        if spec.visibility == Visibility::Public {
+            request.visibility = ruma::api::client::room::Visibility::Public;
+        }
+        if spec.kind == Some(ConversationKind::Space) {
+            let mut creation = create_room::v3::CreationContent::new();
+            creation.room_type = Some(RoomType::Space);
+            request.creation_content = Some(raw(&creation)?);
+        }
+        let mut levels = create_room::RoomPowerLevelsContentOverride::new();
+        levels.users = spec
+            .power_levels
+            .iter()
+            .filter(|(user, _)| **user != self.bot)
+            .map(|(user, level)| (user.clone(), Int::from(i32::try_from(*level).unwrap_or(0))))
+            .collect();
+        request.power_level_content_override = Some(raw(&levels)?);
+        Ok(self.call(request, None).await?.room_id)
+    }
+
+    async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let request = join_room_by_id::v3::Request::new(room.to_owned());
+        self.call(request, Some(user)).await.map(drop)
+    }
+
+    async fn send_message(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let content = serde_json::value::to_raw_value(content)
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        let request = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            txn_id.into(),
+            MessageLikeEventType::RoomMessage,
+            Raw::from_json(content),
+        );
+        Ok(self.call(request, Some(sender)).await?.event_id)
+    }
+}

@@ -1,0 +1,277 @@
+//! The records the bridge keeps: conversations and their rooms, members,
+//! puppets, messages and idempotency records.
+//!
+//! These are storage-neutral domain types. The DynamoDB adapter stores them
+//! with `serde_dynamo`; the API layer renders its own views of them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ids::{AppUserId, ConversationId};
+
+/// What a conversation is in the application; it decides the room's preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Group,
+    Event,
+    Direct,
+    Space,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    #[default]
+    Private,
+    Public,
+}
+
+/// A member's role in the application, mapped to a Matrix power level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Moderator,
+    #[default]
+    Member,
+}
+
+impl Role {
+    pub fn power_level(self) -> i64 {
+        match self {
+            Role::Owner => 100,
+            Role::Moderator => 50,
+            Role::Member => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    /// Claimed by a provisioning request that has not finished yet.
+    Provisioning,
+    Active,
+    Archived,
+}
+
+/// Who is provisioning a conversation, and until when the claim holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub token: Uuid,
+    /// Epoch seconds, so the table can compare it in a condition.
+    #[serde(with = "time::serde::timestamp")]
+    pub until: OffsetDateTime,
+}
+
+/// A conversation of the application and the Matrix room that mirrors it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub visibility: Visibility,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<ConversationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<OwnedRoomId>,
+    pub status: ConversationStatus,
+    /// Messages accepted but not yet delivered to Matrix. While it is above
+    /// zero, new messages queue behind them instead of overtaking them.
+    #[serde(default)]
+    pub outbox: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A member of a conversation: an application user (through its puppet) or
+/// a plain Matrix user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub conversation_id: ConversationId,
+    pub matrix_user_id: OwnedUserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<AppUserId>,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Whether the puppet is known to be joined to the room. Plain Matrix
+    /// users are invited and join on their own, so it stays false for them.
+    #[serde(default)]
+    pub joined: bool,
+}
+
+/// An application user and its Matrix puppet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Puppet {
+    pub user_id: AppUserId,
+    pub matrix_user_id: OwnedUserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Registered on the homeserver, so the hot path need not try again.
+    pub registered: bool,
+}
+
+/// A message id: a UUIDv7, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    /// The smallest id, for range scans.
+    pub const MIN: Self = Self(Uuid::nil());
+
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The Matrix transaction id of the operation `op` on this message, so a
+    /// retry repeats the same request and the homeserver deduplicates it.
+    pub fn txn_id(&self, op: &str) -> String {
+        format!("{op}-{}", self.0.simple())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Plain,
+    Markdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Pending,
+    Sent,
+    Failed,
+    Deleted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    App,
+    Matrix,
+}
+
+/// Who wrote a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<AppUserId>,
+    pub matrix_user_id: OwnedUserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// How a message reaches Matrix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Sent straight from the API request.
+    #[default]
+    Direct,
+    /// Counted in the conversation's outbox and delivered by the retry function.
+    Queued,
+}
+
+/// A message of a conversation, whichever side it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub sender: Sender,
+    pub body: String,
+    pub format: Format,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    pub status: MessageStatus,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<OwnedEventId>,
+    pub origin: Origin,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub edited_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deleted_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// What an `Idempotency-Key` was first used for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The caller, the conversation and the key, as one string.
+    pub scope: String,
+    /// SHA-256 of the request body, to tell a retry from a reuse.
+    pub body_hash: String,
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl IdempotencyRecord {
+    /// How long a key is remembered.
+    pub const LIFETIME: time::Duration = time::Duration::hours(24);
+
+    pub fn scope(caller: &AppUserId, conversation: &ConversationId, key: &str) -> String {
+        format!("{caller}/{conversation}/{key}")
+    }
+}
+
+/// A page of history, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    /// The id to pass as `before` for the next page, if there is one.
+    pub next: Option<MessageId>,
+}

@@ -1,0 +1,113 @@
+//! The retry queue port and its SQS FIFO adapter.
+//!
+//! A job names an operation on a message; the retry function re-reads the
+//! message and carries the operation out. `MessageGroupId` is the
+//! conversation, so jobs of one conversation are delivered in order and one
+//! conversation's backlog does not hold up another's; the deduplication id is
+//! the operation, so enqueueing the same job twice within SQS's five-minute
+//! window is harmless.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ConversationId;
+use crate::model::MessageId;
+
+/// What to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Send,
+}
+
+/// One delivery job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryJob {
+    pub operation: Operation,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+}
+
+impl RetryJob {
+    pub fn send(conversation_id: ConversationId, message_id: MessageId) -> Self {
+        Self {
+            operation: Operation::Send,
+            conversation_id,
+            message_id,
+        }
+    }
+
+    fn deduplication_id(&self) -> String {
+        let op = match self.operation {
+            Operation::Send => "send",
+        };
+        self.message_id.txn_id(op)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the retry queue is unavailable")]
+pub struct QueueError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+pub trait RetryQueue: Send + Sync {
+    fn enqueue(&self, job: &RetryJob) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// [`RetryQueue`] on an SQS FIFO queue.
+#[derive(Clone, Debug)]
+pub struct SqsRetryQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsRetryQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+impl RetryQueue for SqsRetryQueue {
+    async fn enqueue(&self, job: &RetryJob) -> Result<(), QueueError> {
+        let body = serde_json::to_string(job).map_err(|err| QueueError(err.into()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(job.conversation_id.as_str())
+            .message_deduplication_id(job.deduplication_id())
+            .send()
+            .await
+            .map_err(|err| QueueError(err.into()))?;
+        Ok(())
+    }
+}
+
+/// An in-memory [`RetryQueue`] for unit tests.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    jobs: Mutex<Vec<RetryJob>>,
+}
+
+impl MemoryQueue {
+    pub fn jobs(&self) -> Vec<RetryJob> {
+        self.jobs
+            .lock()
+            .map(|jobs| jobs.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl RetryQueue for MemoryQueue {
+    async fn enqueue(&self, job: &RetryJob) -> Result<(), QueueError> {
+        self.jobs
+            .lock()
+            .map_err(|_| QueueError("the queue lock is poisoned".into()))?
+            .push(job.clone());
+        Ok(())
+    }
+}

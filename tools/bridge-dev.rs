@@ -1,0 +1,90 @@
+//! `bridge-dev`: the local stack's tool.
+//!
+//! - `bridge-dev gateway`: the front door (API Gateway stand-in) on
+//!   `BRIDGE_GATEWAY_LISTEN`, serving the real function handlers;
+//! - `bridge-dev setup`: creates the table and queues on the emulator and
+//!   prints the queue URLs as `KEY=value` lines;
+//! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT.
+
+use std::net::SocketAddr;
+
+use bridge::config::{ProcessEnv, TableConfig};
+use bridge::handlers::history::History;
+use bridge::handlers::provision::Provisioner;
+use bridge::handlers::send::SendService;
+use bridge::ids::{AppUserId, PuppetNamer};
+use bridge::local::gateway::{self, Gateway};
+use bridge::local::setup;
+use bridge::local::token::TokenConfig;
+use bridge::runtime::{self, Adapters, BoxError};
+
+const USAGE: &str =
+    "usage: bridge-dev gateway | setup | token <user_id> [--admin] [--ttl <seconds>]";
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gateway") => run_gateway().await,
+        Some("setup") => run_setup().await,
+        Some("token") => print_token(&args[1..]),
+        _ => Err(USAGE.into()),
+    }
+}
+
+async fn run_gateway() -> Result<(), BoxError> {
+    runtime::init_telemetry();
+    let listen: SocketAddr = std::env::var("BRIDGE_GATEWAY_LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:18080".into())
+        .parse()?;
+    let adapters = Adapters::load().await;
+    let config = adapters.matrix_config()?;
+    let namer = PuppetNamer::from_config(&config);
+    let gateway = Gateway {
+        tokens: TokenConfig::from_env(&ProcessEnv)?,
+        provision: Provisioner {
+            store: adapters.store()?,
+            matrix: adapters.matrix(&config)?,
+            namer: namer.clone(),
+        },
+        send: SendService::new(
+            adapters.store()?,
+            adapters.matrix(&config)?,
+            adapters.retry_queue()?,
+            namer.clone(),
+        ),
+        history: History {
+            store: adapters.store()?,
+            namer,
+        },
+    };
+    gateway::serve(gateway, listen).await?;
+    Ok(())
+}
+
+async fn run_setup() -> Result<(), BoxError> {
+    let table = TableConfig::from_env(&ProcessEnv)?;
+    let created = setup::run(&runtime::aws_config().await, &table.table_name).await?;
+    let mut out = std::io::stdout().lock();
+    for line in created.lines {
+        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+fn print_token(args: &[String]) -> Result<(), BoxError> {
+    let user = args.first().ok_or(USAGE)?;
+    AppUserId::parse(user.as_str())?;
+    let admin = args.iter().any(|arg| arg == "--admin");
+    let ttl = match args.iter().position(|arg| arg == "--ttl") {
+        Some(at) => args.get(at + 1).ok_or(USAGE)?.parse::<i64>()?,
+        None => 3600,
+    };
+    let token =
+        TokenConfig::from_env(&ProcessEnv)?.mint(user, admin, time::Duration::seconds(ttl))?;
+    std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        format!("{token}\n").as_bytes(),
+    )?;
+    Ok(())
+}
