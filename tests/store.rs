@@ -1,1 +1,524 @@
+//! One suite of store tests, run against the in-memory fake and against the
+//! DynamoDB adapter on the emulator (moto, through the real AWS SDK), so the
+//! fake cannot drift from the real thing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
+use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
+use bridge::model::{
+    Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
+    Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender, Visibility,
+};
+use bridge::store::{Claim, DynamoStore, MemoryStore, Store, StoreError};
+use ruma::{OwnedRoomId, OwnedUserId, event_id};
+use time::{Duration, OffsetDateTime};
+
+fn namer() -> PuppetNamer {
+    PuppetNamer::new("app_", ruma::server_name!("localhost"))
+}
+
+fn user(name: &str) -> AppUserId {
+    AppUserId::parse(name).unwrap()
+}
+
+fn puppet_id(name: &str) -> OwnedUserId {
+    namer().user_id(&user(name))
+}
+
+/// A conversation id no other test uses, so the suites can share a table.
+fn fresh_id() -> ConversationId {
+    ConversationId::parse(format!("c-{}", uuid::Uuid::new_v4().simple())).unwrap()
+}
+
+fn draft(id: &ConversationId) -> Conversation {
+    Conversation {
+        id: id.clone(),
+        kind: ConversationKind::Group,
+        name: Some("Hiking".into()),
+        topic: None,
+        visibility: Visibility::Private,
+        parent_id: None,
+        room_id: None,
+        status: ConversationStatus::Provisioning,
+        outbox: 0,
+        claim: None,
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+fn member(id: &ConversationId, name: &str, joined: bool) -> Member {
+    Member {
+        conversation_id: id.clone(),
+        matrix_user_id: puppet_id(name),
+        user_id: Some(user(name)),
+        role: Role::Member,
+        display_name: Some(name.to_uppercase()),
+        joined,
+    }
+}
+
+fn room() -> OwnedRoomId {
+    OwnedRoomId::try_from(format!("!{}:localhost", uuid::Uuid::new_v4().simple())).unwrap()
+}
+
+fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> Message {
+    Message {
+        id: MessageId::new(),
+        conversation_id: id.clone(),
+        sender: Sender {
+            user_id: Some(user(from)),
+            matrix_user_id: puppet_id(from),
+            display_name: None,
+        },
+        body: body.into(),
+        format: Format::Plain,
+        html: None,
+        reply_to: None,
+        status: MessageStatus::Pending,
+        delivery,
+        event_id: None,
+        origin: Origin::App,
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        edited_at: None,
+        deleted_at: None,
+        failure: None,
+    }
+}
+
+fn granted(claim: Claim) -> (uuid::Uuid, Conversation) {
+    match claim {
+        Claim::Granted {
+            token,
+            conversation,
+        } => (token, conversation),
+        other => panic!("expected a granted claim, got {other:?}"),
+    }
+}
+
+/// An active conversation with alice (joined) and bob (not joined).
+async fn active_conversation(store: &impl Store) -> (ConversationId, OwnedRoomId) {
+    let id = fresh_id();
+    let (token, mut conversation) = granted(
+        store
+            .claim_conversation(
+                &draft(&id),
+                OffsetDateTime::now_utc() + Duration::minutes(1),
+            )
+            .await
+            .unwrap(),
+    );
+    let room_id = room();
+    store.record_room(&id, token, &room_id).await.unwrap();
+    conversation.room_id = Some(room_id.clone());
+    store
+        .activate_conversation(
+            &conversation,
+            token,
+            &[member(&id, "alice", true), member(&id, "bob", false)],
+        )
+        .await
+        .unwrap();
+    (id, room_id)
+}
+
+async fn claims_are_granted_once(store: &impl Store) {
+    let id = fresh_id();
+    let until = OffsetDateTime::now_utc() + Duration::minutes(1);
+    let (token, claimed) = granted(store.claim_conversation(&draft(&id), until).await.unwrap());
+    assert_eq!(claimed.status, ConversationStatus::Provisioning);
+    assert!(matches!(
+        store.claim_conversation(&draft(&id), until).await.unwrap(),
+        Claim::Busy(_)
+    ));
+
+    let room_id = room();
+    store.record_room(&id, token, &room_id).await.unwrap();
+    let with_room = Conversation {
+        room_id: Some(room_id.clone()),
+        ..claimed
+    };
+    store
+        .activate_conversation(&with_room, token, &[member(&id, "alice", true)])
+        .await
+        .unwrap();
+
+    match store.claim_conversation(&draft(&id), until).await.unwrap() {
+        Claim::Exists(existing) => {
+            assert_eq!(existing.status, ConversationStatus::Active);
+            assert_eq!(existing.room_id, Some(room_id.clone()));
+            assert_eq!(existing.claim, None);
+        }
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(
+        store.conversation_by_room(&room_id).await.unwrap(),
+        Some(id.clone())
+    );
+    assert_eq!(store.conversation_by_room(&room()).await.unwrap(), None);
+}
+
+async fn expired_claims_are_taken_over_with_their_room(store: &impl Store) {
+    let id = fresh_id();
+    let past = OffsetDateTime::now_utc() - Duration::seconds(1);
+    let (first, _) = granted(store.claim_conversation(&draft(&id), past).await.unwrap());
+    let room_id = room();
+    store.record_room(&id, first, &room_id).await.unwrap();
+
+    let (second, taken) = granted(
+        store
+            .claim_conversation(
+                &draft(&id),
+                OffsetDateTime::now_utc() + Duration::minutes(1),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_ne!(first, second);
+    assert_eq!(
+        taken.room_id,
+        Some(room_id.clone()),
+        "a takeover must reuse the room"
+    );
+    assert!(matches!(
+        store.record_room(&id, first, &room()).await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(matches!(
+        store.activate_conversation(&taken, first, &[]).await,
+        Err(StoreError::Rejected)
+    ));
+    store
+        .activate_conversation(&taken, second, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.conversation(&id).await.unwrap().unwrap().status,
+        ConversationStatus::Active
+    );
+}
+
+async fn released_claims_can_be_retried_at_once(store: &impl Store) {
+    let id = fresh_id();
+    let until = OffsetDateTime::now_utc() + Duration::minutes(1);
+    let (token, _) = granted(store.claim_conversation(&draft(&id), until).await.unwrap());
+    store
+        .release_claim(&id, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim_conversation(&draft(&id), until).await.unwrap(),
+        Claim::Busy(_)
+    ));
+    store.release_claim(&id, token).await.unwrap();
+    granted(store.claim_conversation(&draft(&id), until).await.unwrap());
+}
+
+async fn members_are_read_with_their_conversation(store: &impl Store) {
+    let (id, room_id) = active_conversation(store).await;
+    let (conversation, mut members) = store.conversation_with_members(&id).await.unwrap().unwrap();
+    assert_eq!(conversation.room_id, Some(room_id));
+    assert_eq!(conversation.name.as_deref(), Some("Hiking"));
+    members.sort_by(|a, b| a.matrix_user_id.cmp(&b.matrix_user_id));
+    assert_eq!(
+        members,
+        vec![member(&id, "alice", true), member(&id, "bob", false)]
+    );
+
+    store.mark_joined(&id, &puppet_id("bob")).await.unwrap();
+    assert!(
+        store
+            .member(&id, &puppet_id("bob"))
+            .await
+            .unwrap()
+            .unwrap()
+            .joined
+    );
+    assert_eq!(store.member(&id, &puppet_id("carol")).await.unwrap(), None);
+    assert!(matches!(
+        store.mark_joined(&id, &puppet_id("carol")).await,
+        Err(StoreError::Rejected)
+    ));
+    assert_eq!(
+        store.conversation_with_members(&fresh_id()).await.unwrap(),
+        None
+    );
+    assert_eq!(store.conversation(&fresh_id()).await.unwrap(), None);
+}
+
+async fn puppets_are_remembered(store: &impl Store) {
+    let name = format!("p{}", uuid::Uuid::new_v4().simple());
+    let (known, unknown) = (user(&name), user(&format!("{name}x")));
+    assert!(store.puppets(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .puppets(&[known.clone(), unknown.clone()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let puppet = Puppet {
+        user_id: known.clone(),
+        matrix_user_id: namer().user_id(&known),
+        display_name: Some("Known".into()),
+        avatar_url: None,
+        registered: true,
+    };
+    store.put_puppet(&puppet).await.unwrap();
+    assert_eq!(
+        store.puppets(&[known, unknown]).await.unwrap(),
+        vec![puppet]
+    );
+}
+
+async fn direct_sends_need_a_joined_member_and_an_empty_outbox(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let from_bob = message(&id, "bob", "not joined yet", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&from_bob, None).await,
+        Err(StoreError::Rejected)
+    ));
+    let from_carol = message(&id, "carol", "not a member", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&from_carol, None).await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(matches!(
+        store
+            .insert_message(
+                &message(
+                    &fresh_id(),
+                    "alice",
+                    "no such conversation",
+                    Delivery::Direct
+                ),
+                None
+            )
+            .await,
+        Err(StoreError::Rejected)
+    ));
+
+    let hello = message(&id, "alice", "hello", Delivery::Direct);
+    store.insert_message(&hello, None).await.unwrap();
+    assert!(
+        matches!(
+            store.insert_message(&hello, None).await,
+            Err(StoreError::Rejected)
+        ),
+        "ids are unique"
+    );
+    assert_eq!(
+        store.message(&id, hello.id).await.unwrap(),
+        Some(hello.clone())
+    );
+    assert_eq!(store.message(&id, MessageId::new()).await.unwrap(), None);
+
+    let event = event_id!("$sent-hello");
+    store.mark_sent(&hello, event).await.unwrap();
+    let sent = store.message(&id, hello.id).await.unwrap().unwrap();
+    assert_eq!(
+        (sent.status, sent.event_id.as_deref()),
+        (MessageStatus::Sent, Some(event))
+    );
+    store.mark_sent(&hello, event_id!("$again")).await.unwrap();
+    assert_eq!(
+        store
+            .message(&id, hello.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .event_id
+            .as_deref(),
+        Some(event)
+    );
+    assert_eq!(
+        store.message_by_event(event).await.unwrap(),
+        Some((id.clone(), hello.id))
+    );
+}
+
+async fn idempotency_keys_are_used_once(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "once", Delivery::Direct);
+    let record = IdempotencyRecord {
+        scope: IdempotencyRecord::scope(&user("alice"), &id, "key-1"),
+        body_hash: "abc".into(),
+        message_id: first.id,
+        conversation_id: id.clone(),
+        expires_at: (OffsetDateTime::now_utc() + IdempotencyRecord::LIFETIME)
+            .replace_nanosecond(0)
+            .unwrap(),
+    };
+    store.insert_message(&first, Some(&record)).await.unwrap();
+    let second = message(&id, "alice", "twice", Delivery::Direct);
+    let reused = IdempotencyRecord {
+        message_id: second.id,
+        ..record.clone()
+    };
+    assert!(matches!(
+        store.insert_message(&second, Some(&reused)).await,
+        Err(StoreError::Rejected)
+    ));
+    assert_eq!(
+        store.message(&id, second.id).await.unwrap(),
+        None,
+        "a refused transaction writes nothing"
+    );
+
+    let context = store
+        .send_context(&id, &puppet_id("alice"), Some(&record.scope))
+        .await
+        .unwrap();
+    assert_eq!(context.idempotency, Some(record));
+    assert_eq!(context.member, Some(member(&id, "alice", true)));
+    assert_eq!(context.conversation.unwrap().id, id);
+    let context = store
+        .send_context(&id, &puppet_id("carol"), None)
+        .await
+        .unwrap();
+    assert_eq!((context.member, context.idempotency), (None, None));
+}
+
+async fn queued_messages_hold_back_direct_sends(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(
+        &id,
+        "bob",
+        "queued even though bob has not joined",
+        Delivery::Queued,
+    );
+    store.insert_message(&first, None).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+
+    let second = message(&id, "alice", "must wait", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&second, None).await,
+        Err(StoreError::Rejected)
+    ));
+    assert_eq!(
+        store
+            .send_context(&id, &puppet_id("alice"), None)
+            .await
+            .unwrap()
+            .conversation
+            .unwrap()
+            .outbox,
+        1
+    );
+
+    store.mark_sent(&first, event_id!("$first")).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    store.insert_message(&second, None).await.unwrap();
+}
+
+async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let direct = message(&id, "alice", "homeserver down", Delivery::Direct);
+    store.insert_message(&direct, None).await.unwrap();
+    store.mark_queued(&direct).await.unwrap();
+    assert!(
+        matches!(store.mark_queued(&direct).await, Err(StoreError::Rejected)),
+        "queued once"
+    );
+    let queued = store.message(&id, direct.id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.status, queued.delivery),
+        (MessageStatus::Pending, Delivery::Queued)
+    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+
+    store.mark_failed(&queued, "M_TOO_LARGE").await.unwrap();
+    let failed = store.message(&id, direct.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.failure.as_deref()),
+        (MessageStatus::Failed, Some("M_TOO_LARGE"))
+    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    store.mark_failed(&queued, "again").await.unwrap();
+    store.mark_sent(&queued, event_id!("$late")).await.unwrap();
+    let still = store.message(&id, direct.id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.status, still.failure.as_deref()),
+        (MessageStatus::Failed, Some("M_TOO_LARGE"))
+    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+}
+
+async fn history_pages_newest_first(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let mut sent = Vec::new();
+    for n in 1..=5 {
+        let m = message(&id, "alice", &format!("message {n}"), Delivery::Direct);
+        store.insert_message(&m, None).await.unwrap();
+        sent.push(m.id);
+    }
+    let bodies = |page: &bridge::model::Page| {
+        page.messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect::<Vec<_>>()
+    };
+    let page = store.messages(&id, 2, None).await.unwrap();
+    assert_eq!(bodies(&page), ["message 5", "message 4"]);
+    assert_eq!(page.next, Some(sent[3]));
+    let page = store.messages(&id, 2, page.next).await.unwrap();
+    assert_eq!(bodies(&page), ["message 3", "message 2"]);
+    let page = store.messages(&id, 2, page.next).await.unwrap();
+    assert_eq!(bodies(&page), ["message 1"]);
+    assert_eq!(page.next, None);
+    let all = store.messages(&id, 5, None).await.unwrap();
+    assert_eq!((all.messages.len(), all.next), (5, None));
+    assert!(
+        store
+            .messages(&fresh_id(), 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+}
+
+async fn memory() -> MemoryStore {
+    MemoryStore::new()
+}
+
+async fn dynamo() -> DynamoStore {
+    static TABLE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let sdk = support::sdk_config().await;
+    let table = TABLE.get_or_init(|| support::fresh_table(&sdk)).await;
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone())
+}
+
+macro_rules! store_suite {
+    ($adapter:ident: $($case:ident),+ $(,)?) => {
+        mod $adapter {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&super::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+macro_rules! both_adapters {
+    ($($case:ident),+ $(,)?) => {
+        store_suite!(memory: $($case),+);
+        store_suite!(dynamo: $($case),+);
+    };
+}
+
+both_adapters!(
+    claims_are_granted_once,
+    expired_claims_are_taken_over_with_their_room,
+    released_claims_can_be_retried_at_once,
+    members_are_read_with_their_conversation,
+    puppets_are_remembered,
+    direct_sends_need_a_joined_member_and_an_empty_outbox,
+    idempotency_keys_are_used_once,
+    queued_messages_hold_back_direct_sends,
+    failures_and_queueing_move_messages_through_the_outbox,
+    history_pages_newest_first,
+);

@@ -32,7 +32,8 @@ pub async fn run(sdk: &aws_config::SdkConfig, table: &str) -> Result<Created, Bo
     })
 }
 
-async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), BoxError> {
+/// Creates the bridge's table (keys `pk`/`sk`, TTL on `expires_at`) unless it exists.
+pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), BoxError> {
     let attribute = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)

@@ -319,22 +319,25 @@ impl DynamoStore {
         key(keys::conversation(id), META)
     }
 
+    /// Adds `delta` to a conversation's outbox, optionally only while it is active.
     fn outbox_change(
         &self,
         id: &ConversationId,
         delta: i64,
-        condition: Option<&str>,
+        only_if_active: bool,
     ) -> Result<TransactWriteItem, StoreError> {
+        let mut attribute_names = vec![("#outbox", "outbox")];
+        let mut attribute_values = vec![(":zero", n(0)), (":delta", n(delta))];
+        if only_if_active {
+            attribute_names.push(("#status", "status"));
+            attribute_values.push((":active", s("active")));
+        }
         self.update_item(
             Self::conversation_key(id),
             "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
-            condition,
-            names(&[("#outbox", "outbox"), ("#status", "status")]),
-            values(vec![
-                (":zero", n(0)),
-                (":delta", n(delta)),
-                (":active", s("active")),
-            ]),
+            only_if_active.then_some("#status = :active"),
+            names(&attribute_names),
+            values(attribute_values),
         )
     }
 }
@@ -663,7 +666,7 @@ impl Store for DynamoStore {
                 )?);
             }
             Delivery::Queued => {
-                items.push(self.outbox_change(id, 1, Some("#status = :active"))?);
+                items.push(self.outbox_change(id, 1, true)?);
                 items.push(self.check_item(
                     member_key,
                     "attribute_exists(#pk)",
@@ -733,7 +736,7 @@ impl Store for DynamoStore {
             self.put_item(to_item(keys::event(event_id), META, &lookup)?, None)?,
         ];
         if message.delivery == Delivery::Queued {
-            items.push(self.outbox_change(id, -1, None)?);
+            items.push(self.outbox_change(id, -1, false)?);
         }
         match self.transact(items).await {
             Err(StoreError::Rejected) => Ok(()),
@@ -755,7 +758,7 @@ impl Store for DynamoStore {
             ]),
         )?];
         if message.delivery == Delivery::Queued {
-            items.push(self.outbox_change(id, -1, None)?);
+            items.push(self.outbox_change(id, -1, false)?);
         }
         match self.transact(items).await {
             Err(StoreError::Rejected) => Ok(()),
@@ -777,7 +780,7 @@ impl Store for DynamoStore {
                     (":pending", s("pending")),
                 ]),
             )?,
-            self.outbox_change(id, 1, None)?,
+            self.outbox_change(id, 1, false)?,
         ])
         .await
     }

@@ -1,1 +1,12 @@
+//! Integration tests against the real local stack (`scripts/stack up`):
+//! Synapse on SQLite, DynamoDB and SQS on moto, the functions behind the
+//! local front door, all on loopback, through real HTTP and the real SDKs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod flows;
+mod guards;
+mod round_trips;

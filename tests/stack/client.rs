@@ -1,0 +1,225 @@
+//! Clients for the tests: the bridge API as a caller sees it, and a plain
+//! Matrix user with its own access token, as a person would use Element.
+#![allow(dead_code)]
+
+use bridge::config::Secret;
+use bridge::local::token::TokenConfig;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+
+use crate::support::var;
+
+/// A unique suffix, so tests never share ids.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub fn tokens() -> TokenConfig {
+    TokenConfig {
+        secret: Secret::new(var("BRIDGE_DEV_JWT_SECRET")),
+        issuer: var("BRIDGE_JWT_ISSUER"),
+        audience: var("BRIDGE_JWT_AUDIENCE"),
+    }
+}
+
+pub fn token(user: &str, admin: bool) -> String {
+    tokens()
+        .mint(user, admin, time::Duration::minutes(10))
+        .unwrap()
+}
+
+/// A response: status and JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The bridge's API, through the front door.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: var("BRIDGE_API_URL"),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("the front door answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Reply { status, body }
+    }
+
+    pub async fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> Reply {
+        self.json_with(method, path, token, &[], body).await
+    }
+
+    pub async fn json_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.call(
+            method,
+            path,
+            Some(token),
+            &all,
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), &[], None).await
+    }
+
+    /// Provisions a conversation as the service and asserts it worked.
+    pub async fn provision(&self, body: &Value) -> Value {
+        let reply = self
+            .json("POST", "/v1/conversations", &token("svc", true), body)
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        reply.body
+    }
+}
+
+/// A plain Matrix user on the local Synapse, with its own access token.
+pub struct MatrixUser {
+    pub user_id: String,
+    token: String,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl MatrixUser {
+    /// Registers a new user through Synapse's shared-secret admin API.
+    pub async fn register(name: &str) -> Self {
+        let http = reqwest::Client::new();
+        let base = var("MATRIX_HOMESERVER_URL");
+        let url = format!("{base}/_synapse/admin/v1/register");
+        let nonce: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let nonce = nonce["nonce"].as_str().unwrap().to_owned();
+        let password = uuid::Uuid::new_v4().to_string();
+        let mut mac =
+            Hmac::<sha1::Sha1>::new_from_slice(var("MATRIX_REGISTRATION_SHARED_SECRET").as_bytes())
+                .unwrap();
+        mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
+        let mac: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let reply: Value = http
+            .post(&url)
+            .json(&json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": mac}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            user_id: reply["user_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("registration failed: {reply}"))
+                .to_owned(),
+            token: reply["access_token"].as_str().unwrap().to_owned(),
+            http,
+            base,
+        }
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    pub async fn join(&self, room_id: &str) {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", encode(room_id)),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// The room's `m.room.message` events, oldest first, as this user sees them.
+    pub async fn messages(&self, room_id: &str) -> Vec<Value> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+            encode(room_id)
+        );
+        let reply = self.request(reqwest::Method::GET, &path, None).await;
+        let mut events: Vec<Value> = reply["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["type"] == "m.room.message")
+            .cloned()
+            .collect();
+        events.reverse();
+        events
+    }
+
+    pub async fn state(&self, room_id: &str, event_type: &str, state_key: &str) -> Value {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{event_type}/{}",
+            encode(room_id),
+            encode(state_key)
+        );
+        self.request(reqwest::Method::GET, &path, None).await
+    }
+}
+
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
