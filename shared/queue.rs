@@ -8,7 +8,7 @@
 //! window is harmless.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,10 +87,10 @@ impl RetryQueue for SqsRetryQueue {
     }
 }
 
-/// An in-memory [`RetryQueue`] for unit tests.
-#[derive(Debug, Default)]
+/// An in-memory [`RetryQueue`] for unit tests; clones share their jobs.
+#[derive(Clone, Debug, Default)]
 pub struct MemoryQueue {
-    jobs: Mutex<Vec<RetryJob>>,
+    jobs: Arc<Mutex<Vec<RetryJob>>>,
 }
 
 impl MemoryQueue {

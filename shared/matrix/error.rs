@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 /// The standard Matrix error body.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct ErrorBody {
+struct ErrorBody {
     #[serde(default)]
     pub errcode: String,
     #[serde(default)]
@@ -47,11 +47,7 @@ pub enum MatrixError {
 }
 
 impl MatrixError {
-    pub(super) fn from_status(
-        status: u16,
-        body: &[u8],
-        retry_after_header: Option<Duration>,
-    ) -> Self {
+    pub fn from_status(status: u16, body: &[u8], retry_after_header: Option<Duration>) -> Self {
         let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         if status == 429 || parsed.errcode == "M_LIMIT_EXCEEDED" {
             let retry_after = parsed

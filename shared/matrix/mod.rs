@@ -6,6 +6,7 @@
 
 mod client;
 mod error;
+pub mod fake;
 
 use std::collections::BTreeMap;
 use std::future::Future;

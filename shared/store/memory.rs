@@ -2,7 +2,7 @@
 //! the same conditions as the DynamoDB adapter, checked by the shared suite.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use time::OffsetDateTime;
@@ -26,10 +26,11 @@ struct State {
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
 }
 
-/// A [`Store`] in a mutex.
-#[derive(Default)]
+/// A [`Store`] in a mutex. Clones share their state, as clones of a
+/// [`DynamoStore`](super::DynamoStore) share the table.
+#[derive(Clone, Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemoryStore {

@@ -1,0 +1,160 @@
+//! An in-memory homeserver for unit tests of the handlers: it records every
+//! call, refuses messages from users who have not joined (as Synapse does),
+//! and can be told to fail the next sends.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ruma::{MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use super::{Matrix, MatrixError, RoomSpec};
+
+/// A call the fake received.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Register(String),
+    DisplayName(OwnedUserId, String),
+    Avatar(OwnedUserId, String),
+    CreateRoom(RoomSpec),
+    Join(OwnedRoomId, OwnedUserId),
+    Send {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        txn_id: String,
+        content: serde_json::Value,
+    },
+}
+
+/// How the next send fails.
+#[derive(Clone, Copy, Debug)]
+pub enum Failure {
+    /// A 502: worth retrying.
+    Down,
+    /// A 429 with a delay.
+    RateLimited,
+    /// A 400 refusal: not worth retrying.
+    Refused,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    failures: VecDeque<Failure>,
+    joined: HashSet<(OwnedRoomId, OwnedUserId)>,
+    rooms: usize,
+}
+
+/// Clones share their state, so a test can keep one to inspect.
+#[derive(Clone, Default)]
+pub struct FakeMatrix {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeMatrix {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The `Send` calls, in order.
+    pub fn sends(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|call| matches!(call, Call::Send { .. }))
+            .collect()
+    }
+
+    pub fn fail_next_send(&self, failure: Failure) {
+        self.state().failures.push_back(failure);
+    }
+
+    /// Makes a user leave a room, as a kick on the Matrix side would.
+    pub fn remove(&self, room: &RoomId, user: &UserId) {
+        self.state()
+            .joined
+            .remove(&(room.to_owned(), user.to_owned()));
+    }
+}
+
+impl Matrix for FakeMatrix {
+    async fn register_puppet(&self, localpart: &str) -> Result<(), MatrixError> {
+        self.state()
+            .calls
+            .push(Call::Register(localpart.to_owned()));
+        Ok(())
+    }
+
+    async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        self.state()
+            .calls
+            .push(Call::DisplayName(user.to_owned(), name.to_owned()));
+        Ok(())
+    }
+
+    async fn set_avatar_url(&self, user: &UserId, url: &MxcUri) -> Result<(), MatrixError> {
+        self.state()
+            .calls
+            .push(Call::Avatar(user.to_owned(), url.to_string()));
+        Ok(())
+    }
+
+    async fn create_room(&self, spec: &RoomSpec) -> Result<OwnedRoomId, MatrixError> {
+        let mut state = self.state();
+        state.rooms += 1;
+        state.calls.push(Call::CreateRoom(spec.clone()));
+        OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
+            .map_err(|err| MatrixError::Protocol(err.to_string()))
+    }
+
+    async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Join(room.to_owned(), user.to_owned()));
+        state.joined.insert((room.to_owned(), user.to_owned()));
+        Ok(())
+    }
+
+    async fn send_message(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Send {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            txn_id: txn_id.to_owned(),
+            content: content.clone(),
+        });
+        if let Some(failure) = state.failures.pop_front() {
+            return Err(match failure {
+                Failure::Down => MatrixError::from_status(502, b"", None),
+                Failure::RateLimited => MatrixError::RateLimited {
+                    retry_after: Some(std::time::Duration::from_secs(2)),
+                },
+                Failure::Refused => MatrixError::from_status(
+                    400,
+                    br#"{"errcode":"M_BAD_JSON","error":"bad"}"#,
+                    None,
+                ),
+            });
+        }
+        if !state.joined.contains(&(room.to_owned(), sender.to_owned())) {
+            return Err(MatrixError::from_status(
+                403,
+                br#"{"errcode":"M_FORBIDDEN","error":"not in room"}"#,
+                None,
+            ));
+        }
+        OwnedEventId::try_from(format!("${txn_id}"))
+            .map_err(|err| MatrixError::Protocol(err.to_string()))
+    }
+}

@@ -1,0 +1,459 @@
+//! The handlers' domain logic on the in-memory fakes: no network. Requests
+//! are the sample Lambda events in `events/`, as API Gateway sends them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bridge::handlers::history::History;
+use bridge::handlers::provision::Provisioner;
+use bridge::handlers::send::SendService;
+use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
+use bridge::matrix::MESSAGE_ID_KEY;
+use bridge::matrix::fake::{Call, Failure, FakeMatrix};
+use bridge::model::{Delivery, MessageId, MessageStatus};
+use bridge::queue::{MemoryQueue, Operation};
+use bridge::store::{MemoryStore, Store};
+use lambda_http::{Body, Response};
+use serde_json::{Value, json};
+
+fn namer() -> PuppetNamer {
+    PuppetNamer::new("app_", ruma::server_name!("localhost"))
+}
+
+fn puppet(user: &str) -> ruma::OwnedUserId {
+    namer().user_id(&AppUserId::parse(user).unwrap())
+}
+
+/// A sample event with changes: `sub`, admin scope, body, headers.
+struct Event {
+    json: Value,
+}
+
+impl Event {
+    fn load(name: &str) -> Self {
+        let text = match name {
+            "provision-create-conversation" => {
+                include_str!("../events/provision-create-conversation.json")
+            }
+            "provision-get-conversation" => {
+                include_str!("../events/provision-get-conversation.json")
+            }
+            "provision-put-user" => include_str!("../events/provision-put-user.json"),
+            "send-message-plain" => include_str!("../events/send-message-plain.json"),
+            "send-message-markdown" => include_str!("../events/send-message-markdown.json"),
+            "history-list-messages" => include_str!("../events/history-list-messages.json"),
+            "history-get-message" => include_str!("../events/history-get-message.json"),
+            other => panic!("no event {other}"),
+        };
+        Self {
+            json: serde_json::from_str(text).unwrap(),
+        }
+    }
+
+    fn by(mut self, user: &str, admin: bool) -> Self {
+        let claims = &mut self.json["requestContext"]["authorizer"]["jwt"]["claims"];
+        claims["sub"] = json!(user);
+        claims["scope"] = json!(if admin { "bridge.admin" } else { "bridge.user" });
+        self
+    }
+
+    fn body(mut self, body: Value) -> Self {
+        self.json["body"] = json!(body.to_string());
+        self
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.json["headers"][name] = json!(value);
+        self
+    }
+
+    fn without_header(mut self, name: &str) -> Self {
+        self.json["headers"].as_object_mut().unwrap().remove(name);
+        self
+    }
+
+    fn path_param(mut self, name: &str, value: &str) -> Self {
+        self.json["pathParameters"][name] = json!(value);
+        self
+    }
+
+    fn request(self) -> lambda_http::Request {
+        lambda_http::request::from_str(&self.json.to_string()).unwrap()
+    }
+}
+
+fn json_of(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
+}
+
+struct Bridge {
+    provision: Provisioner<MemoryStore, FakeMatrix>,
+    send: SendService<MemoryStore, FakeMatrix, MemoryQueue>,
+    history: History<MemoryStore>,
+    store: MemoryStore,
+    matrix: FakeMatrix,
+    queue: MemoryQueue,
+}
+
+impl Bridge {
+    /// A bridge with `grp-42` provisioned from the sample event (alice owner, bob member).
+    async fn with_conversation() -> Self {
+        let store = MemoryStore::new();
+        let matrix = FakeMatrix::default();
+        let queue = MemoryQueue::default();
+        let bridge = Self {
+            provision: Provisioner {
+                store: store.clone(),
+                matrix: matrix.clone(),
+                namer: namer(),
+            },
+            send: SendService::new(store.clone(), matrix.clone(), queue.clone(), namer()),
+            history: History {
+                store: store.clone(),
+                namer: namer(),
+            },
+            store,
+            matrix,
+            queue,
+        };
+        let created = bridge
+            .provision
+            .handle(
+                Event::load("provision-create-conversation")
+                    .by("svc", true)
+                    .request(),
+            )
+            .await;
+        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
+        bridge
+    }
+
+    async fn send(&self, user: &str, body: &str) -> Response<Body> {
+        let event = Event::load("send-message-plain")
+            .by(user, false)
+            .without_header("idempotency-key");
+        self.send
+            .handle(event.body(json!({ "body": body })).request())
+            .await
+    }
+
+    fn conversation() -> ConversationId {
+        ConversationId::parse("grp-42").unwrap()
+    }
+}
+
+#[tokio::test]
+async fn provisioning_creates_one_room_with_power_levels_and_joined_puppets() {
+    let bridge = Bridge::with_conversation().await;
+    let calls = bridge.matrix.calls();
+    let Some(Call::CreateRoom(spec)) = calls.iter().find(|c| matches!(c, Call::CreateRoom(_)))
+    else {
+        panic!("no room created: {calls:?}");
+    };
+    assert_eq!(spec.name.as_deref(), Some("Hiking club"));
+    assert_eq!(spec.invite, vec![puppet("alice"), puppet("bob")]);
+    assert_eq!(spec.power_levels.get(&puppet("alice")), Some(&100));
+    assert_eq!(
+        spec.power_levels.get(&puppet("bob")),
+        None,
+        "members keep the default level"
+    );
+    assert!(calls.contains(&Call::Register("app_alice".into())));
+    assert!(calls.contains(&Call::DisplayName(puppet("alice"), "Alice".into())));
+    let joins = calls.iter().filter(|c| matches!(c, Call::Join(..))).count();
+    assert_eq!(joins, 2);
+
+    let again = bridge
+        .provision
+        .handle(
+            Event::load("provision-create-conversation")
+                .by("svc", true)
+                .request(),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    let rooms = bridge
+        .matrix
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::CreateRoom(_)))
+        .count();
+    assert_eq!(rooms, 1, "the same request again makes no second room");
+
+    let read = bridge
+        .provision
+        .handle(
+            Event::load("provision-get-conversation")
+                .by("bob", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(read.status(), 200);
+    assert_eq!(json_of(&read)["members"].as_array().unwrap().len(), 2);
+    let stranger = bridge
+        .provision
+        .handle(
+            Event::load("provision-get-conversation")
+                .by("eve", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(stranger.status(), 404);
+}
+
+#[tokio::test]
+async fn a_puppet_is_registered_once() {
+    let bridge = Bridge::with_conversation().await;
+    let put = bridge
+        .provision
+        .handle(Event::load("provision-put-user").by("svc", true).request())
+        .await;
+    assert_eq!(put.status(), 200, "{:?}", json_of(&put));
+    let registrations = bridge
+        .matrix
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::Register("app_alice".into()))
+        .count();
+    assert_eq!(registrations, 1, "remembered in the table");
+    let plain_user = bridge
+        .provision
+        .handle(
+            Event::load("provision-put-user")
+                .by("alice", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(plain_user.status(), 403);
+    let bad_avatar = Event::load("provision-put-user")
+        .by("svc", true)
+        .body(json!({"avatar_url": "ftp://x"}));
+    assert_eq!(
+        bridge.provision.handle(bad_avatar.request()).await.status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_send_is_one_matrix_request_with_a_derived_transaction_id() {
+    let bridge = Bridge::with_conversation().await;
+    let before = bridge.matrix.sends().len();
+    let response = bridge
+        .send
+        .handle(
+            Event::load("send-message-markdown")
+                .by("alice", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    let sent = json_of(&response);
+    let sends = bridge.matrix.sends();
+    assert_eq!(sends.len(), before + 1);
+    let Call::Send {
+        sender,
+        txn_id,
+        content,
+        ..
+    } = sends.last().unwrap()
+    else {
+        unreachable!()
+    };
+    let id: MessageId = sent["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(txn_id, &id.txn_id("send"));
+    assert_eq!(sender, &puppet("alice"));
+    assert_eq!(content[MESSAGE_ID_KEY], sent["id"]);
+    assert_eq!(content["format"], "org.matrix.custom.html");
+    let stored = bridge
+        .store
+        .message(&Bridge::conversation(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, MessageStatus::Sent);
+    assert_eq!(
+        stored.event_id.as_ref().map(|e| e.to_string()),
+        sent["event_id"].as_str().map(str::to_owned)
+    );
+}
+
+#[tokio::test]
+async fn when_the_homeserver_is_down_later_messages_queue_behind() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let first = bridge.send("alice", "one").await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(json_of(&first)["status"], "pending");
+    let sends_after_first = bridge.matrix.sends().len();
+
+    let second = bridge.send("bob", "two").await;
+    assert_eq!(second.status(), 202, "queued behind the first");
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        sends_after_first,
+        "no attempt to overtake"
+    );
+
+    let jobs = bridge.queue.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|job| job.operation == Operation::Send));
+    assert_eq!(
+        jobs[0].message_id.to_string(),
+        json_of(&first)["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        jobs[1].message_id.to_string(),
+        json_of(&second)["id"].as_str().unwrap()
+    );
+    let conversation = bridge
+        .store
+        .conversation(&Bridge::conversation())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conversation.outbox, 2);
+    for job in jobs {
+        let message = bridge
+            .store
+            .message(&job.conversation_id, job.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (message.status, message.delivery),
+            (MessageStatus::Pending, Delivery::Queued)
+        );
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_queue_and_refusals_fail_for_good() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Refused);
+    let refused = bridge.send("alice", "refused").await;
+    assert_eq!(refused.status(), 201);
+    assert_eq!(json_of(&refused)["status"], "failed");
+    assert!(
+        json_of(&refused)["failure"]
+            .as_str()
+            .unwrap()
+            .contains("M_BAD_JSON")
+    );
+    assert!(bridge.queue.jobs().is_empty(), "a refusal is not retried");
+
+    bridge.matrix.fail_next_send(Failure::RateLimited);
+    assert_eq!(bridge.send("alice", "later").await.status(), 202);
+    assert_eq!(bridge.queue.jobs().len(), 1);
+}
+
+#[tokio::test]
+async fn a_puppet_that_left_the_room_is_joined_again() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge
+        .store
+        .conversation(&Bridge::conversation())
+        .await
+        .unwrap()
+        .unwrap()
+        .room_id
+        .unwrap();
+    bridge.matrix.remove(&room, &puppet("bob"));
+    let response = bridge.send("bob", "back again").await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    assert_eq!(
+        bridge
+            .matrix
+            .calls()
+            .iter()
+            .filter(|c| **c == Call::Join(room.clone(), puppet("bob")))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn idempotent_retries_replay_and_reuse_conflicts() {
+    let bridge = Bridge::with_conversation().await;
+    let event = || {
+        Event::load("send-message-plain")
+            .by("alice", false)
+            .header("idempotency-key", "k-1")
+    };
+    let first = bridge.send.handle(event().request()).await;
+    let again = bridge.send.handle(event().request()).await;
+    assert_eq!(
+        (first.status().as_u16(), again.status().as_u16()),
+        (201, 201)
+    );
+    assert_eq!(json_of(&first), json_of(&again));
+    assert_eq!(bridge.matrix.sends().len(), 1, "no second event");
+    let other_body = bridge
+        .send
+        .handle(event().body(json!({"body": "different"})).request())
+        .await;
+    assert_eq!(other_body.status(), 409);
+    let other_user = bridge.send.handle(event().by("bob", false).request()).await;
+    assert_eq!(other_user.status(), 201, "keys are scoped to the caller");
+}
+
+#[tokio::test]
+async fn history_lists_newest_first_for_members_only() {
+    let bridge = Bridge::with_conversation().await;
+    for body in ["a", "b", "c"] {
+        assert_eq!(bridge.send("alice", body).await.status(), 201);
+    }
+    let list = bridge
+        .history
+        .handle(
+            Event::load("history-list-messages")
+                .by("bob", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(list.status(), 200);
+    let bodies: Vec<Value> = json_of(&list)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("c"), json!("b"), json!("a")]);
+    let admin = bridge
+        .history
+        .handle(
+            Event::load("history-list-messages")
+                .by("svc", true)
+                .request(),
+        )
+        .await;
+    assert_eq!(admin.status(), 200);
+    let stranger = bridge
+        .history
+        .handle(
+            Event::load("history-list-messages")
+                .by("eve", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(stranger.status(), 404);
+
+    let newest = json_of(&list)["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = Event::load("history-get-message")
+        .by("alice", false)
+        .path_param("message_id", &newest);
+    let one = bridge.history.handle(one.request()).await;
+    assert_eq!(
+        (one.status().as_u16(), json_of(&one)["body"].clone()),
+        (200, json!("c"))
+    );
+    let wrong_function = bridge
+        .send
+        .handle(
+            Event::load("history-list-messages")
+                .by("alice", false)
+                .request(),
+        )
+        .await;
+    assert_eq!(wrong_function.status(), 404);
+}
