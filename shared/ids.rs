@@ -195,7 +195,7 @@ mod tests {
     fn puppet_ids_use_prefix_and_server() {
         let user = AppUserId::parse("Bob.Smith").unwrap();
         let id = namer().user_id(&user);
-        assert_eq!(id.as_str(), "@app__bob.__smith:localhost");
+        assert_eq!(id.as_str(), "@app__bob._smith:localhost");
         assert_eq!(namer().app_user(&id), Some(user));
     }
 

@@ -416,6 +416,11 @@ async fn history_lists_newest_first_for_members_only() {
         .map(|m| m["body"].clone())
         .collect();
     assert_eq!(bodies, [json!("c"), json!("b"), json!("a")]);
+    assert_eq!(
+        json_of(&list)["messages"][0]["sender"]["display_name"],
+        "Alice",
+        "from the member record"
+    );
     let admin = bridge
         .history
         .handle(

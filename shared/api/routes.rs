@@ -172,6 +172,39 @@ mod tests {
         assert!(!path_exists("/v1/conversations/x/messages/y/z"));
     }
 
+    /// Every `HttpApi` event of `template.yaml`, as (binary, method, path).
+    fn template_routes() -> Vec<(String, String, String)> {
+        let mut routes = Vec::new();
+        let (mut binary, mut method) = (String::new(), String::new());
+        for line in include_str!("../../template.yaml").lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("Binary: ") {
+                binary = name.to_owned();
+            } else if let Some(name) = line.strip_prefix("Method: ") {
+                method = name.to_owned();
+            } else if let Some(path) = line.strip_prefix("Path: ") {
+                routes.push((binary.clone(), method.clone(), path.to_owned()));
+            }
+        }
+        routes.sort();
+        routes
+    }
+
+    #[test]
+    fn the_template_declares_exactly_these_routes() {
+        let mut ours: Vec<_> = ROUTES
+            .iter()
+            .map(|spec| {
+                (
+                    spec.function.name().to_owned(),
+                    spec.method.to_string(),
+                    spec.path.to_owned(),
+                )
+            })
+            .collect();
+        ours.sort();
+        assert_eq!(template_routes(), ours);
+    }
+
     #[test]
     fn route_keys_are_unique_and_resolvable() {
         for spec in ROUTES {

@@ -1,12 +1,19 @@
 //! The `history` function: a conversation's messages from the table, those
 //! sent through the API and those that arrived from Matrix alike.
+//!
+//! Each request is two reads at once: the conversation with its members
+//! (who may see it, and the senders' display names) and the messages.
+
+use std::collections::HashMap;
 
 use lambda_http::{Body, Response};
+use ruma::OwnedUserId;
+use serde::Serialize;
 
 use super::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Function, Route};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
-use crate::model::MessageId;
+use crate::model::{Conversation, Member, Message, MessageId};
 use crate::store::Store;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -16,6 +23,38 @@ pub const MAX_LIMIT: usize = 100;
 pub struct History<S> {
     pub store: S,
     pub namer: PuppetNamer,
+}
+
+#[derive(Serialize)]
+struct PageView<'a> {
+    messages: Vec<MessageView<'a>>,
+    next: Option<MessageId>,
+}
+
+/// Display names of a conversation's members, by Matrix ID.
+struct Names(HashMap<OwnedUserId, String>);
+
+impl Names {
+    fn of(members: Vec<Member>) -> Self {
+        Self(
+            members
+                .into_iter()
+                .filter_map(|member| {
+                    member
+                        .display_name
+                        .map(|name| (member.matrix_user_id, name))
+                })
+                .collect(),
+        )
+    }
+
+    fn view<'a>(&'a self, message: &'a Message) -> MessageView<'a> {
+        let name = self
+            .0
+            .get(&message.sender.matrix_user_id)
+            .map(String::as_str);
+        MessageView::from(message).with_sender_name(name)
+    }
 }
 
 impl<S: Store> History<S> {
@@ -30,29 +69,25 @@ impl<S: Store> History<S> {
         .await
     }
 
-    /// `404` unless the acting user is a member (or a service token reads
-    /// without `as_user`), so ids do not leak.
-    async fn check_visible(
+    /// The members' names, if the acting user may see the conversation: a
+    /// member, or a service token reading without `as_user`. Others get
+    /// `404`, so ids do not leak.
+    fn visible(
         &self,
         request: &ApiRequest,
         id: &ConversationId,
-    ) -> Result<(), ApiError> {
-        let as_user: Option<AppUserId> = request.query("as_user")?;
+        found: Option<(Conversation, Vec<Member>)>,
+    ) -> Result<Names, ApiError> {
         let not_found = || ApiError::NotFound(format!("conversation '{id}' not found"));
-        if request.caller.admin && as_user.is_none() {
-            return self
-                .store
-                .conversation(id)
-                .await?
-                .map(drop)
-                .ok_or_else(not_found);
+        let (_, members) = found.ok_or_else(not_found)?;
+        let as_user: Option<AppUserId> = request.query("as_user")?;
+        if !(request.caller.admin && as_user.is_none()) {
+            let reader = self.namer.user_id(&request.caller.acting_user(as_user)?);
+            if !members.iter().any(|member| member.matrix_user_id == reader) {
+                return Err(not_found());
+            }
         }
-        let user = request.caller.acting_user(as_user)?;
-        self.store
-            .member(id, &self.namer.user_id(&user))
-            .await?
-            .map(drop)
-            .ok_or_else(not_found)
+        Ok(Names::of(members))
     }
 
     async fn list(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
@@ -64,29 +99,29 @@ impl<S: Store> History<S> {
             )));
         }
         let before = request.query::<MessageId>("before")?;
-        let (visible, page) = tokio::join!(
-            self.check_visible(&request, &id),
+        let (found, page) = tokio::join!(
+            self.store.conversation_with_members(&id),
             self.store.messages(&id, limit, before)
         );
-        visible?;
+        let names = self.visible(&request, &id, found?)?;
         let page = page?;
-        let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
-        api::json(
-            200,
-            &serde_json::json!({"messages": messages, "next": page.next}),
-        )
+        let view = PageView {
+            messages: page.messages.iter().map(|m| names.view(m)).collect(),
+            next: page.next,
+        };
+        api::json(200, &view)
     }
 
     async fn get(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
         let id = request.conversation_id()?;
         let message_id: MessageId = request.path_param("message_id")?;
-        let (visible, message) = tokio::join!(
-            self.check_visible(&request, &id),
+        let (found, message) = tokio::join!(
+            self.store.conversation_with_members(&id),
             self.store.message(&id, message_id)
         );
-        visible?;
+        let names = self.visible(&request, &id, found?)?;
         let message = message?
             .ok_or_else(|| ApiError::NotFound(format!("message '{message_id}' not found")))?;
-        api::json(200, &MessageView::from(&message))
+        api::json(200, &names.view(&message))
     }
 }

@@ -20,7 +20,7 @@ use super::puppets::{WantedPuppet, ensure_puppets};
 use super::views::ConversationView;
 use crate::api::{self, ApiError, ApiRequest, Function, Route};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
-use crate::matrix::{Matrix, RoomSpec};
+use crate::matrix::{Matrix, MatrixError, RoomSpec};
 use crate::metrics::{self, Counter};
 use crate::model::{Conversation, ConversationKind, ConversationStatus, Member, Role, Visibility};
 use crate::store::{Claim, Store, StoreError};
@@ -277,23 +277,35 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
         )
         .await?;
 
-        let room_id = match conversation.room_id.clone() {
-            Some(room_id) => room_id,
-            None => {
-                let room_id = self.matrix.create_room(&plan.room_spec()).await?;
-                match self.store.record_room(&plan.id, token, &room_id).await {
-                    Err(StoreError::Rejected) => {
-                        return Err(ApiError::Conflict(format!(
-                            "conversation '{}' was taken over by another request; retry",
-                            plan.id
-                        )));
+        let room_id =
+            match conversation.room_id.clone() {
+                Some(room_id) => room_id,
+                None => {
+                    let room_id = self.matrix.create_room(&plan.room_spec()).await.map_err(
+                        |err| match err {
+                            // A refusal here is about the request (say, a member who
+                            // cannot be invited), so the caller should hear it.
+                            MatrixError::Refused {
+                                errcode, message, ..
+                            } => ApiError::InvalidRequest(format!(
+                                "the homeserver refused to create the room: {errcode} {message}"
+                            )),
+                            other => ApiError::from(other),
+                        },
+                    )?;
+                    match self.store.record_room(&plan.id, token, &room_id).await {
+                        Err(StoreError::Rejected) => {
+                            return Err(ApiError::Conflict(format!(
+                                "conversation '{}' was taken over by another request; retry",
+                                plan.id
+                            )));
+                        }
+                        other => other?,
                     }
-                    other => other?,
+                    tracing::info!(conversation = %plan.id, %room_id, "room created");
+                    room_id
                 }
-                tracing::info!(conversation = %plan.id, %room_id, "room created");
-                room_id
-            }
-        };
+            };
 
         let members = self.join_puppets(&room_id, &plan.members).await?;
         conversation.room_id = Some(room_id);

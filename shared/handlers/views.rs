@@ -64,10 +64,29 @@ impl<'a> ConversationView<'a> {
 }
 
 #[derive(Serialize)]
+pub struct SenderView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a AppUserId>,
+    matrix_user_id: &'a OwnedUserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a Sender> for SenderView<'a> {
+    fn from(sender: &'a Sender) -> Self {
+        Self {
+            user_id: sender.user_id.as_ref(),
+            matrix_user_id: &sender.matrix_user_id,
+            display_name: sender.display_name.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
 pub struct MessageView<'a> {
     id: MessageId,
     conversation_id: &'a ConversationId,
-    sender: &'a Sender,
+    sender: SenderView<'a>,
     body: &'a str,
     format: Format,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,12 +113,20 @@ pub struct MessageView<'a> {
     failure: Option<&'a str>,
 }
 
+impl<'a> MessageView<'a> {
+    /// Fills in the sender's display name where the message has none.
+    pub fn with_sender_name(mut self, name: Option<&'a str>) -> Self {
+        self.sender.display_name = self.sender.display_name.or(name);
+        self
+    }
+}
+
 impl<'a> From<&'a Message> for MessageView<'a> {
     fn from(message: &'a Message) -> Self {
         Self {
             id: message.id,
             conversation_id: &message.conversation_id,
-            sender: &message.sender,
+            sender: SenderView::from(&message.sender),
             body: &message.body,
             format: message.format,
             html: message.html.as_deref(),

@@ -147,6 +147,8 @@ async fn messages_reach_a_plain_matrix_user_once_from_the_right_puppet() {
             .all(|m| m["status"] == "sent" && m["origin"] == "app")
     );
     assert_eq!(listed[1]["event_id"], first.body["event_id"]);
+    assert_eq!(listed[1]["sender"]["display_name"], "Alice Liddell");
+    assert_eq!(listed[0]["sender"]["user_id"], bob.as_str());
     assert_eq!(history.body["next"], Value::Null);
 
     let paged = api
