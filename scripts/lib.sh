@@ -67,7 +67,7 @@ part_marker() {
   case $1 in
     moto) echo moto_server ;;
     synapse) echo synapse.app.homeserver ;;
-    gateway) echo bridge-dev ;;
+    gateway | retry) echo bridge-dev ;;
     *) return 1 ;;
   esac
 }

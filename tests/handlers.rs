@@ -462,3 +462,167 @@ async fn history_lists_newest_first_for_members_only() {
         .await;
     assert_eq!(wrong_function.status(), 404);
 }
+
+/// The sample SQS batch, holding these jobs as consecutive receives of one group.
+fn retry_batch(
+    jobs: &[bridge::queue::RetryJob],
+    receive_count: u32,
+) -> aws_lambda_events::sqs::SqsEvent {
+    let sample: Value =
+        serde_json::from_str(include_str!("../events/retry-sqs-batch.json")).unwrap();
+    let records: Vec<Value> = jobs
+        .iter()
+        .map(|job| {
+            let mut record = sample["Records"][0].clone();
+            record["messageId"] = json!(uuid::Uuid::new_v4().to_string());
+            record["body"] = json!(serde_json::to_string(job).unwrap());
+            record["attributes"]["MessageGroupId"] = json!(job.conversation_id.as_str());
+            record["attributes"]["ApproximateReceiveCount"] = json!(receive_count.to_string());
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+fn failed_ids(response: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_retry_function_delivers_queued_messages_in_order() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(bridge.send("alice", "one").await.status(), 202);
+    assert_eq!(bridge.send("bob", "two").await.status(), 202);
+    let jobs = bridge.queue.jobs();
+    let retry =
+        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 8);
+
+    // Still down: the first is handed back, and the second waits behind it.
+    bridge.matrix.fail_next_send(Failure::Down);
+    let sends_before = bridge.matrix.sends().len();
+    let batch = retry_batch(&jobs, 1);
+    let expected: Vec<String> = batch
+        .records
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    let response = retry.handle(batch).await;
+    assert_eq!(failed_ids(&response), expected);
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        sends_before + 1,
+        "the second job was not tried before the first"
+    );
+
+    // Back up: both go out, in order, with the transaction ids of their messages.
+    let response = retry.handle(retry_batch(&jobs, 2)).await;
+    assert!(failed_ids(&response).is_empty());
+    let bodies: Vec<Value> = bridge.matrix.sends()[sends_before + 1..]
+        .iter()
+        .map(|call| match call {
+            Call::Send { content, .. } => content["body"].clone(),
+            _ => Value::Null,
+        })
+        .collect();
+    assert_eq!(bodies, [json!("one"), json!("two")]);
+    for job in &jobs {
+        let message = bridge
+            .store
+            .message(&job.conversation_id, job.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.status, MessageStatus::Sent);
+    }
+    assert_eq!(
+        bridge
+            .store
+            .conversation(&Bridge::conversation())
+            .await
+            .unwrap()
+            .unwrap()
+            .outbox,
+        0
+    );
+    assert_eq!(
+        bridge.send("alice", "three").await.status(),
+        201,
+        "the outbox is empty again"
+    );
+
+    // A job whose message was delivered already does nothing.
+    let sends = bridge.matrix.sends().len();
+    assert!(failed_ids(&retry.handle(retry_batch(&jobs[..1], 3)).await).is_empty());
+    assert_eq!(bridge.matrix.sends().len(), sends);
+}
+
+#[tokio::test]
+async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(bridge.send("alice", "doomed").await.status(), 202);
+    assert_eq!(
+        bridge.send("alice", "refused later").await.status(),
+        202,
+        "queued behind the first"
+    );
+    let jobs = bridge.queue.jobs();
+    let retry =
+        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 3);
+
+    bridge.matrix.fail_next_send(Failure::Down);
+    let response = retry.handle(retry_batch(&jobs[..1], 3)).await;
+    assert!(
+        failed_ids(&response).is_empty(),
+        "the last attempt ends the job"
+    );
+    let first = bridge
+        .store
+        .message(&jobs[0].conversation_id, jobs[0].message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, MessageStatus::Failed);
+    assert!(
+        first
+            .failure
+            .unwrap()
+            .starts_with("gave up after 3 attempts")
+    );
+
+    bridge.matrix.fail_next_send(Failure::Refused);
+    let response = retry.handle(retry_batch(&jobs[1..], 1)).await;
+    assert!(failed_ids(&response).is_empty());
+    let second = bridge
+        .store
+        .message(&jobs[1].conversation_id, jobs[1].message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status, MessageStatus::Failed);
+    assert!(second.failure.unwrap().contains("M_BAD_JSON"));
+    assert_eq!(
+        bridge
+            .store
+            .conversation(&Bridge::conversation())
+            .await
+            .unwrap()
+            .unwrap()
+            .outbox,
+        0
+    );
+
+    let mut malformed = retry_batch(&jobs[..1], 1);
+    malformed.records[0].body = Some("{\"not\": \"a job\"}".into());
+    let id = malformed.records[0].message_id.clone().unwrap();
+    assert_eq!(
+        failed_ids(&retry.handle(malformed).await),
+        [id],
+        "left for the dead-letter queue"
+    );
+}

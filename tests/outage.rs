@@ -1,6 +1,7 @@
 //! With the homeserver down, nothing accepted is lost: a send answers `202`,
-//! the message stays `pending`, a retry job is on the queue, and later sends
-//! of the conversation queue behind it instead of overtaking it.
+//! the message stays `pending`, a retry job is on the queue, later sends of
+//! the conversation queue behind it instead of overtaking it, and once the
+//! homeserver is back the retry function delivers them all, in order.
 //!
 //! This stops the real Synapse, so it is a test binary of its own (cargo runs
 //! test binaries one after another) and restarts Synapse when it ends.
@@ -16,7 +17,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use client::{Api, token, unique};
+use bridge::config::MatrixConfig;
+use bridge::handlers::retry::RetryService;
+use bridge::local::retry_poller::drain_once;
+use bridge::matrix::AppserviceClient;
+use bridge::store::DynamoStore;
+use client::{Api, MatrixUser, token, unique};
 use support::{sdk_config, var};
 
 /// Stops Synapse for the life of the guard; starts it again on drop, also
@@ -54,46 +60,60 @@ impl Drop for HomeserverDown {
     }
 }
 
-/// Takes the retry jobs for `conversation` off the queue, oldest first.
-async fn jobs_for(conversation: &str, expected: usize) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
-    let queue = var("BRIDGE_RETRY_QUEUE_URL");
-    let mut jobs = Vec::new();
-    let started = Instant::now();
-    while jobs.len() < expected && started.elapsed() < Duration::from_secs(20) {
-        let output = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for message in output.messages.unwrap_or_default() {
-            let job: Value = serde_json::from_str(message.body().unwrap()).unwrap();
-            if job["conversation_id"] == conversation {
-                sqs.delete_message()
-                    .queue_url(&queue)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                jobs.push(job);
-            }
+/// The retry function's handler on the real table and homeserver, fed from
+/// the real queue the way the SQS event source mapping feeds it.
+struct RetryLoop {
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    service: RetryService<DynamoStore, AppserviceClient>,
+}
+
+impl RetryLoop {
+    async fn new() -> Self {
+        let sdk = sdk_config().await;
+        let config = MatrixConfig::from_env(support::stack_env()).unwrap();
+        Self {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            queue: var("BRIDGE_RETRY_QUEUE_URL"),
+            service: RetryService::new(
+                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
+                AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                8,
+            ),
         }
     }
-    jobs
+
+    /// One batch; returns the job bodies received and how many were handed back.
+    async fn once(&self) -> (Vec<Value>, usize) {
+        let drained = drain_once(
+            &self.sqs,
+            &self.queue,
+            &self.service,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let jobs = drained
+            .jobs
+            .iter()
+            .map(|body| serde_json::from_str(body).unwrap())
+            .collect();
+        (jobs, drained.handed_back)
+    }
 }
 
 #[tokio::test]
-async fn with_the_homeserver_down_sends_are_accepted_queued_and_kept_in_order() {
+async fn sends_accepted_while_the_homeserver_is_down_are_delivered_later_in_order() {
     let api = Api::new();
     let alice = unique("alice");
     let conversation = unique("outage");
-    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
     let path = format!("/v1/conversations/{conversation}/messages");
     let user = token(&alice, false);
 
+    let carol = MatrixUser::register(&unique("carol")).await;
+    api.provision(&json!({"id": conversation, "kind": "group", "members": [
+        {"user_id": alice, "role": "owner"}, {"matrix_user_id": carol.user_id, "role": "member"}]}))
+        .await;
     let down = HomeserverDown::stop().await;
     let first = api
         .json_with(
@@ -121,7 +141,6 @@ async fn with_the_homeserver_down_sends_are_accepted_queued_and_kept_in_order() 
         (202, &first.body["id"]),
         "a retry is the same message"
     );
-
     let stored = api
         .get(
             &format!("{path}/{}", first.body["id"].as_str().unwrap()),
@@ -132,6 +151,29 @@ async fn with_the_homeserver_down_sends_are_accepted_queued_and_kept_in_order() 
         (stored.status, stored.body["status"].as_str()),
         (200, Some("pending"))
     );
+
+    // The job is on the queue; the retry function hands it back while the
+    // homeserver is still down.
+    let retry = RetryLoop::new().await;
+    let started = Instant::now();
+    loop {
+        let (jobs, handed_back) = retry.once().await;
+        if let Some(job) = jobs
+            .iter()
+            .find(|job| job["message_id"] == first.body["id"])
+        {
+            assert_eq!(
+                (job["operation"].as_str(), job["conversation_id"].as_str()),
+                (Some("send"), Some(conversation.as_str()))
+            );
+            assert!(handed_back >= 1);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no retry job for the first message"
+        );
+    }
 
     drop(down);
     // The homeserver is back, but the first message is not delivered yet:
@@ -145,21 +187,47 @@ async fn with_the_homeserver_down_sends_are_accepted_queued_and_kept_in_order() 
         "{second:?}"
     );
 
-    let jobs = jobs_for(&conversation, 2).await;
-    let ids: Vec<&Value> = jobs.iter().map(|job| &job["message_id"]).collect();
-    assert_eq!(
-        ids,
-        [&first.body["id"], &second.body["id"]],
-        "one job each, in order: {jobs:?}"
-    );
-    assert!(jobs.iter().all(|job| job["operation"] == "send"));
-
-    let history = api.get(&path, &user).await;
-    let statuses: Vec<&str> = history.body["messages"]
-        .as_array()
+    // The retry function delivers both, in order.
+    let started = Instant::now();
+    loop {
+        retry.once().await;
+        let history = api.get(&path, &user).await;
+        let statuses: Vec<&str> = history.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["status"].as_str().unwrap())
+            .collect();
+        if statuses == ["sent", "sent"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not delivered: {statuses:?}"
+        );
+    }
+    let room_id = api
+        .get(&format!("/v1/conversations/{conversation}"), &user)
+        .await
+        .body["room_id"]
+        .as_str()
         .unwrap()
+        .to_owned();
+    carol.join(&room_id).await;
+    let bodies: Vec<Value> = carol
+        .messages(&room_id)
+        .await
         .iter()
-        .map(|m| m["status"].as_str().unwrap())
+        .map(|event| event["content"]["body"].clone())
         .collect();
-    assert_eq!(statuses, ["pending", "pending"]);
+    assert_eq!(bodies, [json!("while down"), json!("after it came back")]);
+
+    let third = api
+        .json("POST", &path, &user, &json!({"body": "direct again"}))
+        .await;
+    assert_eq!(
+        (third.status, third.body["status"].as_str()),
+        (201, Some("sent")),
+        "the outbox is empty again"
+    );
 }

@@ -4,18 +4,23 @@
 //!   `BRIDGE_GATEWAY_LISTEN`, serving the real function handlers;
 //! - `bridge-dev setup`: creates the table and queues on the emulator and
 //!   prints the queue URLs as `KEY=value` lines;
+//! - `bridge-dev retry [--follow]`: feeds the retry queue to the retry
+//!   function's handler as the SQS event source mapping would, until the queue
+//!   is empty (or for good, with `--follow`);
 //! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use bridge::config::{ProcessEnv, TableConfig};
+use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig, retry_max_attempts};
 use bridge::handlers::history::History;
 use bridge::handlers::provision::Provisioner;
+use bridge::handlers::retry::RetryService;
 use bridge::handlers::send::SendService;
 use bridge::ids::{AppUserId, PuppetNamer};
 use bridge::local::gateway::{self, Gateway};
-use bridge::local::setup;
 use bridge::local::token::TokenConfig;
+use bridge::local::{retry_poller, setup};
 use bridge::runtime::{self, Adapters, BoxError};
 
 const USAGE: &str =
@@ -27,6 +32,7 @@ async fn main() -> Result<(), BoxError> {
     match args.first().map(String::as_str) {
         Some("gateway") => run_gateway().await,
         Some("setup") => run_setup().await,
+        Some("retry") => run_retry(args.iter().any(|arg| arg == "--follow")).await,
         Some("token") => print_token(&args[1..]),
         _ => Err(USAGE.into()),
     }
@@ -60,6 +66,33 @@ async fn run_gateway() -> Result<(), BoxError> {
     };
     gateway::serve(gateway, listen).await?;
     Ok(())
+}
+
+async fn run_retry(follow: bool) -> Result<(), BoxError> {
+    runtime::init_telemetry();
+    let adapters = Adapters::load().await;
+    let config = adapters.matrix_config()?;
+    let service = RetryService::new(
+        adapters.store()?,
+        adapters.matrix(&config)?,
+        retry_max_attempts(&ProcessEnv)?,
+    );
+    let sqs = aws_sdk_sqs::Client::new(&runtime::aws_config().await);
+    let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
+    loop {
+        let drained =
+            retry_poller::drain_once(&sqs, &queue, &service, Duration::from_secs(5)).await?;
+        if drained.jobs.is_empty() && !follow {
+            return Ok(());
+        }
+        if !drained.jobs.is_empty() {
+            tracing::info!(
+                jobs = drained.jobs.len(),
+                handed_back = drained.handed_back,
+                "retry batch"
+            );
+        }
+    }
 }
 
 async fn run_setup() -> Result<(), BoxError> {

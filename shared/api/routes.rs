@@ -8,12 +8,14 @@ use std::collections::HashMap;
 
 use http::Method;
 
-/// A Lambda function that serves API routes.
+/// A Lambda function of the bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Function {
     Provision,
     Send,
     History,
+    /// Serves no route: it consumes the retry queue.
+    Retry,
 }
 
 impl Function {
@@ -22,6 +24,7 @@ impl Function {
             Function::Provision => "provision",
             Function::Send => "send",
             Function::History => "history",
+            Function::Retry => "retry",
         }
     }
 }

@@ -2,8 +2,10 @@
 //! Lambda function, testable without a network.
 
 pub mod history;
+pub mod outbound;
 pub mod provision;
 mod puppets;
+pub mod retry;
 pub mod send;
 mod views;
 

@@ -22,7 +22,9 @@ use crate::api::{self, ApiError, ApiRequest, Function, Route};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::{Matrix, MatrixError, RoomSpec};
 use crate::metrics::{self, Counter};
-use crate::model::{Conversation, ConversationKind, ConversationStatus, Member, Role, Visibility};
+use crate::model::{
+    Conversation, ConversationKind, ConversationStatus, Member, Puppet, Role, Visibility,
+};
 use crate::store::{Claim, Store, StoreError};
 
 /// How long a provisioning claim holds: longer than the function may run.
@@ -101,17 +103,11 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
             display_name,
             avatar_url,
         }];
-        let [puppet] = <[_; 1]>::try_from(
-            ensure_puppets(
-                &self.store,
-                &self.matrix,
-                &self.namer,
-                Function::Provision,
-                &wanted,
-            )
-            .await?,
-        )
-        .map_err(|_| ApiError::internal("one puppet asked, another number returned"))?;
+        let puppet = self
+            .puppets(&wanted)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::internal("no puppet returned for one asked"))?;
         api::json(
             200,
             &serde_json::json!({
@@ -121,6 +117,17 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
                 "avatar_url": puppet.avatar_url,
             }),
         )
+    }
+
+    async fn puppets(&self, wanted: &[WantedPuppet]) -> Result<Vec<Puppet>, ApiError> {
+        ensure_puppets(
+            &self.store,
+            &self.matrix,
+            &self.namer,
+            Function::Provision,
+            wanted,
+        )
+        .await
     }
 
     async fn get_conversation(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
@@ -268,14 +275,7 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
                 })
             })
             .collect();
-        ensure_puppets(
-            &self.store,
-            &self.matrix,
-            &self.namer,
-            Function::Provision,
-            &wanted,
-        )
-        .await?;
+        self.puppets(&wanted).await?;
 
         let room_id =
             match conversation.room_id.clone() {

@@ -13,17 +13,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use lambda_http::{Body, Response};
-use ruma::events::room::message::RoomMessageEventContent;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::OwnedRoomId;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::outbound::{event_content, send_as_sender, stored_content};
 use super::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Function, Route};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::markdown;
-use crate::matrix::{MESSAGE_ID_KEY, Matrix, MatrixError};
+use crate::matrix::Matrix;
 use crate::metrics::{self, Counter};
 use crate::model::{
     ConversationStatus, Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus,
@@ -34,8 +34,6 @@ use crate::store::{SendContext, Store, StoreError};
 
 /// The largest message body, in bytes.
 pub const MAX_BODY: usize = 32 * 1024;
-/// The largest event content we send; Matrix caps a whole event at 64 KiB.
-pub const MAX_CONTENT: usize = 60 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Conversation -> room entries kept per container.
 const ROOM_CACHE_SIZE: usize = 10_000;
@@ -290,12 +288,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         room_id: &OwnedRoomId,
         content: &serde_json::Value,
     ) -> Result<Response<Body>, ApiError> {
-        let txn_id = message.id.txn_id("send");
-        let sender = message.sender.matrix_user_id.clone();
-        match self
-            .send_as(room_id, &sender, &message.conversation_id, &txn_id, content)
-            .await
-        {
+        match send_as_sender(&self.store, &self.matrix, room_id, &message, content).await {
             Ok(event_id) => {
                 if let Err(err) = self.store.mark_sent(&message, &event_id).await {
                     // Delivered all the same; the webhook's echo records it later.
@@ -321,34 +314,6 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 message.failure = Some(reason);
                 api::json(201, &MessageView::from(&message))
             }
-        }
-    }
-
-    /// Sends as a puppet; one that has left the room is joined again once.
-    async fn send_as(
-        &self,
-        room_id: &OwnedRoomId,
-        sender: &OwnedUserId,
-        conversation_id: &ConversationId,
-        txn_id: &str,
-        content: &serde_json::Value,
-    ) -> Result<ruma::OwnedEventId, MatrixError> {
-        match self
-            .matrix
-            .send_message(room_id, sender, txn_id, content)
-            .await
-        {
-            Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
-                tracing::info!(%sender, %room_id, "puppet is not in the room; joining it again");
-                self.matrix.join(room_id, sender).await?;
-                if let Err(err) = self.store.mark_joined(conversation_id, sender).await {
-                    tracing::warn!(error = %err, "could not record the join");
-                }
-                self.matrix
-                    .send_message(room_id, sender, txn_id, content)
-                    .await
-            }
-            other => other,
         }
     }
 
@@ -385,15 +350,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             // its work. The same transaction id makes a repeat harmless.
             (MessageStatus::Pending, Delivery::Direct) => {
                 let room_id = self.room_of(&message.conversation_id).await?;
-                let reply_event = match message.reply_to {
-                    Some(reply_to) => self
-                        .store
-                        .message(&message.conversation_id, reply_to)
-                        .await?
-                        .and_then(|m| m.event_id),
-                    None => None,
-                };
-                let content = event_content(&message, reply_event.as_deref())?;
+                let content = stored_content(&self.store, &message).await?;
                 self.deliver(message, &room_id, &content).await
             }
             (MessageStatus::Pending, Delivery::Queued) => self.queued(&message).await,
@@ -416,32 +373,6 @@ fn idempotency_key(request: &ApiRequest) -> Result<Option<String>, ApiError> {
         )));
     }
     Ok(Some(key.to_owned()))
-}
-
-/// The `m.room.message` content for a message, with its id under
-/// [`MESSAGE_ID_KEY`] and its reply relation; `413` if Matrix would refuse its size.
-pub fn event_content(
-    message: &Message,
-    reply_to_event: Option<&ruma::EventId>,
-) -> Result<serde_json::Value, ApiError> {
-    let content = match &message.html {
-        Some(html) => RoomMessageEventContent::text_html(message.body.clone(), html.clone()),
-        None => RoomMessageEventContent::text_plain(message.body.clone()),
-    };
-    let mut content = serde_json::to_value(content).map_err(ApiError::internal)?;
-    content[MESSAGE_ID_KEY] = serde_json::Value::String(message.id.to_string());
-    if let Some(event_id) = reply_to_event {
-        content["m.relates_to"] = serde_json::json!({"m.in_reply_to": {"event_id": event_id}});
-    }
-    let size = serde_json::to_vec(&content)
-        .map_err(ApiError::internal)?
-        .len();
-    if size > MAX_CONTENT {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the Matrix event would be {size} bytes; at most {MAX_CONTENT} fit in an event"
-        )));
-    }
-    Ok(content)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -96,6 +96,7 @@ async fn front_door(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         Function::Provision => gateway.provision.handle(request).await,
         Function::Send => gateway.send.handle(request).await,
         Function::History => gateway.history.handle(request).await,
+        Function::Retry => return gateway_error(StatusCode::NOT_FOUND, "Not Found"),
     };
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, axum::body::Body::from(body.to_vec()))

@@ -319,6 +319,66 @@ impl DynamoStore {
         key(keys::conversation(id), META)
     }
 
+    /// Applies `update` to a message that is still pending, with `also` in the
+    /// same transaction, taking it out of the outbox if it was queued. A
+    /// message that is no longer pending is left alone, and that is no error.
+    async fn settle(
+        &self,
+        message: &Message,
+        update: &str,
+        name: (&str, &str),
+        mut update_values: Vec<(&str, AttributeValue)>,
+        also: Option<TransactWriteItem>,
+    ) -> Result<(), StoreError> {
+        let id = &message.conversation_id;
+        update_values.push((":pending", s("pending")));
+        let mut items = vec![self.update_item(
+            key(keys::conversation(id), keys::message(message.id)),
+            update,
+            Some("#status = :pending"),
+            names(&[("#status", "status"), name]),
+            values(update_values),
+        )?];
+        items.extend(also);
+        if message.delivery == Delivery::Queued {
+            items.push(self.outbox_change(id, -1, false)?);
+        }
+        match self.transact(items).await {
+            Err(StoreError::Rejected) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Updates a conversation for as long as `claim` holds it.
+    async fn update_claimed(
+        &self,
+        id: &ConversationId,
+        claim: Uuid,
+        update: &str,
+        name: (&str, &str),
+        value: (&str, AttributeValue),
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::conversation_key(id)))
+            .update_expression(update)
+            .condition_expression("#claim.#token = :token")
+            .set_expression_attribute_names(Some(names(&[
+                ("#claim", "claim"),
+                ("#token", "token"),
+                name,
+            ])))
+            .set_expression_attribute_values(Some(values(vec![
+                (":token", s(claim.to_string())),
+                value,
+            ])))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     /// Adds `delta` to a conversation's outbox, optionally only while it is active.
     fn outbox_change(
         &self,
@@ -440,50 +500,29 @@ impl Store for DynamoStore {
         claim: Uuid,
         room_id: &RoomId,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::conversation_key(id)))
-            .update_expression("SET #room = :room")
-            .condition_expression("#claim.#token = :token")
-            .set_expression_attribute_names(Some(names(&[
-                ("#room", "room_id"),
-                ("#claim", "claim"),
-                ("#token", "token"),
-            ])))
-            .set_expression_attribute_values(Some(values(vec![
-                (":room", s(room_id.as_str())),
-                (":token", s(claim.to_string())),
-            ])))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.update_claimed(
+            id,
+            claim,
+            "SET #room = :room",
+            ("#room", "room_id"),
+            (":room", s(room_id.as_str())),
+        )
+        .await
     }
 
     async fn release_claim(&self, id: &ConversationId, claim: Uuid) -> Result<(), StoreError> {
         let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::conversation_key(id)))
-            .update_expression("SET #claim.#until = :zero")
-            .condition_expression("#claim.#token = :token")
-            .set_expression_attribute_names(Some(names(&[
-                ("#claim", "claim"),
-                ("#token", "token"),
+            .update_claimed(
+                id,
+                claim,
+                "SET #claim.#until = :zero",
                 ("#until", "until"),
-            ])))
-            .set_expression_attribute_values(Some(values(vec![
                 (":zero", n(0)),
-                (":token", s(claim.to_string())),
-            ])))
-            .send()
-            .await
-            .map_err(classify);
+            )
+            .await;
         match released {
             Err(StoreError::Rejected) => Ok(()),
-            other => other.map(drop),
+            other => other,
         }
     }
 
@@ -716,54 +755,30 @@ impl Store for DynamoStore {
     }
 
     async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
-        let id = &message.conversation_id;
         let lookup = EventLookup {
-            conversation_id: id.clone(),
+            conversation_id: message.conversation_id.clone(),
             message_id: message.id,
         };
-        let mut items = vec![
-            self.update_item(
-                key(keys::conversation(id), keys::message(message.id)),
-                "SET #status = :sent, #event = :event",
-                Some("#status = :pending"),
-                names(&[("#status", "status"), ("#event", "event_id")]),
-                values(vec![
-                    (":sent", s("sent")),
-                    (":pending", s("pending")),
-                    (":event", s(event_id.as_str())),
-                ]),
-            )?,
-            self.put_item(to_item(keys::event(event_id), META, &lookup)?, None)?,
-        ];
-        if message.delivery == Delivery::Queued {
-            items.push(self.outbox_change(id, -1, false)?);
-        }
-        match self.transact(items).await {
-            Err(StoreError::Rejected) => Ok(()),
-            other => other,
-        }
+        let lookup = self.put_item(to_item(keys::event(event_id), META, &lookup)?, None)?;
+        self.settle(
+            message,
+            "SET #status = :sent, #event = :event",
+            ("#event", "event_id"),
+            vec![(":sent", s("sent")), (":event", s(event_id.as_str()))],
+            Some(lookup),
+        )
+        .await
     }
 
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
-        let id = &message.conversation_id;
-        let mut items = vec![self.update_item(
-            key(keys::conversation(id), keys::message(message.id)),
+        self.settle(
+            message,
             "SET #status = :failed, #failure = :reason",
-            Some("#status = :pending"),
-            names(&[("#status", "status"), ("#failure", "failure")]),
-            values(vec![
-                (":failed", s("failed")),
-                (":pending", s("pending")),
-                (":reason", s(reason)),
-            ]),
-        )?];
-        if message.delivery == Delivery::Queued {
-            items.push(self.outbox_change(id, -1, false)?);
-        }
-        match self.transact(items).await {
-            Err(StoreError::Rejected) => Ok(()),
-            other => other,
-        }
+            ("#failure", "failure"),
+            vec![(":failed", s("failed")), (":reason", s(reason))],
+            None,
+        )
+        .await
     }
 
     async fn mark_queued(&self, message: &Message) -> Result<(), StoreError> {

@@ -47,6 +47,28 @@ impl MemoryStore {
     }
 }
 
+impl State {
+    /// Applies `outcome` to a message that is still pending, taking it out
+    /// of the outbox if it was queued; whether it was pending.
+    fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
+        let id = &message.conversation_id;
+        let Some(stored) = self
+            .messages
+            .get_mut(&(id.clone(), message.id))
+            .filter(|stored| stored.status == MessageStatus::Pending)
+        else {
+            return false;
+        };
+        outcome(stored);
+        if message.delivery == Delivery::Queued {
+            if let Some(conversation) = self.conversations.get_mut(id) {
+                conversation.outbox -= 1;
+            }
+        }
+        true
+    }
+}
+
 fn member_key(id: &ConversationId, user: &UserId) -> (ConversationId, String) {
     (id.clone(), user.to_string())
 }
@@ -278,42 +300,23 @@ impl Store for MemoryStore {
 
     async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
         let mut state = self.state();
-        let id = &message.conversation_id;
-        let Some(stored) = state.messages.get_mut(&(id.clone(), message.id)) else {
-            return Ok(());
-        };
-        if stored.status != MessageStatus::Pending {
-            return Ok(());
+        if state.settle(message, |stored| {
+            stored.status = MessageStatus::Sent;
+            stored.event_id = Some(event_id.to_owned());
+        }) {
+            state.events.insert(
+                event_id.to_owned(),
+                (message.conversation_id.clone(), message.id),
+            );
         }
-        stored.status = MessageStatus::Sent;
-        stored.event_id = Some(event_id.to_owned());
-        if message.delivery == Delivery::Queued {
-            if let Some(conversation) = state.conversations.get_mut(id) {
-                conversation.outbox -= 1;
-            }
-        }
-        state
-            .events
-            .insert(event_id.to_owned(), (id.clone(), message.id));
         Ok(())
     }
 
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
-        let mut state = self.state();
-        let id = &message.conversation_id;
-        let Some(stored) = state.messages.get_mut(&(id.clone(), message.id)) else {
-            return Ok(());
-        };
-        if stored.status != MessageStatus::Pending {
-            return Ok(());
-        }
-        stored.status = MessageStatus::Failed;
-        stored.failure = Some(reason.to_owned());
-        if message.delivery == Delivery::Queued {
-            if let Some(conversation) = state.conversations.get_mut(id) {
-                conversation.outbox -= 1;
-            }
-        }
+        self.state().settle(message, |stored| {
+            stored.status = MessageStatus::Failed;
+            stored.failure = Some(reason.to_owned());
+        });
         Ok(())
     }
 

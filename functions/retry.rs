@@ -1,0 +1,30 @@
+//! The `retry` Lambda function: delivers messages from the FIFO retry queue
+//! (SQS event source mapping, `ReportBatchItemFailures`).
+
+// The runtime's future around the handler nests deeper than the default limit.
+#![recursion_limit = "256"]
+
+use std::convert::Infallible;
+
+use aws_lambda_events::sqs::SqsEvent;
+use bridge::config::{ProcessEnv, retry_max_attempts};
+use bridge::handlers::retry::RetryService;
+use bridge::runtime::{self, Adapters, BoxError};
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    runtime::init_telemetry();
+    let adapters = Adapters::load().await;
+    let config = adapters.matrix_config()?;
+    let service = RetryService::new(
+        adapters.store()?,
+        adapters.matrix(&config)?,
+        retry_max_attempts(&ProcessEnv)?,
+    );
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let service = &service;
+        async move { Ok::<_, Infallible>(service.handle(event.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,162 @@
+//! The `retry` function: delivers the messages the send function accepted
+//! while the homeserver could not take them, from the FIFO retry queue.
+//!
+//! Jobs of one conversation arrive in order (`MessageGroupId`). When a job
+//! cannot be delivered yet, it and every later job of its conversation in
+//! the batch are reported as failures (a partial batch response), so SQS
+//! hands them back later, in the same order, after the visibility timeout.
+//! A refusal that retrying cannot fix, or the last allowed attempt, marks
+//! the message `failed` with the reason, and the conversation moves on.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+
+use super::outbound::{send_as_sender, stored_content};
+use crate::api::Function;
+use crate::matrix::Matrix;
+use crate::metrics::{self, Counter};
+use crate::model::MessageStatus;
+use crate::queue::{Operation, RetryJob};
+use crate::store::Store;
+
+/// What became of a job.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Delivered, failed for good, or nothing left to do: the job is done.
+    Done,
+    /// Not now: hand the job back for a later attempt.
+    Later(String),
+}
+
+/// The retry function's state, built once per container.
+pub struct RetryService<S, M> {
+    store: S,
+    matrix: M,
+    /// The queue's `maxReceiveCount`: the attempt that gives up.
+    max_attempts: u32,
+}
+
+impl<S: Store, M: Matrix> RetryService<S, M> {
+    pub fn new(store: S, matrix: M, max_attempts: u32) -> Self {
+        Self {
+            store,
+            matrix,
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// Processes a batch in order; the response names the jobs to retry.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut held_back: HashSet<String> = HashSet::new();
+        let mut failures = Vec::new();
+        for record in event.records {
+            let group = record
+                .attributes
+                .get("MessageGroupId")
+                .cloned()
+                .unwrap_or_default();
+            let outcome = if held_back.contains(&group) {
+                Outcome::Later("an earlier job of this conversation is waiting".into())
+            } else {
+                self.process(&record).await
+            };
+            if let Outcome::Later(reason) = outcome {
+                tracing::warn!(sqs_message_id = ?record.message_id, reason, "retry job handed back");
+                held_back.insert(group);
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = record.message_id.unwrap_or_default();
+                failures.push(failure);
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failures;
+        response
+    }
+
+    async fn process(&self, record: &SqsMessage) -> Outcome {
+        let Some(job) = record
+            .body
+            .as_deref()
+            .and_then(|body| serde_json::from_str::<RetryJob>(body).ok())
+        else {
+            // Never deliverable: after the last receive SQS moves it to the
+            // dead-letter queue, whose alarm tells a person.
+            tracing::error!(sqs_message_id = ?record.message_id, "malformed retry job");
+            return Outcome::Later("malformed job".into());
+        };
+        let attempt = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1);
+        match job.operation {
+            Operation::Send => self.send(&job, attempt).await,
+        }
+    }
+
+    async fn send(&self, job: &RetryJob, attempt: u32) -> Outcome {
+        match self.try_send(job, attempt).await {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Later(format!("the table is unavailable: {err}")),
+        }
+    }
+
+    async fn try_send(
+        &self,
+        job: &RetryJob,
+        attempt: u32,
+    ) -> Result<Outcome, crate::store::StoreError> {
+        let Some(message) = self
+            .store
+            .message(&job.conversation_id, job.message_id)
+            .await?
+        else {
+            tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+            return Ok(Outcome::Done);
+        };
+        if message.status != MessageStatus::Pending {
+            return Ok(Outcome::Done);
+        }
+        let room_id = self
+            .store
+            .conversation(&job.conversation_id)
+            .await?
+            .and_then(|c| c.room_id);
+        let Some(room_id) = room_id else {
+            self.store
+                .mark_failed(&message, "the conversation has no room")
+                .await?;
+            return Ok(Outcome::Done);
+        };
+        let content = match stored_content(&self.store, &message).await {
+            Ok(content) => content,
+            Err(err) => {
+                self.store.mark_failed(&message, &err.to_string()).await?;
+                return Ok(Outcome::Done);
+            }
+        };
+        match send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await {
+            Ok(event_id) => {
+                self.store.mark_sent(&message, &event_id).await?;
+                metrics::count(Function::Retry, Counter::MessagesSent);
+                tracing::info!(message_id = %message.id, %event_id, attempt, "delivered on retry");
+                Ok(Outcome::Done)
+            }
+            Err(err) if err.is_transient() && attempt < self.max_attempts => {
+                Ok(Outcome::Later(err.to_string()))
+            }
+            Err(err) => {
+                let reason = if err.is_transient() {
+                    format!("gave up after {attempt} attempts: {err}")
+                } else {
+                    err.to_string()
+                };
+                self.store.mark_failed(&message, &reason).await?;
+                metrics::count(Function::Retry, Counter::MessagesFailed);
+                tracing::warn!(message_id = %message.id, reason, "delivery failed for good");
+                Ok(Outcome::Done)
+            }
+        }
+    }
+}
