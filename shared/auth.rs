@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use crate::api::ApiError;
 use crate::ids::AppUserId;
-use crate::model::Member;
 
 /// The scope that makes a token a service (admin) token.
 pub const ADMIN_SCOPE: &str = "bridge.admin";
@@ -59,10 +58,15 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may see a conversation, given the acting user's
-    /// membership. Callers who may not see it get `404`, so ids do not leak.
-    pub fn can_see(&self, membership: Option<&Member>) -> bool {
-        self.admin || membership.is_some()
+    /// Whose membership a read needs: `None` for a service token reading
+    /// as itself (it sees every conversation), else the acting user. Callers
+    /// who are not members get `404`, so ids do not leak.
+    pub fn reader(&self, as_user: Option<AppUserId>) -> Result<Option<AppUserId>, ApiError> {
+        if self.admin && as_user.is_none() {
+            Ok(None)
+        } else {
+            self.acting_user(as_user).map(Some)
+        }
     }
 }
 
@@ -136,16 +140,27 @@ mod tests {
     }
 
     #[test]
-    fn plain_users_see_only_their_conversations() {
+    fn reads_need_the_membership_of_the_acting_user() {
+        let alice = AppUserId::parse("alice").unwrap();
+        let bob = AppUserId::parse("bob").unwrap();
         let user = Caller {
-            user_id: AppUserId::parse("alice").unwrap(),
+            user_id: alice.clone(),
             admin: false,
         };
-        assert!(!user.can_see(None));
+        assert_eq!(user.reader(None).unwrap(), Some(alice));
+        assert!(matches!(
+            user.reader(Some(bob.clone())),
+            Err(ApiError::Forbidden(_))
+        ));
         let admin = Caller {
             admin: true,
             ..user
         };
-        assert!(admin.can_see(None));
+        assert_eq!(
+            admin.reader(None).unwrap(),
+            None,
+            "a service token sees all"
+        );
+        assert_eq!(admin.reader(Some(bob.clone())).unwrap(), Some(bob));
     }
 }

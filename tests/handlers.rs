@@ -626,3 +626,86 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "left for the dead-letter queue"
     );
 }
+
+#[tokio::test]
+async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
+    use bridge::model::{
+        Conversation, ConversationKind, ConversationStatus, Member, Role, Visibility,
+    };
+    use bridge::store::Claim;
+    let bridge = Bridge::with_conversation().await;
+    // grp-43, where bob is a member whose puppet has not joined the room yet.
+    let id = ConversationId::parse("grp-43").unwrap();
+    let draft = Conversation {
+        id: id.clone(),
+        kind: ConversationKind::Group,
+        name: None,
+        topic: None,
+        visibility: Visibility::Private,
+        parent_id: None,
+        room_id: None,
+        status: ConversationStatus::Provisioning,
+        outbox: 0,
+        claim: None,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let Claim::Granted {
+        token,
+        mut conversation,
+    } = bridge
+        .store
+        .claim_conversation(&draft, until)
+        .await
+        .unwrap()
+    else {
+        panic!("not granted");
+    };
+    conversation.room_id = Some(ruma::owned_room_id!("!elsewhere:localhost"));
+    let bob = Member {
+        conversation_id: id.clone(),
+        matrix_user_id: puppet("bob"),
+        user_id: Some(AppUserId::parse("bob").unwrap()),
+        role: Role::Member,
+        display_name: None,
+        joined: false,
+    };
+    bridge
+        .store
+        .activate_conversation(&conversation, token, &[bob])
+        .await
+        .unwrap();
+
+    bridge.matrix.fail_next_join(Failure::Down);
+    let event = Event::load("send-message-plain")
+        .by("bob", false)
+        .without_header("idempotency-key")
+        .path_param("id", "grp-43");
+    let response = bridge.send.handle(event.request()).await;
+    assert_eq!(response.status(), 202, "{:?}", json_of(&response));
+    assert_eq!(bridge.queue.jobs().len(), 1);
+    assert_eq!(
+        bridge
+            .store
+            .conversation(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .outbox,
+        1
+    );
+}
+
+#[tokio::test]
+async fn replies_to_unknown_messages_do_not_leak_to_strangers() {
+    let bridge = Bridge::with_conversation().await;
+    let reply = |user: &str| {
+        Event::load("send-message-plain")
+            .by(user, false)
+            .without_header("idempotency-key")
+            .body(json!({"body": "re", "reply_to": MessageId::new()}))
+            .request()
+    };
+    assert_eq!(bridge.send.handle(reply("alice")).await.status(), 400);
+    assert_eq!(bridge.send.handle(reply("eve")).await.status(), 404);
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Function, Route};
-use crate::ids::{AppUserId, ConversationId, PuppetNamer};
+use crate::ids::{ConversationId, PuppetNamer};
 use crate::model::{Conversation, Member, Message, MessageId};
 use crate::store::Store;
 
@@ -80,9 +80,8 @@ impl<S: Store> History<S> {
     ) -> Result<Names, ApiError> {
         let not_found = || ApiError::NotFound(format!("conversation '{id}' not found"));
         let (_, members) = found.ok_or_else(not_found)?;
-        let as_user: Option<AppUserId> = request.query("as_user")?;
-        if !(request.caller.admin && as_user.is_none()) {
-            let reader = self.namer.user_id(&request.caller.acting_user(as_user)?);
+        if let Some(reader) = request.caller.reader(request.query("as_user")?)? {
+            let reader = self.namer.user_id(&reader);
             if !members.iter().any(|member| member.matrix_user_id == reader) {
                 return Err(not_found());
             }

@@ -138,10 +138,11 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
             .conversation_with_members(&id)
             .await?
             .ok_or_else(not_found)?;
-        let caller_id = self.namer.user_id(&request.caller.user_id);
-        let membership = members.iter().find(|m| m.matrix_user_id == caller_id);
-        if !request.caller.can_see(membership) {
-            return Err(not_found());
+        if let Some(reader) = request.caller.reader(request.query("as_user")?)? {
+            let reader = self.namer.user_id(&reader);
+            if !members.iter().any(|member| member.matrix_user_id == reader) {
+                return Err(not_found());
+            }
         }
         api::json(200, &ConversationView::new(&conversation, &members))
     }
@@ -178,7 +179,12 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
                 token,
                 conversation,
             } => {
-                let provisioned = self.provision(&plan, conversation, token).await;
+                // A claim taken over from an abandoned request keeps what
+                // that request stored; it must be the same conversation.
+                let provisioned = match ensure_same_kind(&draft, &conversation) {
+                    Ok(()) => self.provision(&plan, conversation, token).await,
+                    Err(err) => Err(err),
+                };
                 if provisioned.is_err() {
                     if let Err(err) = self.store.release_claim(&plan.id, token).await {
                         tracing::warn!(error = %err, "could not release a provisioning claim");

@@ -82,6 +82,8 @@ enum Refusal {
     Replay(IdempotencyRecord),
     JoinFirst,
     QueueBehind,
+    /// Nothing explains it any more (the state changed in between).
+    TryAgain,
 }
 
 impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
@@ -132,18 +134,19 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let room_id = self.room_of(&conversation_id).await?;
         let sender_id = self.namer.user_id(&user);
         let reply_event = match input.reply_to {
-            Some(reply_to) => {
-                let target = self
-                    .store
-                    .message(&conversation_id, reply_to)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::InvalidRequest(format!(
-                            "reply_to: no message '{reply_to}' in this conversation"
-                        ))
-                    })?;
-                target.event_id
-            }
+            Some(reply_to) => match self.store.message(&conversation_id, reply_to).await? {
+                Some(target) => target.event_id,
+                None => {
+                    // Say "no such message" only to someone who may know.
+                    let member = self.store.member(&conversation_id, &sender_id).await?;
+                    if member.is_none() {
+                        return Err(not_a_member(&request, &user, &conversation_id));
+                    }
+                    return Err(ApiError::InvalidRequest(format!(
+                        "reply_to: no message '{reply_to}' in this conversation"
+                    )));
+                }
+            },
             None => None,
         };
         let html = match input.format {
@@ -209,11 +212,14 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 .await?;
             match self.diagnose(&request, &user, &context)? {
                 Refusal::Replay(record) => return self.replay(record, &idempotency).await,
-                Refusal::JoinFirst => {
-                    self.matrix.join(&room_id, &sender_id).await?;
-                    self.store.mark_joined(&conversation_id, &sender_id).await?;
-                }
+                Refusal::JoinFirst => match self.matrix.join(&room_id, &sender_id).await {
+                    Ok(()) => self.store.mark_joined(&conversation_id, &sender_id).await?,
+                    // Accept it all the same: the retry function joins and sends.
+                    Err(err) if err.is_transient() => message.delivery = Delivery::Queued,
+                    Err(err) => return Err(err.into()),
+                },
                 Refusal::QueueBehind => message.delivery = Delivery::Queued,
+                Refusal::TryAgain => {}
             }
         }
 
@@ -253,13 +259,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             .as_ref()
             .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
         let Some(member) = &context.member else {
-            return Err(if request.caller.admin {
-                ApiError::Forbidden(format!(
-                    "user '{user}' is not a member of conversation '{id}'"
-                ))
-            } else {
-                ApiError::NotFound(format!("conversation '{id}' not found"))
-            });
+            return Err(not_a_member(request, user, &id));
         };
         match conversation.status {
             ConversationStatus::Active => {}
@@ -274,11 +274,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 )));
             }
         }
-        if !member.joined {
-            Ok(Refusal::JoinFirst)
+        Ok(if !member.joined {
+            Refusal::JoinFirst
+        } else if conversation.outbox > 0 {
+            Refusal::QueueBehind
         } else {
-            Ok(Refusal::QueueBehind)
-        }
+            Refusal::TryAgain
+        })
     }
 
     /// Sends a stored direct message and records the outcome.
@@ -291,8 +293,14 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         match send_as_sender(&self.store, &self.matrix, room_id, &message, content).await {
             Ok(event_id) => {
                 if let Err(err) = self.store.mark_sent(&message, &event_id).await {
-                    // Delivered all the same; the webhook's echo records it later.
+                    // Delivered all the same. A retry job records it later: its
+                    // send repeats this transaction id, which the homeserver
+                    // answers with the same event.
                     tracing::error!(error = %err, message_id = %message.id, "delivered but not marked sent");
+                    let job = RetryJob::send(message.conversation_id.clone(), message.id);
+                    if let Err(err) = self.queue.enqueue(&job).await {
+                        tracing::error!(error = %err, message_id = %message.id, "could not queue the bookkeeping either");
+                    }
                 }
                 metrics::count(Function::Send, Counter::MessagesSent);
                 message.status = MessageStatus::Sent;
@@ -356,6 +364,18 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             (MessageStatus::Pending, Delivery::Queued) => self.queued(&message).await,
             _ => api::json(201, &MessageView::from(&message)),
         }
+    }
+}
+
+/// The answer for a sender who is not a member: `404` for users, so ids do
+/// not leak; `403` for a service token, which may know the conversation.
+fn not_a_member(request: &ApiRequest, user: &AppUserId, id: &ConversationId) -> ApiError {
+    if request.caller.admin {
+        ApiError::Forbidden(format!(
+            "user '{user}' is not a member of conversation '{id}'"
+        ))
+    } else {
+        ApiError::NotFound(format!("conversation '{id}' not found"))
     }
 }
 

@@ -36,10 +36,25 @@ pub enum Failure {
     Refused,
 }
 
+impl From<Failure> for MatrixError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Down => MatrixError::from_status(502, b"", None),
+            Failure::RateLimited => MatrixError::RateLimited {
+                retry_after: Some(std::time::Duration::from_secs(2)),
+            },
+            Failure::Refused => {
+                MatrixError::from_status(400, br#"{"errcode":"M_BAD_JSON","error":"bad"}"#, None)
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
     failures: VecDeque<Failure>,
+    join_failures: VecDeque<Failure>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
     rooms: usize,
 }
@@ -71,6 +86,10 @@ impl FakeMatrix {
 
     pub fn fail_next_send(&self, failure: Failure) {
         self.state().failures.push_back(failure);
+    }
+
+    pub fn fail_next_join(&self, failure: Failure) {
+        self.state().join_failures.push_back(failure);
     }
 
     /// Makes a user leave a room, as a kick on the Matrix side would.
@@ -116,6 +135,9 @@ impl Matrix for FakeMatrix {
         state
             .calls
             .push(Call::Join(room.to_owned(), user.to_owned()));
+        if let Some(failure) = state.join_failures.pop_front() {
+            return Err(failure.into());
+        }
         state.joined.insert((room.to_owned(), user.to_owned()));
         Ok(())
     }
@@ -135,17 +157,7 @@ impl Matrix for FakeMatrix {
             content: content.clone(),
         });
         if let Some(failure) = state.failures.pop_front() {
-            return Err(match failure {
-                Failure::Down => MatrixError::from_status(502, b"", None),
-                Failure::RateLimited => MatrixError::RateLimited {
-                    retry_after: Some(std::time::Duration::from_secs(2)),
-                },
-                Failure::Refused => MatrixError::from_status(
-                    400,
-                    br#"{"errcode":"M_BAD_JSON","error":"bad"}"#,
-                    None,
-                ),
-            });
+            return Err(failure.into());
         }
         if !state.joined.contains(&(room.to_owned(), sender.to_owned())) {
             return Err(MatrixError::from_status(
