@@ -709,3 +709,66 @@ async fn replies_to_unknown_messages_do_not_leak_to_strangers() {
     assert_eq!(bridge.send.handle(reply("alice")).await.status(), 400);
     assert_eq!(bridge.send.handle(reply("eve")).await.status(), 404);
 }
+
+#[tokio::test]
+async fn conversations_nest_in_spaces() {
+    let bridge = Bridge::with_conversation().await;
+    let create = |body: Value| {
+        Event::load("provision-create-conversation")
+            .by("svc", true)
+            .body(body)
+            .request()
+    };
+    let space = bridge
+        .provision
+        .handle(create(
+            json!({"id": "hikers", "kind": "space", "name": "Hikers"}),
+        ))
+        .await;
+    assert_eq!(space.status(), 201);
+    let space_room = json_of(&space)["room_id"].as_str().unwrap().to_owned();
+
+    let child = bridge
+        .provision
+        .handle(create(
+            json!({"id": "hike-1", "kind": "event", "parent_id": "hikers"}),
+        ))
+        .await;
+    assert_eq!(child.status(), 201, "{:?}", json_of(&child));
+    assert_eq!(json_of(&child)["parent_id"], "hikers");
+    let child_room = json_of(&child)["room_id"].as_str().unwrap().to_owned();
+    let calls = bridge.matrix.calls();
+    let specs: Vec<&bridge::matrix::RoomSpec> = calls
+        .iter()
+        .filter_map(|c| {
+            if let Call::CreateRoom(spec) = c {
+                Some(spec)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        specs.last().unwrap().parent.as_ref().map(|r| r.as_str()),
+        Some(space_room.as_str())
+    );
+    assert!(calls.contains(&Call::AddSpaceChild {
+        space: space_room.as_str().try_into().unwrap(),
+        child: child_room.as_str().try_into().unwrap(),
+    }));
+
+    let not_a_space = bridge
+        .provision
+        .handle(create(
+            json!({"id": "x-1", "kind": "group", "parent_id": "grp-42"}),
+        ))
+        .await;
+    assert_eq!(not_a_space.status(), 400);
+    let missing = bridge
+        .provision
+        .handle(create(
+            json!({"id": "x-2", "kind": "group", "parent_id": "nope"}),
+        ))
+        .await;
+    assert_eq!(missing.status(), 400);
+}

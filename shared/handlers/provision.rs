@@ -150,7 +150,11 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
     async fn create_conversation(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
         request.caller.require_admin()?;
         let body: CreateConversation = request.json()?;
-        let plan = self.plan(body)?;
+        let parent = match &body.parent_id {
+            Some(parent_id) => Some(self.parent_space(parent_id).await?),
+            None => None,
+        };
+        let plan = self.plan(body, parent)?;
         let now = OffsetDateTime::now_utc();
         let draft = Conversation {
             id: plan.id.clone(),
@@ -158,7 +162,7 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
             name: plan.name.clone(),
             topic: plan.topic.clone(),
             visibility: plan.visibility,
-            parent_id: None,
+            parent_id: plan.parent.as_ref().map(|(id, _)| id.clone()),
             room_id: None,
             status: ConversationStatus::Provisioning,
             outbox: 0,
@@ -198,13 +202,32 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
     }
 
     /// Checks a creation request and works out the members and power levels.
-    fn plan(&self, body: CreateConversation) -> Result<Plan, ApiError> {
-        if body.parent_id.is_some() {
-            return Err(ApiError::InvalidRequest(
-                "parent_id (nesting in a space) is not supported by this version of the bridge"
-                    .into(),
-            ));
+    /// The space a new conversation goes in: an active conversation of kind `space`.
+    async fn parent_space(
+        &self,
+        parent_id: &ConversationId,
+    ) -> Result<(ConversationId, OwnedRoomId), ApiError> {
+        let parent = self.store.conversation(parent_id).await?.ok_or_else(|| {
+            ApiError::InvalidRequest(format!("parent_id: no conversation '{parent_id}'"))
+        })?;
+        if parent.kind != ConversationKind::Space {
+            return Err(ApiError::InvalidRequest(format!(
+                "parent_id: '{parent_id}' is not a conversation of kind 'space'"
+            )));
         }
+        match (parent.status, parent.room_id) {
+            (ConversationStatus::Active, Some(room_id)) => Ok((parent.id, room_id)),
+            _ => Err(ApiError::Conflict(format!(
+                "parent_id: space '{parent_id}' is not active"
+            ))),
+        }
+    }
+
+    fn plan(
+        &self,
+        body: CreateConversation,
+        parent: Option<(ConversationId, OwnedRoomId)>,
+    ) -> Result<Plan, ApiError> {
         if body.members.len() > MAX_MEMBERS {
             return Err(ApiError::InvalidRequest(format!(
                 "at most {MAX_MEMBERS} members can be provisioned at once"
@@ -259,6 +282,7 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
                 .map(|topic| checked_text("topic", topic, MAX_TOPIC))
                 .transpose()?,
             visibility: body.visibility,
+            parent,
             members,
         })
     }
@@ -313,6 +337,9 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
                 }
             };
 
+        if let Some((_, space)) = &plan.parent {
+            self.matrix.add_space_child(space, &room_id).await?;
+        }
         let members = self.join_puppets(&room_id, &plan.members).await?;
         conversation.room_id = Some(room_id);
         match self
@@ -389,6 +416,8 @@ struct Plan {
     name: Option<String>,
     topic: Option<String>,
     visibility: Visibility,
+    /// The space it goes in, and that space's room.
+    parent: Option<(ConversationId, OwnedRoomId)>,
     members: Vec<Member>,
 }
 
@@ -405,6 +434,7 @@ impl Plan {
             name: self.name.clone(),
             topic: self.topic.clone(),
             visibility: self.visibility,
+            parent: self.parent.as_ref().map(|(_, room_id)| room_id.clone()),
             invite: self
                 .members
                 .iter()

@@ -40,6 +40,8 @@ pub struct ConversationView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
     visibility: Visibility,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_id: Option<&'a ConversationId>,
     room_id: Option<&'a OwnedRoomId>,
     status: ConversationStatus,
     #[serde(with = "time::serde::rfc3339")]
@@ -55,6 +57,7 @@ impl<'a> ConversationView<'a> {
             name: conversation.name.as_deref(),
             topic: conversation.topic.as_deref(),
             visibility: conversation.visibility,
+            parent_id: conversation.parent_id.as_ref(),
             room_id: conversation.room_id.as_ref(),
             status: conversation.status,
             created_at: conversation.created_at,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::room::create_room;
+use ruma::api::client::state::send_state_event;
 use ruma::api::client::{
     account::register, membership::join_room_by_id, message::send_message_event,
 };
@@ -18,7 +19,9 @@ use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
     OutgoingRequestAppserviceExt, SupportedVersions,
 };
-use ruma::events::MessageLikeEventType;
+use ruma::events::space::child::SpaceChildEventContent;
+use ruma::events::space::parent::SpaceParentEventContent;
+use ruma::events::{InitialStateEvent, MessageLikeEventType};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
 use ruma::{Int, MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
@@ -212,6 +215,12 @@ impl Matrix for AppserviceClient {
             creation.room_type = Some(RoomType::Space);
             request.creation_content = Some(raw(&creation)?);
         }
+        if let Some(parent) = &spec.parent {
+            let mut content = SpaceParentEventContent::new(vec![self.bot.server_name().to_owned()]);
+            content.canonical = true;
+            request.initial_state =
+                vec![InitialStateEvent::new(parent.clone(), content).to_raw_any()];
+        }
         let mut levels = create_room::RoomPowerLevelsContentOverride::new();
         levels.users = spec
             .power_levels
@@ -221,6 +230,14 @@ impl Matrix for AppserviceClient {
             .collect();
         request.power_level_content_override = Some(raw(&levels)?);
         Ok(self.call(request, None).await?.room_id)
+    }
+
+    async fn add_space_child(&self, space: &RoomId, child: &RoomId) -> Result<(), MatrixError> {
+        let content = SpaceChildEventContent::new(vec![self.bot.server_name().to_owned()]);
+        let request =
+            send_state_event::v3::Request::new(space.to_owned(), &child.to_owned(), &content)
+                .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        self.call(request, None).await.map(drop)
     }
 
     async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {

@@ -16,6 +16,10 @@ pub enum Call {
     DisplayName(OwnedUserId, String),
     Avatar(OwnedUserId, String),
     CreateRoom(RoomSpec),
+    AddSpaceChild {
+        space: OwnedRoomId,
+        child: OwnedRoomId,
+    },
     Join(OwnedRoomId, OwnedUserId),
     Send {
         room: OwnedRoomId,
@@ -128,6 +132,14 @@ impl Matrix for FakeMatrix {
         state.calls.push(Call::CreateRoom(spec.clone()));
         OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
             .map_err(|err| MatrixError::Protocol(err.to_string()))
+    }
+
+    async fn add_space_child(&self, space: &RoomId, child: &RoomId) -> Result<(), MatrixError> {
+        self.state().calls.push(Call::AddSpaceChild {
+            space: space.to_owned(),
+            child: child.to_owned(),
+        });
+        Ok(())
     }
 
     async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {

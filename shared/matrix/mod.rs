@@ -33,6 +33,8 @@ pub struct RoomSpec {
     pub invite: Vec<OwnedUserId>,
     /// Power levels above the default of 0.
     pub power_levels: BTreeMap<OwnedUserId, i64>,
+    /// The space the room belongs to (its canonical `m.space.parent`).
+    pub parent: Option<OwnedRoomId>,
 }
 
 /// What the bridge needs from the homeserver.
@@ -60,6 +62,13 @@ pub trait Matrix: Send + Sync {
         &self,
         spec: &RoomSpec,
     ) -> impl Future<Output = Result<OwnedRoomId, MatrixError>> + Send;
+
+    /// Lists `child` in the space `space` (`m.space.child`), as the bot.
+    fn add_space_child(
+        &self,
+        space: &RoomId,
+        child: &RoomId,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
     /// Joins `user` (a puppet) to a room it was invited to.
     fn join(

@@ -242,3 +242,37 @@ async fn users_get_puppets_with_profiles() {
     .unwrap();
     assert_eq!(profile["displayname"], "Dana Scully", "{profile}");
 }
+
+#[tokio::test]
+async fn conversations_nest_in_spaces_that_matrix_clients_see() {
+    let api = Api::new();
+    let carol = MatrixUser::register(&unique("carol")).await;
+    let (space_id, child_id) = (unique("space"), unique("hike"));
+    let space = api
+        .provision(&json!({"id": space_id, "kind": "space", "name": "Hikers",
+            "members": [{"matrix_user_id": carol.user_id, "role": "member"}]}))
+        .await;
+    let child = api
+        .provision(
+            &json!({"id": child_id, "kind": "event", "name": "Sunday hike", "parent_id": space_id,
+            "members": [{"matrix_user_id": carol.user_id, "role": "member"}]}),
+        )
+        .await;
+    assert_eq!(child["parent_id"], space_id.as_str());
+    let (space_room, child_room) = (
+        space["room_id"].as_str().unwrap(),
+        child["room_id"].as_str().unwrap(),
+    );
+
+    carol.join(space_room).await;
+    let create = carol.state(space_room, "m.room.create", "").await;
+    assert_eq!(create["type"], "m.space");
+    let listed = carol.state(space_room, "m.space.child", child_room).await;
+    assert_eq!(listed["via"], json!(["localhost"]));
+    carol.join(child_room).await;
+    let parent = carol.state(child_room, "m.space.parent", space_room).await;
+    assert_eq!(
+        (&parent["via"], &parent["canonical"]),
+        (&json!(["localhost"]), &json!(true))
+    );
+}

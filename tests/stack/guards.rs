@@ -317,20 +317,46 @@ async fn secrets_never_reach_the_logs() {
     let api = Api::new();
     let member = unique("ivan");
     let id = conversation_of(&api, &member).await;
-    api.json("POST", &format!("/v1/conversations/{id}/messages"), &token(&member, false), &json!({"body": "hi"})).await;
-    api.call("GET", "/v1/conversations/x/messages", Some("not-a-token"), &[], None).await;
+    api.json(
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        &token(&member, false),
+        &json!({"body": "hi"}),
+    )
+    .await;
+    api.call(
+        "GET",
+        "/v1/conversations/x/messages",
+        Some("not-a-token"),
+        &[],
+        None,
+    )
+    .await;
 
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/logs");
-    let secrets = ["MATRIX_AS_TOKEN", "MATRIX_HS_TOKEN", "BRIDGE_DEV_JWT_SECRET", "MATRIX_REGISTRATION_SHARED_SECRET"];
+    let secrets = [
+        "MATRIX_AS_TOKEN",
+        "MATRIX_HS_TOKEN",
+        "BRIDGE_DEV_JWT_SECRET",
+        "MATRIX_REGISTRATION_SHARED_SECRET",
+    ];
     let mut read = 0;
     for entry in std::fs::read_dir(&logs).unwrap() {
         let path = entry.unwrap().path();
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         read += 1;
         for name in secrets {
-            assert!(!text.contains(&crate::support::var(name)), "{name} appears in {}", path.display());
+            assert!(
+                !text.contains(&crate::support::var(name)),
+                "{name} appears in {}",
+                path.display()
+            );
         }
-        assert!(!text.contains(&token(&member, false)[..40]), "a JWT appears in {}", path.display());
+        assert!(
+            !text.contains(&token(&member, false)[..40]),
+            "a JWT appears in {}",
+            path.display()
+        );
     }
     assert!(read >= 3, "expected the stack's logs in {}", logs.display());
 }
