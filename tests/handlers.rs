@@ -772,3 +772,33 @@ async fn conversations_nest_in_spaces() {
         .await;
     assert_eq!(missing.status(), 400);
 }
+
+#[tokio::test]
+async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let response = bridge.send("alice", "landed, but nobody heard").await;
+    assert_eq!(response.status(), 202);
+    let jobs = bridge.queue.jobs();
+    let sends = bridge.matrix.sends().len();
+
+    let retry =
+        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 8);
+    assert!(failed_ids(&retry.handle(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        sends,
+        "found in the room, not sent again"
+    );
+    let message = bridge
+        .store
+        .message(&jobs[0].conversation_id, jobs[0].message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.status, MessageStatus::Sent);
+    assert_eq!(
+        message.event_id.unwrap().as_str(),
+        format!("${}", jobs[0].message_id.txn_id("send"))
+    );
+}

@@ -7,6 +7,10 @@
 //! hands them back later, in the same order, after the visibility timeout.
 //! A refusal that retrying cannot fix, or the last allowed attempt, marks
 //! the message `failed` with the reason, and the conversation moves on.
+//!
+//! Before sending again, it looks for the message in the room's latest
+//! events: an earlier attempt may have landed with its answer lost, and the
+//! homeserver only remembers transaction ids for a while.
 
 use std::collections::HashSet;
 
@@ -136,7 +140,25 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 return Ok(Outcome::Done);
             }
         };
-        match send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await {
+        // An earlier attempt may have landed with its answer lost, and the
+        // homeserver forgets transaction ids after a while: look first.
+        let found = self
+            .matrix
+            .find_sent_event(
+                &room_id,
+                &message.sender.matrix_user_id,
+                &message.id.to_string(),
+            )
+            .await;
+        let sent = match found {
+            Ok(Some(event_id)) => Ok(event_id),
+            Err(err) if err.is_transient() => Err(err),
+            // Not there (or not readable, say a puppet that left): send it.
+            Ok(None) | Err(_) => {
+                send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await
+            }
+        };
+        match sent {
             Ok(event_id) => {
                 self.store.mark_sent(&message, &event_id).await?;
                 metrics::count(Function::Retry, Counter::MessagesSent);

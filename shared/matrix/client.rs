@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ruma::api::Direction;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::room::create_room;
 use ruma::api::client::state::send_state_event;
@@ -243,6 +245,28 @@ impl Matrix for AppserviceClient {
     async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
         let request = join_room_by_id::v3::Request::new(room.to_owned());
         self.call(request, Some(user)).await.map(drop)
+    }
+
+    async fn find_sent_event(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        message_id: &str,
+    ) -> Result<Option<OwnedEventId>, MatrixError> {
+        let mut request =
+            get_message_events::v3::Request::new(room.to_owned(), Direction::Backward);
+        request.limit = super::RECENT_EVENTS.into();
+        let response = self.call(request, Some(sender)).await?;
+        Ok(response.chunk.iter().find_map(|event| {
+            let from_sender = event.get_field::<OwnedUserId>("sender").ok().flatten()? == sender;
+            let content = event
+                .get_field::<serde_json::Value>("content")
+                .ok()
+                .flatten()?;
+            let ours = content.get(super::MESSAGE_ID_KEY)?.as_str()? == message_id;
+            (from_sender && ours)
+                .then(|| event.get_field::<OwnedEventId>("event_id").ok().flatten())?
+        }))
     }
 
     async fn send_message(

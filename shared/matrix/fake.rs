@@ -38,6 +38,8 @@ pub enum Failure {
     RateLimited,
     /// A 400 refusal: not worth retrying.
     Refused,
+    /// The send lands, but its answer is lost (a 504 from a proxy).
+    AnswerLost,
 }
 
 impl From<Failure> for MatrixError {
@@ -50,6 +52,7 @@ impl From<Failure> for MatrixError {
             Failure::Refused => {
                 MatrixError::from_status(400, br#"{"errcode":"M_BAD_JSON","error":"bad"}"#, None)
             }
+            Failure::AnswerLost => MatrixError::from_status(504, b"", None),
         }
     }
 }
@@ -61,6 +64,8 @@ struct State {
     join_failures: VecDeque<Failure>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
     rooms: usize,
+    /// What landed in rooms: room, sender, content, event id.
+    timeline: Vec<(OwnedRoomId, OwnedUserId, serde_json::Value, OwnedEventId)>,
 }
 
 /// Clones share their state, so a test can keep one to inspect.
@@ -154,6 +159,24 @@ impl Matrix for FakeMatrix {
         Ok(())
     }
 
+    async fn find_sent_event(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        message_id: &str,
+    ) -> Result<Option<OwnedEventId>, MatrixError> {
+        let state = self.state();
+        Ok(state
+            .timeline
+            .iter()
+            .rev()
+            .take(super::RECENT_EVENTS as usize)
+            .find(|(in_room, from, content, _)| {
+                in_room == room && from == sender && content[super::MESSAGE_ID_KEY] == message_id
+            })
+            .map(|(.., event_id)| event_id.clone()))
+    }
+
     async fn send_message(
         &self,
         room: &RoomId,
@@ -168,7 +191,8 @@ impl Matrix for FakeMatrix {
             txn_id: txn_id.to_owned(),
             content: content.clone(),
         });
-        if let Some(failure) = state.failures.pop_front() {
+        let failure = state.failures.pop_front();
+        if let Some(failure) = failure.filter(|f| !matches!(f, Failure::AnswerLost)) {
             return Err(failure.into());
         }
         if !state.joined.contains(&(room.to_owned(), sender.to_owned())) {
@@ -178,7 +202,17 @@ impl Matrix for FakeMatrix {
                 None,
             ));
         }
-        OwnedEventId::try_from(format!("${txn_id}"))
-            .map_err(|err| MatrixError::Protocol(err.to_string()))
+        let event_id = OwnedEventId::try_from(format!("${txn_id}"))
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        state.timeline.push((
+            room.to_owned(),
+            sender.to_owned(),
+            content.clone(),
+            event_id.clone(),
+        ));
+        match failure {
+            Some(lost) => Err(lost.into()),
+            None => Ok(event_id),
+        }
     }
 }

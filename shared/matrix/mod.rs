@@ -22,6 +22,9 @@ use crate::model::{ConversationKind, Visibility};
 /// application message id, so an echo or a retry can be matched to it.
 pub const MESSAGE_ID_KEY: &str = "io.github.lambda-matrix-bridge.message_id";
 
+/// How far back [`Matrix::find_sent_event`] looks.
+pub const RECENT_EVENTS: u32 = 100;
+
 /// The room to create for a conversation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoomSpec {
@@ -76,6 +79,16 @@ pub trait Matrix: Send + Sync {
         room: &RoomId,
         user: &UserId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// The event among the room's latest [`RECENT_EVENTS`] that `sender` sent
+    /// for `message_id` (under [`MESSAGE_ID_KEY`]), read as `sender`: how a
+    /// retry whose earlier attempt may have landed finds out that it did.
+    fn find_sent_event(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        message_id: &str,
+    ) -> impl Future<Output = Result<Option<OwnedEventId>, MatrixError>> + Send;
 
     /// Sends an `m.room.message` as `sender` with a transaction id, so the
     /// same call repeated does not send twice.

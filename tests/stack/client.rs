@@ -83,6 +83,22 @@ impl Api {
         Reply { status, body }
     }
 
+    /// Waits until the front door answers this client (after a restart).
+    pub async fn wait_until_up(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let answered = self.http.get(format!("{}/healthz", self.base)).send().await;
+            if answered.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "the front door is not up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> Reply {
         self.json_with(method, path, token, &[], body).await
     }
