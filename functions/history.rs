@@ -2,17 +2,11 @@
 //! `GET /v1/conversations/{id}/messages/{message_id}`. It reads the table
 //! only, so it needs no Matrix token.
 
-use bridge::config::{ProcessEnv, puppet_namer};
-use bridge::handlers::history::History;
 use bridge::runtime::{self, Adapters, BoxError};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     runtime::init_telemetry();
-    let adapters = Adapters::load().await;
-    let history = History {
-        store: adapters.store()?,
-        namer: puppet_namer(&ProcessEnv)?,
-    };
+    let history = Adapters::load().await.history()?;
     runtime::run_api(|request| history.handle(request)).await
 }

@@ -7,21 +7,13 @@
 use std::convert::Infallible;
 
 use aws_lambda_events::sqs::SqsEvent;
-use bridge::config::{ProcessEnv, retry_max_attempts};
-use bridge::handlers::retry::RetryService;
 use bridge::runtime::{self, Adapters, BoxError};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     runtime::init_telemetry();
-    let adapters = Adapters::load().await;
-    let config = adapters.matrix_config()?;
-    let service = RetryService::new(
-        adapters.store()?,
-        adapters.matrix(&config)?,
-        retry_max_attempts(&ProcessEnv)?,
-    );
+    let service = Adapters::load().await.retry_service()?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let service = &service;
         async move { Ok::<_, Infallible>(service.handle(event.payload).await) }

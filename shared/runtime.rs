@@ -5,7 +5,15 @@ use std::convert::Infallible;
 
 use lambda_http::{Body, Request, Response, service_fn};
 
-use crate::config::{ConfigError, Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig};
+use crate::config::{
+    ConfigError, Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, puppet_namer,
+    retry_max_attempts,
+};
+use crate::handlers::history::History;
+use crate::handlers::provision::Provisioner;
+use crate::handlers::retry::RetryService;
+use crate::handlers::send::SendService;
+use crate::ids::PuppetNamer;
 use crate::matrix::AppserviceClient;
 use crate::queue::SqsRetryQueue;
 use crate::store::DynamoStore;
@@ -63,6 +71,51 @@ impl Adapters {
         Ok(AppserviceClient::new(
             AppserviceClient::http_client()?,
             config,
+        ))
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    /// The `provision` function's state.
+    pub fn provisioner(&self) -> Result<Provisioner<DynamoStore, AppserviceClient>, BoxError> {
+        let config = self.matrix_config()?;
+        Ok(Provisioner {
+            store: self.store()?,
+            matrix: self.matrix(&config)?,
+            namer: PuppetNamer::from_config(&config),
+        })
+    }
+
+    /// The `send` function's state.
+    pub fn send_service(
+        &self,
+    ) -> Result<SendService<DynamoStore, AppserviceClient, SqsRetryQueue>, BoxError> {
+        let config = self.matrix_config()?;
+        Ok(SendService::new(
+            self.store()?,
+            self.matrix(&config)?,
+            self.retry_queue()?,
+            PuppetNamer::from_config(&config),
+        ))
+    }
+
+    /// The `history` function's state: the table only, no Matrix token.
+    pub fn history(&self) -> Result<History<DynamoStore>, BoxError> {
+        Ok(History {
+            store: self.store()?,
+            namer: puppet_namer(self.env.as_ref())?,
+        })
+    }
+
+    /// The `retry` function's state.
+    pub fn retry_service(&self) -> Result<RetryService<DynamoStore, AppserviceClient>, BoxError> {
+        let config = self.matrix_config()?;
+        Ok(RetryService::new(
+            self.store()?,
+            self.matrix(&config)?,
+            retry_max_attempts(self.env.as_ref())?,
         ))
     }
 }

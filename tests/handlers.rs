@@ -2,6 +2,7 @@
 //! are the sample Lambda events in `events/`, as API Gateway sends them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use bridge::api::Function;
 use bridge::handlers::history::History;
 use bridge::handlers::provision::Provisioner;
 use bridge::handlers::send::SendService;
@@ -115,15 +116,25 @@ impl Bridge {
             queue,
         };
         let created = bridge
-            .provision
-            .handle(
-                Event::load("provision-create-conversation")
-                    .by("svc", true)
-                    .request(),
-            )
+            .handle(Event::load("provision-create-conversation").by("svc", true))
             .await;
         assert_eq!(created.status(), 201, "{:?}", json_of(&created));
         bridge
+    }
+
+    /// Hands an event to the function that serves its route, as API Gateway would.
+    async fn handle(&self, event: Event) -> Response<Body> {
+        let key = event.json["routeKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let request = event.request();
+        match bridge::api::routes::by_key(&key).map(|spec| spec.function) {
+            Some(Function::Provision) => self.provision.handle(request).await,
+            Some(Function::Send) => self.send.handle(request).await,
+            Some(Function::History) => self.history.handle(request).await,
+            other => panic!("no function for {key}: {other:?}"),
+        }
     }
 
     async fn send(&self, user: &str, body: &str) -> Response<Body> {
@@ -162,12 +173,7 @@ async fn provisioning_creates_one_room_with_power_levels_and_joined_puppets() {
     assert_eq!(joins, 2);
 
     let again = bridge
-        .provision
-        .handle(
-            Event::load("provision-create-conversation")
-                .by("svc", true)
-                .request(),
-        )
+        .handle(Event::load("provision-create-conversation").by("svc", true))
         .await;
     assert_eq!(again.status(), 200);
     let rooms = bridge
@@ -179,22 +185,12 @@ async fn provisioning_creates_one_room_with_power_levels_and_joined_puppets() {
     assert_eq!(rooms, 1, "the same request again makes no second room");
 
     let read = bridge
-        .provision
-        .handle(
-            Event::load("provision-get-conversation")
-                .by("bob", false)
-                .request(),
-        )
+        .handle(Event::load("provision-get-conversation").by("bob", false))
         .await;
     assert_eq!(read.status(), 200);
     assert_eq!(json_of(&read)["members"].as_array().unwrap().len(), 2);
     let stranger = bridge
-        .provision
-        .handle(
-            Event::load("provision-get-conversation")
-                .by("eve", false)
-                .request(),
-        )
+        .handle(Event::load("provision-get-conversation").by("eve", false))
         .await;
     assert_eq!(stranger.status(), 404);
 }
@@ -203,8 +199,7 @@ async fn provisioning_creates_one_room_with_power_levels_and_joined_puppets() {
 async fn a_puppet_is_registered_once() {
     let bridge = Bridge::with_conversation().await;
     let put = bridge
-        .provision
-        .handle(Event::load("provision-put-user").by("svc", true).request())
+        .handle(Event::load("provision-put-user").by("svc", true))
         .await;
     assert_eq!(put.status(), 200, "{:?}", json_of(&put));
     let registrations = bridge
@@ -215,12 +210,7 @@ async fn a_puppet_is_registered_once() {
         .count();
     assert_eq!(registrations, 1, "remembered in the table");
     let plain_user = bridge
-        .provision
-        .handle(
-            Event::load("provision-put-user")
-                .by("alice", false)
-                .request(),
-        )
+        .handle(Event::load("provision-put-user").by("alice", false))
         .await;
     assert_eq!(plain_user.status(), 403);
     let bad_avatar = Event::load("provision-put-user")
@@ -237,12 +227,7 @@ async fn a_send_is_one_matrix_request_with_a_derived_transaction_id() {
     let bridge = Bridge::with_conversation().await;
     let before = bridge.matrix.sends().len();
     let response = bridge
-        .send
-        .handle(
-            Event::load("send-message-markdown")
-                .by("alice", false)
-                .request(),
-        )
+        .handle(Event::load("send-message-markdown").by("alice", false))
         .await;
     assert_eq!(response.status(), 201, "{:?}", json_of(&response));
     let sent = json_of(&response);
@@ -377,8 +362,8 @@ async fn idempotent_retries_replay_and_reuse_conflicts() {
             .by("alice", false)
             .header("idempotency-key", "k-1")
     };
-    let first = bridge.send.handle(event().request()).await;
-    let again = bridge.send.handle(event().request()).await;
+    let first = bridge.handle(event()).await;
+    let again = bridge.handle(event()).await;
     assert_eq!(
         (first.status().as_u16(), again.status().as_u16()),
         (201, 201)
@@ -386,11 +371,10 @@ async fn idempotent_retries_replay_and_reuse_conflicts() {
     assert_eq!(json_of(&first), json_of(&again));
     assert_eq!(bridge.matrix.sends().len(), 1, "no second event");
     let other_body = bridge
-        .send
-        .handle(event().body(json!({"body": "different"})).request())
+        .handle(event().body(json!({"body": "different"})))
         .await;
     assert_eq!(other_body.status(), 409);
-    let other_user = bridge.send.handle(event().by("bob", false).request()).await;
+    let other_user = bridge.handle(event().by("bob", false)).await;
     assert_eq!(other_user.status(), 201, "keys are scoped to the caller");
 }
 
@@ -401,12 +385,7 @@ async fn history_lists_newest_first_for_members_only() {
         assert_eq!(bridge.send("alice", body).await.status(), 201);
     }
     let list = bridge
-        .history
-        .handle(
-            Event::load("history-list-messages")
-                .by("bob", false)
-                .request(),
-        )
+        .handle(Event::load("history-list-messages").by("bob", false))
         .await;
     assert_eq!(list.status(), 200);
     let bodies: Vec<Value> = json_of(&list)["messages"]
@@ -422,21 +401,11 @@ async fn history_lists_newest_first_for_members_only() {
         "from the member record"
     );
     let admin = bridge
-        .history
-        .handle(
-            Event::load("history-list-messages")
-                .by("svc", true)
-                .request(),
-        )
+        .handle(Event::load("history-list-messages").by("svc", true))
         .await;
     assert_eq!(admin.status(), 200);
     let stranger = bridge
-        .history
-        .handle(
-            Event::load("history-list-messages")
-                .by("eve", false)
-                .request(),
-        )
+        .handle(Event::load("history-list-messages").by("eve", false))
         .await;
     assert_eq!(stranger.status(), 404);
 
@@ -452,14 +421,10 @@ async fn history_lists_newest_first_for_members_only() {
         (one.status().as_u16(), json_of(&one)["body"].clone()),
         (200, json!("c"))
     );
-    let wrong_function = bridge
-        .send
-        .handle(
-            Event::load("history-list-messages")
-                .by("alice", false)
-                .request(),
-        )
-        .await;
+    let to_wrong_function = Event::load("history-list-messages")
+        .by("alice", false)
+        .request();
+    let wrong_function = bridge.send.handle(to_wrong_function).await;
     assert_eq!(wrong_function.status(), 404);
 }
 

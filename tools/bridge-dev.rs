@@ -12,12 +12,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig, retry_max_attempts};
-use bridge::handlers::history::History;
-use bridge::handlers::provision::Provisioner;
-use bridge::handlers::retry::RetryService;
-use bridge::handlers::send::SendService;
-use bridge::ids::{AppUserId, PuppetNamer};
+use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
+use bridge::ids::AppUserId;
 use bridge::local::gateway::{self, Gateway};
 use bridge::local::token::TokenConfig;
 use bridge::local::{retry_poller, setup};
@@ -44,25 +40,11 @@ async fn run_gateway() -> Result<(), BoxError> {
         .unwrap_or_else(|_| "127.0.0.1:18080".into())
         .parse()?;
     let adapters = Adapters::load().await;
-    let config = adapters.matrix_config()?;
-    let namer = PuppetNamer::from_config(&config);
     let gateway = Gateway {
         tokens: TokenConfig::from_env(&ProcessEnv)?,
-        provision: Provisioner {
-            store: adapters.store()?,
-            matrix: adapters.matrix(&config)?,
-            namer: namer.clone(),
-        },
-        send: SendService::new(
-            adapters.store()?,
-            adapters.matrix(&config)?,
-            adapters.retry_queue()?,
-            namer.clone(),
-        ),
-        history: History {
-            store: adapters.store()?,
-            namer,
-        },
+        provision: adapters.provisioner()?,
+        send: adapters.send_service()?,
+        history: adapters.history()?,
     };
     gateway::serve(gateway, listen).await?;
     Ok(())
@@ -71,13 +53,8 @@ async fn run_gateway() -> Result<(), BoxError> {
 async fn run_retry(follow: bool) -> Result<(), BoxError> {
     runtime::init_telemetry();
     let adapters = Adapters::load().await;
-    let config = adapters.matrix_config()?;
-    let service = RetryService::new(
-        adapters.store()?,
-        adapters.matrix(&config)?,
-        retry_max_attempts(&ProcessEnv)?,
-    );
-    let sqs = aws_sdk_sqs::Client::new(&runtime::aws_config().await);
+    let service = adapters.retry_service()?;
+    let sqs = adapters.sqs();
     let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
     loop {
         let drained =
