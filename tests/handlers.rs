@@ -122,6 +122,27 @@ impl Bridge {
         bridge
     }
 
+    /// The message a retry job is about, as stored.
+    async fn stored(&self, job: &bridge::queue::RetryJob) -> bridge::model::Message {
+        self.store
+            .message(&job.conversation_id, job.message_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The retry function on this bridge's fakes.
+    fn retry(
+        &self,
+        max_attempts: u32,
+    ) -> bridge::handlers::retry::RetryService<MemoryStore, FakeMatrix> {
+        bridge::handlers::retry::RetryService::new(
+            self.store.clone(),
+            self.matrix.clone(),
+            max_attempts,
+        )
+    }
+
     /// Hands an event to the function that serves its route, as API Gateway would.
     async fn handle(&self, event: Event) -> Response<Body> {
         let key = event.json["routeKey"]
@@ -296,12 +317,7 @@ async fn when_the_homeserver_is_down_later_messages_queue_behind() {
         .unwrap();
     assert_eq!(conversation.outbox, 2);
     for job in jobs {
-        let message = bridge
-            .store
-            .message(&job.conversation_id, job.message_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let message = bridge.stored(&job).await;
         assert_eq!(
             (message.status, message.delivery),
             (MessageStatus::Pending, Delivery::Queued)
@@ -464,8 +480,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     assert_eq!(bridge.send("alice", "one").await.status(), 202);
     assert_eq!(bridge.send("bob", "two").await.status(), 202);
     let jobs = bridge.queue.jobs();
-    let retry =
-        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 8);
+    let retry = bridge.retry(8);
 
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
@@ -496,12 +511,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
         .collect();
     assert_eq!(bodies, [json!("one"), json!("two")]);
     for job in &jobs {
-        let message = bridge
-            .store
-            .message(&job.conversation_id, job.message_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let message = bridge.stored(job).await;
         assert_eq!(message.status, MessageStatus::Sent);
     }
     assert_eq!(
@@ -537,8 +547,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "queued behind the first"
     );
     let jobs = bridge.queue.jobs();
-    let retry =
-        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 3);
+    let retry = bridge.retry(3);
 
     bridge.matrix.fail_next_send(Failure::Down);
     let response = retry.handle(retry_batch(&jobs[..1], 3)).await;
@@ -546,12 +555,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         failed_ids(&response).is_empty(),
         "the last attempt ends the job"
     );
-    let first = bridge
-        .store
-        .message(&jobs[0].conversation_id, jobs[0].message_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = bridge.stored(&jobs[0]).await;
     assert_eq!(first.status, MessageStatus::Failed);
     assert!(
         first
@@ -563,12 +567,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
     bridge.matrix.fail_next_send(Failure::Refused);
     let response = retry.handle(retry_batch(&jobs[1..], 1)).await;
     assert!(failed_ids(&response).is_empty());
-    let second = bridge
-        .store
-        .message(&jobs[1].conversation_id, jobs[1].message_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = bridge.stored(&jobs[1]).await;
     assert_eq!(second.status, MessageStatus::Failed);
     assert!(second.failure.unwrap().contains("M_BAD_JSON"));
     assert_eq!(
@@ -747,20 +746,14 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let jobs = bridge.queue.jobs();
     let sends = bridge.matrix.sends().len();
 
-    let retry =
-        bridge::handlers::retry::RetryService::new(bridge.store.clone(), bridge.matrix.clone(), 8);
+    let retry = bridge.retry(8);
     assert!(failed_ids(&retry.handle(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
         sends,
         "found in the room, not sent again"
     );
-    let message = bridge
-        .store
-        .message(&jobs[0].conversation_id, jobs[0].message_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let message = bridge.stored(&jobs[0]).await;
     assert_eq!(message.status, MessageStatus::Sent);
     assert_eq!(
         message.event_id.unwrap().as_str(),
