@@ -366,7 +366,15 @@ async fn a_puppet_that_left_the_room_is_joined_again() {
             .iter()
             .filter(|c| **c == Call::Join(room.clone(), puppet("bob")))
             .count(),
-        2
+        3,
+        "joined at provisioning, refused after leaving, joined again"
+    );
+    assert!(
+        bridge
+            .matrix
+            .calls()
+            .contains(&Call::Invite(room.clone(), puppet("bob"))),
+        "the invite-only room needed a new invite"
     );
 }
 

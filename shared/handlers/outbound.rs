@@ -2,7 +2,7 @@
 //! the spot and the retry function does later, in one place.
 
 use ruma::events::room::message::RoomMessageEventContent;
-use ruma::{OwnedEventId, OwnedRoomId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use crate::api::ApiError;
 use crate::matrix::{MESSAGE_ID_KEY, Matrix, MatrixError};
@@ -59,6 +59,24 @@ pub async fn stored_content<S: Store>(
     event_content(message, reply_event.as_deref())
 }
 
+/// Puts a puppet in a room: joins it, and where the room will not let it
+/// (it left, or was removed, and the room is invite-only) has the bot invite
+/// it first.
+pub async fn join_room<M: Matrix>(
+    matrix: &M,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<(), MatrixError> {
+    match matrix.join(room_id, user).await {
+        Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
+            tracing::info!(%user, %room_id, "puppet may not join; inviting it again");
+            matrix.invite(room_id, user).await?;
+            matrix.join(room_id, user).await
+        }
+        other => other,
+    }
+}
+
 /// Sends a message as its sender's puppet. A puppet that is not in the room
 /// (left, or was removed on the Matrix side) is joined again, once.
 pub async fn send_as_sender<S: Store, M: Matrix>(
@@ -73,7 +91,7 @@ pub async fn send_as_sender<S: Store, M: Matrix>(
     match matrix.send_message(room_id, sender, &txn_id, content).await {
         Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
             tracing::info!(%sender, %room_id, "puppet is not in the room; joining it again");
-            matrix.join(room_id, sender).await?;
+            join_room(matrix, room_id, sender).await?;
             if let Err(err) = store.mark_joined(&message.conversation_id, sender).await {
                 tracing::warn!(error = %err, "could not record the join");
             }

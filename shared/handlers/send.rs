@@ -18,7 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::outbound::{event_content, send_as_sender, stored_content};
+use super::outbound::{event_content, join_room, send_as_sender, stored_content};
 use super::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Function, Route};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
@@ -212,7 +212,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 .await?;
             match self.diagnose(&request, &user, &context)? {
                 Refusal::Replay(record) => return self.replay(record, &idempotency).await,
-                Refusal::JoinFirst => match self.matrix.join(&room_id, &sender_id).await {
+                Refusal::JoinFirst => match join_room(&self.matrix, &room_id, &sender_id).await {
                     Ok(()) => self.store.mark_joined(&conversation_id, &sender_id).await?,
                     // Accept it all the same: the retry function joins and sends.
                     Err(err) if err.is_transient() => message.delivery = Delivery::Queued,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ruma::api::Direction;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::membership::invite_user;
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::room::create_room;
@@ -239,6 +240,12 @@ impl Matrix for AppserviceClient {
         let request =
             send_state_event::v3::Request::new(space.to_owned(), &child.to_owned(), &content)
                 .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        self.call(request, None).await.map(drop)
+    }
+
+    async fn invite(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let recipient = invite_user::v3::InviteUserId::new(user.to_owned());
+        let request = invite_user::v3::Request::new(room.to_owned(), recipient.into());
         self.call(request, None).await.map(drop)
     }
 

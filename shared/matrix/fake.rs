@@ -20,6 +20,7 @@ pub enum Call {
         space: OwnedRoomId,
         child: OwnedRoomId,
     },
+    Invite(OwnedRoomId, OwnedUserId),
     Join(OwnedRoomId, OwnedUserId),
     Send {
         room: OwnedRoomId,
@@ -63,6 +64,8 @@ struct State {
     failures: VecDeque<Failure>,
     join_failures: VecDeque<Failure>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
+    /// Rooms are invite-only, as the presets the bridge uses make them.
+    invited: HashSet<(OwnedRoomId, OwnedUserId)>,
     rooms: usize,
     /// What landed in rooms: room, sender, content, event id.
     timeline: Vec<(OwnedRoomId, OwnedUserId, serde_json::Value, OwnedEventId)>,
@@ -101,7 +104,8 @@ impl FakeMatrix {
         self.state().join_failures.push_back(failure);
     }
 
-    /// Makes a user leave a room, as a kick on the Matrix side would.
+    /// Makes a user leave a room, as a kick on the Matrix side would: to
+    /// come back to an invite-only room, it needs a new invite.
     pub fn remove(&self, room: &RoomId, user: &UserId) {
         self.state()
             .joined
@@ -135,8 +139,12 @@ impl Matrix for FakeMatrix {
         let mut state = self.state();
         state.rooms += 1;
         state.calls.push(Call::CreateRoom(spec.clone()));
-        OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
-            .map_err(|err| MatrixError::Protocol(err.to_string()))
+        let room = OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        for user in &spec.invite {
+            state.invited.insert((room.clone(), user.clone()));
+        }
+        Ok(room)
     }
 
     async fn add_space_child(&self, space: &RoomId, child: &RoomId) -> Result<(), MatrixError> {
@@ -144,6 +152,15 @@ impl Matrix for FakeMatrix {
             space: space.to_owned(),
             child: child.to_owned(),
         });
+        Ok(())
+    }
+
+    async fn invite(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Invite(room.to_owned(), user.to_owned()));
+        state.invited.insert((room.to_owned(), user.to_owned()));
         Ok(())
     }
 
@@ -155,7 +172,17 @@ impl Matrix for FakeMatrix {
         if let Some(failure) = state.join_failures.pop_front() {
             return Err(failure.into());
         }
-        state.joined.insert((room.to_owned(), user.to_owned()));
+        let key = (room.to_owned(), user.to_owned());
+        if !state.invited.contains(&key) && !state.joined.contains(&key) {
+            return Err(MatrixError::from_status(
+                403,
+                br#"{"errcode":"M_FORBIDDEN","error":"You are not invited to this room."}"#,
+                None,
+            ));
+        }
+        // An invite is used up by joining: after leaving, a new one is needed.
+        state.invited.remove(&key);
+        state.joined.insert(key);
         Ok(())
     }
 

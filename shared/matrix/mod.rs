@@ -73,6 +73,13 @@ pub trait Matrix: Send + Sync {
         child: &RoomId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
+    /// Invites `user` to a room, as the bot.
+    fn invite(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
     /// Joins `user` (a puppet) to a room it was invited to.
     fn join(
         &self,

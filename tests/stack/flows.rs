@@ -276,3 +276,68 @@ async fn conversations_nest_in_spaces_that_matrix_clients_see() {
         (&json!(["localhost"]), &json!(true))
     );
 }
+
+#[tokio::test]
+async fn a_puppet_that_left_its_room_is_invited_back_on_its_next_message() {
+    let api = Api::new();
+    let (alice, conversation) = (unique("alice"), unique("left"));
+    let carol = MatrixUser::register(&unique("carol")).await;
+    let created = api
+        .provision(&json!({"id": conversation, "kind": "group", "members": [
+            {"user_id": alice, "role": "member"}, {"matrix_user_id": carol.user_id, "role": "member"}]}))
+        .await;
+    let room_id = created["room_id"].as_str().unwrap().to_owned();
+    carol.join(&room_id).await;
+
+    // Alice's puppet leaves on the Matrix side; the room is invite-only.
+    let leave = reqwest::Client::new()
+        .post(format!(
+            "{}/_matrix/client/v3/rooms/{}/leave?user_id={}",
+            var("MATRIX_HOMESERVER_URL"),
+            percent_encoding::utf8_percent_encode(&room_id, percent_encoding::NON_ALPHANUMERIC),
+            percent_encoding::utf8_percent_encode(
+                &puppet(&alice),
+                percent_encoding::NON_ALPHANUMERIC
+            ),
+        ))
+        .bearer_auth(var("MATRIX_AS_TOKEN"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        leave.status().is_success(),
+        "{}",
+        leave.text().await.unwrap()
+    );
+    assert_eq!(
+        carol
+            .state(&room_id, "m.room.member", &puppet(&alice))
+            .await["membership"],
+        "leave"
+    );
+
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let sent = api
+        .json(
+            "POST",
+            &path,
+            &token(&alice, false),
+            &json!({"body": "I am back"}),
+        )
+        .await;
+    assert_eq!(
+        (sent.status, sent.body["status"].as_str()),
+        (201, Some("sent")),
+        "{sent:?}"
+    );
+    assert_eq!(
+        carol
+            .state(&room_id, "m.room.member", &puppet(&alice))
+            .await["membership"],
+        "join"
+    );
+    let events = carol.messages(&room_id).await;
+    assert_eq!(events.last().unwrap()["content"]["body"], "I am back");
+    assert_eq!(events.last().unwrap()["sender"], puppet(&alice));
+}
