@@ -29,6 +29,8 @@ pub enum Counter {
     MessagesQueued,
     MessagesFailed,
     IdempotentReplays,
+    /// Retry jobs handed back to the queue for a later attempt.
+    RetriesHandedBack,
     RoomsCreated,
     PuppetsRegistered,
 }
@@ -40,10 +42,35 @@ impl Counter {
             Counter::MessagesQueued => "MessagesQueued",
             Counter::MessagesFailed => "MessagesFailed",
             Counter::IdempotentReplays => "IdempotentReplays",
+            Counter::RetriesHandedBack => "RetriesHandedBack",
             Counter::RoomsCreated => "RoomsCreated",
             Counter::PuppetsRegistered => "PuppetsRegistered",
         }
     }
+}
+
+/// One EMF document: the metric definitions under `_aws`, the values and the
+/// `Function` dimension at the top level.
+fn document(
+    function: Function,
+    metrics: &[(&str, &str, f64)],
+    timestamp_ms: u64,
+) -> serde_json::Value {
+    let definitions: Vec<_> = metrics
+        .iter()
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
+        },
+        "Function": function.name(),
+    });
+    for (name, _, value) in metrics {
+        line[*name] = json!(value);
+    }
+    line
 }
 
 fn emit(function: Function, metrics: &[(&str, &str, f64)]) {
@@ -54,20 +81,7 @@ fn emit(function: Function, metrics: &[(&str, &str, f64)]) {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or_default();
-    let definitions: Vec<_> = metrics
-        .iter()
-        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
-        .collect();
-    let mut line = json!({
-        "_aws": {
-            "Timestamp": timestamp,
-            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
-        },
-        "Function": function.name(),
-    });
-    for (name, _, value) in metrics {
-        line[*name] = json!(value);
-    }
+    let line = document(function, metrics, timestamp);
     let mut stdout = std::io::stdout().lock();
     // Metrics are best effort: a closed stdout must not fail a request.
     let _ = writeln!(stdout, "{line}");
@@ -93,4 +107,37 @@ pub fn emit_request(function: Function, status: u16, elapsed: Duration) {
             ("ServerErrors", "Count", f64::from(u8::from(status >= 500))),
         ],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_follow_the_embedded_metric_format() {
+        let doc = document(
+            Function::Send,
+            &[
+                ("Requests", "Count", 1.0),
+                ("Latency", "Milliseconds", 12.5),
+            ],
+            1_700_000_000_000,
+        );
+        assert_eq!(
+            doc,
+            json!({
+                "_aws": {
+                    "Timestamp": 1_700_000_000_000u64,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "MatrixBridge",
+                        "Dimensions": [["Function"]],
+                        "Metrics": [{"Name": "Requests", "Unit": "Count"}, {"Name": "Latency", "Unit": "Milliseconds"}],
+                    }],
+                },
+                "Function": "send",
+                "Requests": 1.0,
+                "Latency": 12.5,
+            })
+        );
+    }
 }

@@ -67,6 +67,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             };
             if let Outcome::Later(reason) = outcome {
                 tracing::warn!(sqs_message_id = ?record.message_id, reason, "retry job handed back");
+                metrics::count(Function::Retry, Counter::RetriesHandedBack);
                 held_back.insert(group);
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = record.message_id.unwrap_or_default();
