@@ -2,11 +2,12 @@
 //! `GET /v1/conversations/{id}/messages/{message_id}`. It reads the table
 //! only, so it needs no Matrix token.
 
-use bridge::runtime::{self, Adapters, BoxError};
+use bridge::runtime::{self, Adapters, InitError};
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), InitError> {
     runtime::init_telemetry();
-    let history = Adapters::load().await.history()?;
-    runtime::run_api(|request| history.handle(request)).await
+    let history = Adapters::from_env().history().await?;
+    runtime::run_api(|request| history.handle(request)).await?;
+    Ok(())
 }

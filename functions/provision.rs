@@ -2,11 +2,12 @@
 //! Routes: `PUT /v1/users/{user_id}`, `POST /v1/conversations`,
 //! `GET /v1/conversations/{id}`.
 
-use bridge::runtime::{self, Adapters, BoxError};
+use bridge::runtime::{self, Adapters, InitError};
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), InitError> {
     runtime::init_telemetry();
-    let provisioner = Adapters::load().await.provisioner()?;
-    runtime::run_api(|request| provisioner.handle(request)).await
+    let provisioner = Adapters::from_env().provisioner().await?;
+    runtime::run_api(|request| provisioner.handle(request)).await?;
+    Ok(())
 }

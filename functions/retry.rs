@@ -7,16 +7,17 @@
 use std::convert::Infallible;
 
 use aws_lambda_events::sqs::SqsEvent;
-use bridge::runtime::{self, Adapters, BoxError};
+use bridge::runtime::{self, Adapters, InitError};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), InitError> {
     runtime::init_telemetry();
-    let service = Adapters::load().await.retry_service()?;
+    let service = Adapters::from_env().retry_service().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let service = &service;
         async move { Ok::<_, Infallible>(service.handle(event.payload).await) }
     }))
-    .await
+    .await?;
+    Ok(())
 }

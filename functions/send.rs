@@ -1,10 +1,11 @@
 //! The `send` Lambda function: `POST /v1/conversations/{id}/messages`.
 
-use bridge::runtime::{self, Adapters, BoxError};
+use bridge::runtime::{self, Adapters, InitError};
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), InitError> {
     runtime::init_telemetry();
-    let service = Adapters::load().await.send_service()?;
-    runtime::run_api(|request| service.handle(request)).await
+    let service = Adapters::from_env().send_service().await?;
+    runtime::run_api(|request| service.handle(request)).await?;
+    Ok(())
 }

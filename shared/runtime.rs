@@ -6,8 +6,7 @@ use std::convert::Infallible;
 use lambda_http::{Body, Request, Response, service_fn};
 
 use crate::config::{
-    ConfigError, Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, puppet_namer,
-    retry_max_attempts,
+    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, puppet_namer, retry_max_attempts,
 };
 use crate::handlers::history::History;
 use crate::handlers::provision::Provisioner;
@@ -19,6 +18,22 @@ use crate::queue::SqsRetryQueue;
 use crate::store::DynamoStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What stops a function at init. `main` reports its error with `Debug`, so
+/// this prints as a sentence (with its causes), not as a struct dump.
+pub struct InitError(BoxError);
+
+impl<E: Into<BoxError>> From<E> for InitError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl std::fmt::Debug for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::api::ErrorChain(self.0.as_ref()))
+    }
+}
 
 /// JSON logs (the runtime's subscriber honours the function's `LogFormat`
 /// and level settings) and EMF metrics.
@@ -33,89 +48,99 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
-/// The adapters a function may need, built from one configuration load.
+/// Builds each function's state from the environment. Every setting a
+/// function needs is checked before anything touches the network, and the
+/// AWS SDK configuration is loaded once, when first needed.
 pub struct Adapters {
-    sdk: aws_config::SdkConfig,
     env: Box<dyn Env + Send + Sync>,
+    sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
 impl Adapters {
-    pub async fn load() -> Self {
+    /// Adapters reading the process environment.
+    pub fn from_env() -> Self {
+        Self::with_env(ProcessEnv)
+    }
+
+    pub fn with_env(env: impl Env + Send + Sync + 'static) -> Self {
         Self {
-            sdk: aws_config().await,
-            env: Box::new(ProcessEnv),
+            env: Box::new(env),
+            sdk: tokio::sync::OnceCell::new(),
         }
     }
 
-    pub fn store(&self) -> Result<DynamoStore, ConfigError> {
-        let table = TableConfig::from_env(self.env.as_ref())?;
-        Ok(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk),
-            table.table_name,
-        ))
+    async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk.get_or_init(aws_config).await
     }
 
-    pub fn retry_queue(&self) -> Result<SqsRetryQueue, ConfigError> {
-        let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
-        Ok(SqsRetryQueue::new(
-            aws_sdk_sqs::Client::new(&self.sdk),
-            queue.queue_url,
-        ))
-    }
-
-    pub fn matrix_config(&self) -> Result<MatrixConfig, ConfigError> {
-        MatrixConfig::from_env(self.env.as_ref())
-    }
-
-    pub fn matrix(&self, config: &MatrixConfig) -> Result<AppserviceClient, BoxError> {
+    fn matrix(config: &MatrixConfig) -> Result<AppserviceClient, InitError> {
         Ok(AppserviceClient::new(
             AppserviceClient::http_client()?,
             config,
         ))
     }
 
-    pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::new(&self.sdk)
+    async fn store(&self, table: TableConfig) -> DynamoStore {
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(self.sdk().await),
+            table.table_name,
+        )
+    }
+
+    /// An SQS client (for the local retry poller).
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(self.sdk().await)
     }
 
     /// The `provision` function's state.
-    pub fn provisioner(&self) -> Result<Provisioner<DynamoStore, AppserviceClient>, BoxError> {
-        let config = self.matrix_config()?;
+    pub async fn provisioner(
+        &self,
+    ) -> Result<Provisioner<DynamoStore, AppserviceClient>, InitError> {
+        let config = MatrixConfig::from_env(self.env.as_ref())?;
+        let table = TableConfig::from_env(self.env.as_ref())?;
         Ok(Provisioner {
-            store: self.store()?,
-            matrix: self.matrix(&config)?,
+            store: self.store(table).await,
+            matrix: Self::matrix(&config)?,
             namer: PuppetNamer::from_config(&config),
         })
     }
 
     /// The `send` function's state.
-    pub fn send_service(
+    pub async fn send_service(
         &self,
-    ) -> Result<SendService<DynamoStore, AppserviceClient, SqsRetryQueue>, BoxError> {
-        let config = self.matrix_config()?;
+    ) -> Result<SendService<DynamoStore, AppserviceClient, SqsRetryQueue>, InitError> {
+        let config = MatrixConfig::from_env(self.env.as_ref())?;
+        let table = TableConfig::from_env(self.env.as_ref())?;
+        let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
         Ok(SendService::new(
-            self.store()?,
-            self.matrix(&config)?,
-            self.retry_queue()?,
+            self.store(table).await,
+            Self::matrix(&config)?,
+            SqsRetryQueue::new(self.sqs().await, queue.queue_url),
             PuppetNamer::from_config(&config),
         ))
     }
 
     /// The `history` function's state: the table only, no Matrix token.
-    pub fn history(&self) -> Result<History<DynamoStore>, BoxError> {
+    pub async fn history(&self) -> Result<History<DynamoStore>, InitError> {
+        let namer = puppet_namer(self.env.as_ref())?;
+        let table = TableConfig::from_env(self.env.as_ref())?;
         Ok(History {
-            store: self.store()?,
-            namer: puppet_namer(self.env.as_ref())?,
+            store: self.store(table).await,
+            namer,
         })
     }
 
     /// The `retry` function's state.
-    pub fn retry_service(&self) -> Result<RetryService<DynamoStore, AppserviceClient>, BoxError> {
-        let config = self.matrix_config()?;
+    pub async fn retry_service(
+        &self,
+    ) -> Result<RetryService<DynamoStore, AppserviceClient>, InitError> {
+        let config = MatrixConfig::from_env(self.env.as_ref())?;
+        let table = TableConfig::from_env(self.env.as_ref())?;
+        let max_attempts = retry_max_attempts(self.env.as_ref())?;
         Ok(RetryService::new(
-            self.store()?,
-            self.matrix(&config)?,
-            retry_max_attempts(self.env.as_ref())?,
+            self.store(table).await,
+            Self::matrix(&config)?,
+            max_attempts,
         ))
     }
 }
@@ -131,4 +156,39 @@ where
         async move { Ok::<_, Infallible>(response.await) }
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    #[test]
+    fn init_errors_print_as_sentences() {
+        let err = InitError::from(ConfigError::Missing("BRIDGE_TABLE"));
+        assert_eq!(
+            format!("{err:?}"),
+            "environment variable BRIDGE_TABLE is required but not set"
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_before_anything_connects() {
+        // No AWS settings at all: the SDK would go looking for a region and
+        // credentials, but the missing table is reported first.
+        let adapters = Adapters::with_env([("MATRIX_SERVER_NAME", "localhost")]);
+        let err = adapters
+            .history()
+            .await
+            .err()
+            .expect("history needs a table");
+        assert_eq!(
+            format!("{err:?}"),
+            "environment variable BRIDGE_TABLE is required but not set"
+        );
+        assert!(
+            adapters.sdk.get().is_none(),
+            "the SDK configuration was not loaded"
+        );
+    }
 }

@@ -17,13 +17,12 @@ use bridge::ids::AppUserId;
 use bridge::local::gateway::{self, Gateway};
 use bridge::local::token::TokenConfig;
 use bridge::local::{retry_poller, setup};
-use bridge::runtime::{self, Adapters, BoxError};
+use bridge::runtime::{self, Adapters, InitError};
 
-const USAGE: &str =
-    "usage: bridge-dev gateway | setup | token <user_id> [--admin] [--ttl <seconds>]";
+const USAGE: &str = "usage: bridge-dev gateway | setup | retry [--follow] | token <user_id> [--admin] [--ttl <seconds>]";
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), InitError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("gateway") => run_gateway().await,
@@ -34,27 +33,27 @@ async fn main() -> Result<(), BoxError> {
     }
 }
 
-async fn run_gateway() -> Result<(), BoxError> {
+async fn run_gateway() -> Result<(), InitError> {
     runtime::init_telemetry();
     let listen: SocketAddr = std::env::var("BRIDGE_GATEWAY_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:18080".into())
         .parse()?;
-    let adapters = Adapters::load().await;
+    let adapters = Adapters::from_env();
     let gateway = Gateway {
         tokens: TokenConfig::from_env(&ProcessEnv)?,
-        provision: adapters.provisioner()?,
-        send: adapters.send_service()?,
-        history: adapters.history()?,
+        provision: adapters.provisioner().await?,
+        send: adapters.send_service().await?,
+        history: adapters.history().await?,
     };
     gateway::serve(gateway, listen).await?;
     Ok(())
 }
 
-async fn run_retry(follow: bool) -> Result<(), BoxError> {
+async fn run_retry(follow: bool) -> Result<(), InitError> {
     runtime::init_telemetry();
-    let adapters = Adapters::load().await;
-    let service = adapters.retry_service()?;
-    let sqs = adapters.sqs();
+    let adapters = Adapters::from_env();
+    let service = adapters.retry_service().await?;
+    let sqs = adapters.sqs().await;
     let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
     loop {
         let drained =
@@ -72,7 +71,7 @@ async fn run_retry(follow: bool) -> Result<(), BoxError> {
     }
 }
 
-async fn run_setup() -> Result<(), BoxError> {
+async fn run_setup() -> Result<(), InitError> {
     let table = TableConfig::from_env(&ProcessEnv)?;
     let created = setup::run(&runtime::aws_config().await, &table.table_name).await?;
     let mut out = std::io::stdout().lock();
@@ -82,7 +81,7 @@ async fn run_setup() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn print_token(args: &[String]) -> Result<(), BoxError> {
+fn print_token(args: &[String]) -> Result<(), InitError> {
     let user = args.first().ok_or(USAGE)?;
     AppUserId::parse(user.as_str())?;
     let admin = args.iter().any(|arg| arg == "--admin");

@@ -6,7 +6,7 @@ mod error;
 mod request;
 pub mod routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorChain};
 pub use request::{ApiRequest, MAX_JSON_BODY};
 pub use routes::{Function, Route};
 
