@@ -46,8 +46,19 @@ pub struct Api {
 
 impl Api {
     pub fn new() -> Self {
+        // A connection per request (`Connection: close`): a pooled one may be
+        // dead, after a test restarted the front door or after it refused an
+        // oversized body without reading it, and a POST is not retried.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONNECTION,
+            reqwest::header::HeaderValue::from_static("close"),
+        );
         Self {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
             base: var("BRIDGE_API_URL"),
         }
     }
@@ -81,22 +92,6 @@ impl Api {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
         Reply { status, body }
-    }
-
-    /// Waits until the front door answers this client (after a restart).
-    pub async fn wait_until_up(&self) {
-        let started = std::time::Instant::now();
-        loop {
-            let answered = self.http.get(format!("{}/healthz", self.base)).send().await;
-            if answered.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "the front door is not up"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
     }
 
     pub async fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> Reply {

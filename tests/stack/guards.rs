@@ -103,6 +103,16 @@ async fn missing_or_bad_tokens_are_unauthorized() {
             .status,
         401
     );
+    let oversized = api
+        .call(
+            "POST",
+            path,
+            Some(&token("erin", false)),
+            &[("content-type", "application/json")],
+            Some(vec![b' '; 7 << 20]),
+        )
+        .await;
+    assert_eq!(oversized.status, 413, "beyond API Gateway's payload limit");
     let unknown = api
         .call(
             "GET",
