@@ -97,10 +97,6 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         }
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     pub fn matrix(&self) -> &M {
         &self.matrix
     }
