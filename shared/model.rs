@@ -96,6 +96,25 @@ pub struct Conversation {
     pub created_at: OffsetDateTime,
 }
 
+impl Conversation {
+    /// A conversation about to be provisioned: no room yet, nothing queued.
+    pub fn draft(id: ConversationId, kind: ConversationKind, created_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            kind,
+            name: None,
+            topic: None,
+            visibility: Visibility::Private,
+            parent_id: None,
+            room_id: None,
+            status: ConversationStatus::Provisioning,
+            outbox: 0,
+            claim: None,
+            created_at,
+        }
+    }
+}
+
 /// A member of a conversation: an application user (through its puppet) or
 /// a plain Matrix user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

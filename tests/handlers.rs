@@ -122,6 +122,16 @@ impl Bridge {
         bridge
     }
 
+    /// How many messages of `grp-42` wait in its outbox.
+    async fn outbox(&self) -> i64 {
+        self.store
+            .conversation(&Self::conversation())
+            .await
+            .unwrap()
+            .unwrap()
+            .outbox
+    }
+
     /// The message a retry job is about, as stored.
     async fn stored(&self, job: &bridge::queue::RetryJob) -> bridge::model::Message {
         self.store
@@ -522,16 +532,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
         let message = bridge.stored(job).await;
         assert_eq!(message.status, MessageStatus::Sent);
     }
-    assert_eq!(
-        bridge
-            .store
-            .conversation(&Bridge::conversation())
-            .await
-            .unwrap()
-            .unwrap()
-            .outbox,
-        0
-    );
+    assert_eq!(bridge.outbox().await, 0);
     assert_eq!(
         bridge.send("alice", "three").await.status(),
         201,
@@ -578,16 +579,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
     let second = bridge.stored(&jobs[1]).await;
     assert_eq!(second.status, MessageStatus::Failed);
     assert!(second.failure.unwrap().contains("M_BAD_JSON"));
-    assert_eq!(
-        bridge
-            .store
-            .conversation(&Bridge::conversation())
-            .await
-            .unwrap()
-            .unwrap()
-            .outbox,
-        0
-    );
+    assert_eq!(bridge.outbox().await, 0);
 
     let mut malformed = retry_batch(&jobs[..1], 1);
     malformed.records[0].body = Some("{\"not\": \"a job\"}".into());
@@ -601,26 +593,16 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
 
 #[tokio::test]
 async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
-    use bridge::model::{
-        Conversation, ConversationKind, ConversationStatus, Member, Role, Visibility,
-    };
+    use bridge::model::{Conversation, ConversationKind, Member, Role};
     use bridge::store::Claim;
     let bridge = Bridge::with_conversation().await;
     // grp-43, where bob is a member whose puppet has not joined the room yet.
     let id = ConversationId::parse("grp-43").unwrap();
-    let draft = Conversation {
-        id: id.clone(),
-        kind: ConversationKind::Group,
-        name: None,
-        topic: None,
-        visibility: Visibility::Private,
-        parent_id: None,
-        room_id: None,
-        status: ConversationStatus::Provisioning,
-        outbox: 0,
-        claim: None,
-        created_at: time::OffsetDateTime::now_utc(),
-    };
+    let draft = Conversation::draft(
+        id.clone(),
+        ConversationKind::Group,
+        time::OffsetDateTime::now_utc(),
+    );
     let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
     let Claim::Granted {
         token,

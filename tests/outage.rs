@@ -115,27 +115,21 @@ async fn sends_accepted_while_the_homeserver_is_down_are_delivered_later_in_orde
         {"user_id": alice, "role": "owner"}, {"matrix_user_id": carol.user_id, "role": "member"}]}))
         .await;
     let down = HomeserverDown::stop().await;
-    let first = api
-        .json_with(
+    let send_while_down = || async {
+        api.json_with(
             "POST",
             &path,
             &user,
             &[("idempotency-key", "o-1")],
             &json!({"body": "while down"}),
         )
-        .await;
+        .await
+    };
+    let first = send_while_down().await;
     assert_eq!(first.status, 202, "{first:?}");
     assert_eq!(first.body["status"], "pending");
     assert!(first.body.get("event_id").is_none());
-    let retried = api
-        .json_with(
-            "POST",
-            &path,
-            &user,
-            &[("idempotency-key", "o-1")],
-            &json!({"body": "while down"}),
-        )
-        .await;
+    let retried = send_while_down().await;
     assert_eq!(
         (retried.status, &retried.body["id"]),
         (202, &first.body["id"]),

@@ -9,7 +9,7 @@ mod support;
 use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
 use bridge::model::{
     Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
-    Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender, Visibility,
+    Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender,
 };
 use bridge::store::{Claim, DynamoStore, MemoryStore, Store, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
@@ -33,18 +33,10 @@ fn fresh_id() -> ConversationId {
 }
 
 fn draft(id: &ConversationId) -> Conversation {
+    let created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     Conversation {
-        id: id.clone(),
-        kind: ConversationKind::Group,
         name: Some("Hiking".into()),
-        topic: None,
-        visibility: Visibility::Private,
-        parent_id: None,
-        room_id: None,
-        status: ConversationStatus::Provisioning,
-        outbox: 0,
-        claim: None,
-        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        ..Conversation::draft(id.clone(), ConversationKind::Group, created_at)
     }
 }
 

@@ -157,17 +157,11 @@ impl<S: Store, M: Matrix> Provisioner<S, M> {
         let plan = self.plan(body, parent)?;
         let now = OffsetDateTime::now_utc();
         let draft = Conversation {
-            id: plan.id.clone(),
-            kind: plan.kind,
             name: plan.name.clone(),
             topic: plan.topic.clone(),
             visibility: plan.visibility,
             parent_id: plan.parent.as_ref().map(|(id, _)| id.clone()),
-            room_id: None,
-            status: ConversationStatus::Provisioning,
-            outbox: 0,
-            claim: None,
-            created_at: now,
+            ..Conversation::draft(plan.id.clone(), plan.kind, now)
         };
         match self
             .store

@@ -206,7 +206,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                     idempotency.as_ref().map(|r| r.scope.as_str()),
                 )
                 .await?;
-            match self.diagnose(&request, &user, &context)? {
+            match self.diagnose(&request, &user, &conversation_id, &context)? {
                 Refusal::Replay(record) => return self.replay(record, &idempotency).await,
                 Refusal::JoinFirst => match join_room(&self.matrix, &room_id, &sender_id).await {
                     Ok(()) => self.store.mark_joined(&conversation_id, &sender_id).await?,
@@ -244,18 +244,18 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         &self,
         request: &ApiRequest,
         user: &AppUserId,
+        id: &ConversationId,
         context: &SendContext,
     ) -> Result<Refusal, ApiError> {
         if let Some(record) = &context.idempotency {
             return Ok(Refusal::Replay(record.clone()));
         }
-        let id = request.conversation_id()?;
         let conversation = context
             .conversation
             .as_ref()
             .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
         let Some(member) = &context.member else {
-            return Err(not_a_member(request, user, &id));
+            return Err(not_a_member(request, user, id));
         };
         match conversation.status {
             ConversationStatus::Active => {}

@@ -270,8 +270,7 @@ impl Matrix for AppserviceClient {
                 .get_field::<serde_json::Value>("content")
                 .ok()
                 .flatten()?;
-            let ours = content.get(super::MESSAGE_ID_KEY)?.as_str()? == message_id;
-            (from_sender && ours)
+            (from_sender && super::carries_message(&content, message_id))
                 .then(|| event.get_field::<OwnedEventId>("event_id").ok().flatten())?
         }))
     }

@@ -199,7 +199,7 @@ impl Matrix for FakeMatrix {
             .rev()
             .take(super::RECENT_EVENTS as usize)
             .find(|(in_room, from, content, _)| {
-                in_room == room && from == sender && content[super::MESSAGE_ID_KEY] == message_id
+                in_room == room && from == sender && super::carries_message(content, message_id)
             })
             .map(|(.., event_id)| event_id.clone()))
     }

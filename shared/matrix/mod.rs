@@ -22,6 +22,14 @@ use crate::model::{ConversationKind, Visibility};
 /// application message id, so an echo or a retry can be matched to it.
 pub const MESSAGE_ID_KEY: &str = "io.github.lambda-matrix-bridge.message_id";
 
+/// Whether an event's content is the one the bridge sent for `message_id`.
+pub fn carries_message(content: &serde_json::Value, message_id: &str) -> bool {
+    content
+        .get(MESSAGE_ID_KEY)
+        .and_then(serde_json::Value::as_str)
+        == Some(message_id)
+}
+
 /// How far back [`Matrix::find_sent_event`] looks.
 pub const RECENT_EVENTS: u32 = 100;
 

@@ -209,25 +209,20 @@ async fn users_get_puppets_with_profiles() {
     let api = Api::new();
     let user = unique("Dana");
     let admin = token("svc", true);
-    let reply = api
-        .json(
+    let put = || async {
+        api.json(
             "PUT",
             &format!("/v1/users/{user}"),
             &admin,
             &json!({"display_name": "Dana Scully"}),
         )
-        .await;
+        .await
+    };
+    let reply = put().await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["matrix_user_id"], puppet(&user));
     assert_eq!(reply.body["display_name"], "Dana Scully");
-    let again = api
-        .json(
-            "PUT",
-            &format!("/v1/users/{user}"),
-            &admin,
-            &json!({"display_name": "Dana Scully"}),
-        )
-        .await;
+    let again = put().await;
     assert_eq!((again.status, &again.body), (200, &reply.body));
 
     let profile: Value = reqwest::get(format!(
