@@ -1,13 +1,6 @@
-//! The `history` Lambda function: `GET /v1/conversations/{id}/messages` and
-//! `GET /v1/conversations/{id}/messages/{message_id}`. It reads the table
-//! only, so it needs no Matrix token.
-
-use bridge::runtime::{self, Adapters, InitError};
+//! The `history` Lambda function (see `bridge::handlers::history`).
 
 #[tokio::main]
-async fn main() -> Result<(), InitError> {
-    runtime::init_telemetry();
-    let history = Adapters::from_env().history().await?;
-    runtime::run_api(|request| history.handle(request)).await?;
-    Ok(())
+async fn main() -> Result<(), bridge::runtime::InitError> {
+    bridge::runtime::run(bridge::handlers::history::function()).await
 }

@@ -1,13 +1,6 @@
-//! The `provision` Lambda function: puppets, conversations and their rooms.
-//! Routes: `PUT /v1/users/{user_id}`, `POST /v1/conversations`,
-//! `GET /v1/conversations/{id}`.
-
-use bridge::runtime::{self, Adapters, InitError};
+//! The `provision` Lambda function (see `bridge::handlers::provision`).
 
 #[tokio::main]
-async fn main() -> Result<(), InitError> {
-    runtime::init_telemetry();
-    let provisioner = Adapters::from_env().provisioner().await?;
-    runtime::run_api(|request| provisioner.handle(request)).await?;
-    Ok(())
+async fn main() -> Result<(), bridge::runtime::InitError> {
+    bridge::runtime::run(bridge::handlers::provision::function()).await
 }

@@ -1,11 +1,6 @@
-//! The `send` Lambda function: `POST /v1/conversations/{id}/messages`.
-
-use bridge::runtime::{self, Adapters, InitError};
+//! The `send` Lambda function (see `bridge::handlers::send`).
 
 #[tokio::main]
-async fn main() -> Result<(), InitError> {
-    runtime::init_telemetry();
-    let service = Adapters::from_env().send_service().await?;
-    runtime::run_api(|request| service.handle(request)).await?;
-    Ok(())
+async fn main() -> Result<(), bridge::runtime::InitError> {
+    bridge::runtime::run(bridge::handlers::send::function()).await
 }

@@ -96,10 +96,6 @@ pub struct PuppetNamer {
 }
 
 impl PuppetNamer {
-    pub fn from_config(config: &crate::config::MatrixConfig) -> Self {
-        Self::new(config.puppet_prefix.clone(), &config.server_name)
-    }
-
     pub fn new(prefix: impl Into<String>, server_name: &ServerName) -> Self {
         Self {
             prefix: prefix.into(),

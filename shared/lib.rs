@@ -3,17 +3,21 @@
 //!
 //! Layout, from the inside out:
 //! - domain: [`ids`] (validated application ids and the puppet mapping),
-//!   [`model`] (the records the bridge keeps), [`markdown`] (message rendering),
-//!   [`auth`] (who may do what);
-//! - ports: [`store::Store`], [`matrix::Matrix`], [`queue::RetryQueue`];
-//! - adapters: DynamoDB, the appservice client on ruma, SQS, and in-memory fakes;
-//! - [`api`]: HTTP plumbing for API Gateway events, errors mapped in one place;
-//! - [`handlers`]: one module per function, plain async functions over the ports;
-//! - [`local`]: the local front door and tooling used by `bridge-dev`.
+//!   [`model`] (the records the bridge keeps), [`markdown`] (message
+//!   rendering), [`error`] (what goes wrong, in the bridge's words);
+//! - ports: [`store`], [`matrix::Matrix`], [`queue::RetryQueue`], gathered
+//!   as [`ports::Ports`]; adapters: DynamoDB, the appservice client on ruma,
+//!   SQS ([`runtime::Adapters`]), and in-memory fakes ([`fakes::Fakes`]);
+//! - [`api`]: the HTTP edge: routes with their auth kinds, the caller,
+//!   views, and the error mappings;
+//! - [`handlers`]: one module per function, and the registry of functions;
+//!   [`function`] says what a function is, [`runtime`] runs one in Lambda.
 
 pub mod api;
-pub mod auth;
 pub mod config;
+pub mod error;
+pub mod fakes;
+pub mod function;
 pub mod handlers;
 pub mod ids;
 pub mod local;
@@ -21,6 +25,7 @@ pub mod markdown;
 pub mod matrix;
 pub mod metrics;
 pub mod model;
+pub mod ports;
 pub mod queue;
 pub mod runtime;
 pub mod store;

@@ -2,24 +2,78 @@
 //! data point, which Lambda's log pipeline turns into metrics without an API
 //! call (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>).
 //!
-//! Off unless [`enable`] was called (by the function runtimes), so tests and
-//! tools print nothing.
+//! Each function's state holds a [`Metrics`] value naming the function (the
+//! `Function` dimension): the deployed adapters write EMF, the in-memory
+//! fakes nothing, so tests print nothing.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::api::Function;
-
 const NAMESPACE: &str = "MatrixBridge";
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Where one function's metrics go.
+#[derive(Clone, Copy, Debug)]
+pub struct Metrics {
+    function: &'static str,
+    emit: bool,
+}
 
-/// Turns metric output on for this process.
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+impl Metrics {
+    /// Metrics of `function`, written to stdout as EMF.
+    pub fn emf(function: &'static str) -> Self {
+        Self {
+            function,
+            emit: true,
+        }
+    }
+
+    /// Metrics of `function` that go nowhere.
+    pub fn off(function: &'static str) -> Self {
+        Self {
+            function,
+            emit: false,
+        }
+    }
+
+    /// The function these metrics are about.
+    pub fn function(&self) -> &'static str {
+        self.function
+    }
+
+    /// Counts one occurrence of `counter`.
+    pub fn count(&self, counter: Counter) {
+        self.emit(&[(counter.name(), "Count", 1.0)]);
+    }
+
+    /// Records one API request: its latency, and whether it failed.
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        self.emit(&[
+            ("Requests", "Count", 1.0),
+            ("Latency", "Milliseconds", elapsed.as_secs_f64() * 1000.0),
+            (
+                "ClientErrors",
+                "Count",
+                f64::from(u8::from((400..500).contains(&status))),
+            ),
+            ("ServerErrors", "Count", f64::from(u8::from(status >= 500))),
+        ]);
+    }
+
+    fn emit(&self, metrics: &[(&str, &str, f64)]) {
+        if !self.emit {
+            return;
+        }
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or_default();
+        let line = document(self.function, metrics, timestamp);
+        let mut stdout = std::io::stdout().lock();
+        // Metrics are best effort: a closed stdout must not fail a request.
+        let _ = writeln!(stdout, "{line}");
+    }
 }
 
 /// A counter of the bridge's own work.
@@ -51,11 +105,7 @@ impl Counter {
 
 /// One EMF document: the metric definitions under `_aws`, the values and the
 /// `Function` dimension at the top level.
-fn document(
-    function: Function,
-    metrics: &[(&str, &str, f64)],
-    timestamp_ms: u64,
-) -> serde_json::Value {
+fn document(function: &str, metrics: &[(&str, &str, f64)], timestamp_ms: u64) -> serde_json::Value {
     let definitions: Vec<_> = metrics
         .iter()
         .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
@@ -65,48 +115,12 @@ fn document(
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}],
         },
-        "Function": function.name(),
+        "Function": function,
     });
     for (name, _, value) in metrics {
         line[*name] = json!(value);
     }
     line
-}
-
-fn emit(function: Function, metrics: &[(&str, &str, f64)]) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
-    }
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or_default();
-    let line = document(function, metrics, timestamp);
-    let mut stdout = std::io::stdout().lock();
-    // Metrics are best effort: a closed stdout must not fail a request.
-    let _ = writeln!(stdout, "{line}");
-}
-
-/// Counts one occurrence of `counter`.
-pub fn count(function: Function, counter: Counter) {
-    emit(function, &[(counter.name(), "Count", 1.0)]);
-}
-
-/// Records one API request: its latency, and whether it failed.
-pub fn emit_request(function: Function, status: u16, elapsed: Duration) {
-    emit(
-        function,
-        &[
-            ("Requests", "Count", 1.0),
-            ("Latency", "Milliseconds", elapsed.as_secs_f64() * 1000.0),
-            (
-                "ClientErrors",
-                "Count",
-                f64::from(u8::from((400..500).contains(&status))),
-            ),
-            ("ServerErrors", "Count", f64::from(u8::from(status >= 500))),
-        ],
-    );
 }
 
 #[cfg(test)]
@@ -116,7 +130,7 @@ mod tests {
     #[test]
     fn documents_follow_the_embedded_metric_format() {
         let doc = document(
-            Function::Send,
+            "send",
             &[
                 ("Requests", "Count", 1.0),
                 ("Latency", "Milliseconds", 12.5),

@@ -1,45 +1,29 @@
-//! What every function's `main` does once per container: logging, metrics,
-//! configuration, AWS clients, the HTTP client, and the Lambda runtime loop.
+//! What a function's `main` does once per container: logging, the deployed
+//! adapters configured from the environment ([`Adapters`]), and the Lambda
+//! runtime loop for the function's trigger ([`run`]).
 
 use std::convert::Infallible;
 
-use lambda_http::{Body, Request, Response, service_fn};
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_http::service_fn;
+use lambda_runtime::LambdaEvent;
 
 use crate::config::{
     Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, puppet_namer, retry_max_attempts,
 };
-use crate::handlers::history::History;
-use crate::handlers::provision::Provisioner;
-use crate::handlers::retry::RetryService;
-use crate::handlers::send::SendService;
+use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
 use crate::matrix::AppserviceClient;
+use crate::metrics::Metrics;
+use crate::ports::Ports;
+pub use crate::ports::{BoxError, InitError};
 use crate::queue::SqsRetryQueue;
 use crate::store::DynamoStore;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What stops a function at init. `main` reports its error with `Debug`, so
-/// this prints as a sentence (with its causes), not as a struct dump.
-pub struct InitError(BoxError);
-
-impl<E: Into<BoxError>> From<E> for InitError {
-    fn from(err: E) -> Self {
-        Self(err.into())
-    }
-}
-
-impl std::fmt::Debug for InitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", crate::api::ErrorChain(self.0.as_ref()))
-    }
-}
-
 /// JSON logs (the runtime's subscriber honours the function's `LogFormat`
-/// and level settings) and EMF metrics.
+/// and level settings).
 pub fn init_telemetry() {
     lambda_http::tracing::init_default_subscriber();
-    crate::metrics::enable();
 }
 
 /// The AWS SDK configuration, loaded once ("expensive"); clients are cheap
@@ -48,9 +32,9 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
-/// Builds each function's state from the environment. Every setting a
-/// function needs is checked before anything touches the network, and the
-/// AWS SDK configuration is loaded once, when first needed.
+/// The deployed adapters, configured from the environment. The AWS SDK
+/// configuration is loaded once, when first needed, after the settings of
+/// what needs it were checked.
 pub struct Adapters {
     env: Box<dyn Env + Send + Sync>,
     sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
@@ -73,89 +57,74 @@ impl Adapters {
         self.sdk.get_or_init(aws_config).await
     }
 
-    fn matrix(config: &MatrixConfig) -> Result<AppserviceClient, InitError> {
-        Ok(AppserviceClient::new(
-            AppserviceClient::http_client()?,
-            config,
-        ))
-    }
-
-    async fn store(&self, table: TableConfig) -> DynamoStore {
-        DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(self.sdk().await),
-            table.table_name,
-        )
-    }
-
     /// An SQS client (for the local retry poller).
     pub async fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(self.sdk().await)
     }
+}
 
-    /// The `provision` function's state.
-    pub async fn provisioner(
-        &self,
-    ) -> Result<Provisioner<DynamoStore, AppserviceClient>, InitError> {
-        let config = MatrixConfig::from_env(self.env.as_ref())?;
+impl Ports for Adapters {
+    type Store = DynamoStore;
+    type Matrix = AppserviceClient;
+    type Queue = SqsRetryQueue;
+
+    async fn store(&self) -> Result<DynamoStore, InitError> {
         let table = TableConfig::from_env(self.env.as_ref())?;
-        Ok(Provisioner {
-            store: self.store(table).await,
-            matrix: Self::matrix(&config)?,
-            namer: PuppetNamer::from_config(&config),
-        })
+        Ok(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(self.sdk().await),
+            table.table_name,
+        ))
     }
 
-    /// The `send` function's state.
-    pub async fn send_service(
-        &self,
-    ) -> Result<SendService<DynamoStore, AppserviceClient, SqsRetryQueue>, InitError> {
+    fn matrix(&self) -> Result<AppserviceClient, InitError> {
         let config = MatrixConfig::from_env(self.env.as_ref())?;
-        let table = TableConfig::from_env(self.env.as_ref())?;
+        Ok(AppserviceClient::new(
+            AppserviceClient::http_client()?,
+            &config,
+        ))
+    }
+
+    async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
         let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
-        Ok(SendService::new(
-            self.store(table).await,
-            Self::matrix(&config)?,
-            SqsRetryQueue::new(self.sqs().await, queue.queue_url),
-            PuppetNamer::from_config(&config),
-        ))
+        Ok(SqsRetryQueue::new(self.sqs().await, queue.queue_url))
     }
 
-    /// The `history` function's state: the table only, no Matrix token.
-    pub async fn history(&self) -> Result<History<DynamoStore>, InitError> {
-        let namer = puppet_namer(self.env.as_ref())?;
-        let table = TableConfig::from_env(self.env.as_ref())?;
-        Ok(History {
-            store: self.store(table).await,
-            namer,
-        })
+    fn namer(&self) -> Result<PuppetNamer, InitError> {
+        Ok(puppet_namer(self.env.as_ref())?)
     }
 
-    /// The `retry` function's state.
-    pub async fn retry_service(
-        &self,
-    ) -> Result<RetryService<DynamoStore, AppserviceClient>, InitError> {
-        let config = MatrixConfig::from_env(self.env.as_ref())?;
-        let table = TableConfig::from_env(self.env.as_ref())?;
-        let max_attempts = retry_max_attempts(self.env.as_ref())?;
-        Ok(RetryService::new(
-            self.store(table).await,
-            Self::matrix(&config)?,
-            max_attempts,
-        ))
+    fn retry_max_attempts(&self) -> Result<u32, InitError> {
+        Ok(retry_max_attempts(self.env.as_ref())?)
+    }
+
+    fn metrics(&self, function: &'static str) -> Metrics {
+        Metrics::emf(function)
     }
 }
 
-/// Runs an API function: `handle` answers every request, errors included.
-pub async fn run_api<F, Fut>(handle: F) -> Result<(), BoxError>
-where
-    F: Fn(Request) -> Fut + Send + Sync,
-    Fut: Future<Output = Response<Body>> + Send,
-{
-    lambda_http::run(service_fn(|request| {
-        let response = handle(request);
-        async move { Ok::<_, Infallible>(response.await) }
-    }))
-    .await
+/// A function's whole `main`: telemetry, its handler built from the
+/// environment, then the Lambda runtime loop for its trigger.
+pub async fn run(function: Function<Adapters>) -> Result<(), InitError> {
+    init_telemetry();
+    match function.handler(&Adapters::from_env()).await? {
+        Handler::Http(handler) => {
+            lambda_http::run(service_fn(|request| {
+                let response = handler.call(request);
+                async move { Ok::<_, Infallible>(response.await) }
+            }))
+            .await?;
+        }
+        Handler::Queue(handler) => {
+            lambda_runtime::run(lambda_runtime::service_fn(
+                |event: LambdaEvent<SqsEvent>| {
+                    let response = handler.call(event.payload);
+                    async move { Ok::<_, Infallible>(response.await) }
+                },
+            ))
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -177,8 +146,12 @@ mod tests {
         // No AWS settings at all: the SDK would go looking for a region and
         // credentials, but the missing table is reported first.
         let adapters = Adapters::with_env([("MATRIX_SERVER_NAME", "localhost")]);
-        let err = adapters
-            .history()
+        let history = crate::handlers::registry::<Adapters>()
+            .into_iter()
+            .find(|function| function.name == "history")
+            .expect("history is registered");
+        let err = history
+            .handler(&adapters)
             .await
             .err()
             .expect("history needs a table");

@@ -2,11 +2,12 @@
 //! are the sample Lambda events in `events/`, as API Gateway sends them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bridge::api::Function;
-use bridge::handlers::history::History;
-use bridge::handlers::provision::Provisioner;
-use bridge::handlers::send::SendService;
-use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
+use std::collections::HashMap;
+
+use bridge::fakes::Fakes;
+use bridge::function::{Handler, HttpFunction, QueueFunction};
+use bridge::handlers::{registry, send};
+use bridge::ids::{AppUserId, ConversationId};
 use bridge::matrix::MESSAGE_ID_KEY;
 use bridge::matrix::fake::{Call, Failure, FakeMatrix};
 use bridge::model::{Delivery, MessageId, MessageStatus};
@@ -15,12 +16,8 @@ use bridge::store::{MemoryStore, Store};
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
-fn namer() -> PuppetNamer {
-    PuppetNamer::new("app_", ruma::server_name!("localhost"))
-}
-
 fn puppet(user: &str) -> ruma::OwnedUserId {
-    namer().user_id(&AppUserId::parse(user).unwrap())
+    Fakes::new().namer.user_id(&AppUserId::parse(user).unwrap())
 }
 
 /// A sample event with changes: `sub`, admin scope, body, headers.
@@ -85,10 +82,10 @@ fn json_of(response: &Response<Body>) -> Value {
     serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
 }
 
+/// Every registered function, built on one set of fakes.
 struct Bridge {
-    provision: Provisioner<MemoryStore, FakeMatrix>,
-    send: SendService<MemoryStore, FakeMatrix, MemoryQueue>,
-    history: History<MemoryStore>,
+    fakes: Fakes,
+    http: HashMap<&'static str, Box<dyn HttpFunction>>,
     store: MemoryStore,
     matrix: FakeMatrix,
     queue: MemoryQueue,
@@ -97,29 +94,30 @@ struct Bridge {
 impl Bridge {
     /// A bridge with `grp-42` provisioned from the sample event (alice owner, bob member).
     async fn with_conversation() -> Self {
-        let store = MemoryStore::new();
-        let matrix = FakeMatrix::default();
-        let queue = MemoryQueue::default();
+        let fakes = Fakes::new();
+        let mut http = HashMap::new();
+        for function in registry::<Fakes>() {
+            if let Handler::Http(handler) = function.handler(&fakes).await.unwrap() {
+                http.insert(function.name, handler);
+            }
+        }
         let bridge = Self {
-            provision: Provisioner {
-                store: store.clone(),
-                matrix: matrix.clone(),
-                namer: namer(),
-            },
-            send: SendService::new(store.clone(), matrix.clone(), queue.clone(), namer()),
-            history: History {
-                store: store.clone(),
-                namer: namer(),
-            },
-            store,
-            matrix,
-            queue,
+            store: fakes.store.clone(),
+            matrix: fakes.matrix.clone(),
+            queue: fakes.queue.clone(),
+            fakes,
+            http,
         };
         let created = bridge
             .handle(Event::load("provision-create-conversation").by("svc", true))
             .await;
         assert_eq!(created.status(), 201, "{:?}", json_of(&created));
         bridge
+    }
+
+    /// Calls the function `name` with a request.
+    async fn call(&self, name: &str, request: lambda_http::Request) -> Response<Body> {
+        self.http[name].call(request).await
     }
 
     /// How many messages of `grp-42` wait in its outbox.
@@ -141,16 +139,23 @@ impl Bridge {
             .unwrap()
     }
 
-    /// The retry function on this bridge's fakes.
-    fn retry(
-        &self,
-        max_attempts: u32,
-    ) -> bridge::handlers::retry::RetryService<MemoryStore, FakeMatrix> {
-        bridge::handlers::retry::RetryService::new(
-            self.store.clone(),
-            self.matrix.clone(),
-            max_attempts,
-        )
+    /// The retry function on this bridge's fakes, giving up after `max_attempts`.
+    async fn retry(&self, max_attempts: u32) -> Box<dyn QueueFunction> {
+        let fakes = Fakes {
+            retry_max_attempts: max_attempts,
+            ..self.fakes.clone()
+        };
+        match registry::<Fakes>()
+            .into_iter()
+            .find(|function| function.name == "retry")
+            .expect("retry is registered")
+            .handler(&fakes)
+            .await
+            .unwrap()
+        {
+            Handler::Queue(retry) => retry,
+            Handler::Http(_) => panic!("retry is a queue function"),
+        }
     }
 
     /// Hands an event to the function that serves its route, as API Gateway would.
@@ -159,21 +164,15 @@ impl Bridge {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let request = event.request();
-        match bridge::api::routes::by_key(&key).map(|spec| spec.function) {
-            Some(Function::Provision) => self.provision.handle(request).await,
-            Some(Function::Send) => self.send.handle(request).await,
-            Some(Function::History) => self.history.handle(request).await,
-            other => panic!("no function for {key}: {other:?}"),
-        }
+        let spec = bridge::api::routes::by_key(&key).unwrap_or_else(|| panic!("no route {key}"));
+        self.call(spec.function, event.request()).await
     }
 
     async fn send(&self, user: &str, body: &str) -> Response<Body> {
         let event = Event::load("send-message-plain")
             .by(user, false)
             .without_header("idempotency-key");
-        self.send
-            .handle(event.body(json!({ "body": body })).request())
+        self.call(send::NAME, event.body(json!({ "body": body })).request())
             .await
     }
 
@@ -248,7 +247,10 @@ async fn a_puppet_is_registered_once() {
         .by("svc", true)
         .body(json!({"avatar_url": "ftp://x"}));
     assert_eq!(
-        bridge.provision.handle(bad_avatar.request()).await.status(),
+        bridge
+            .call("provision", bad_avatar.request())
+            .await
+            .status(),
         400
     );
 }
@@ -450,7 +452,7 @@ async fn history_lists_newest_first_for_members_only() {
     let one = Event::load("history-get-message")
         .by("alice", false)
         .path_param("message_id", &newest);
-    let one = bridge.history.handle(one.request()).await;
+    let one = bridge.call("history", one.request()).await;
     assert_eq!(
         (one.status().as_u16(), json_of(&one)["body"].clone()),
         (200, json!("c"))
@@ -458,7 +460,7 @@ async fn history_lists_newest_first_for_members_only() {
     let to_wrong_function = Event::load("history-list-messages")
         .by("alice", false)
         .request();
-    let wrong_function = bridge.send.handle(to_wrong_function).await;
+    let wrong_function = bridge.call("send", to_wrong_function).await;
     assert_eq!(wrong_function.status(), 404);
 }
 
@@ -498,7 +500,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     assert_eq!(bridge.send("alice", "one").await.status(), 202);
     assert_eq!(bridge.send("bob", "two").await.status(), 202);
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(8);
+    let retry = bridge.retry(8).await;
 
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
@@ -509,7 +511,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
         .iter()
         .map(|r| r.message_id.clone().unwrap())
         .collect();
-    let response = retry.handle(batch).await;
+    let response = retry.call(batch).await;
     assert_eq!(failed_ids(&response), expected);
     assert_eq!(
         bridge.matrix.sends().len(),
@@ -518,7 +520,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     );
 
     // Back up: both go out, in order, with the transaction ids of their messages.
-    let response = retry.handle(retry_batch(&jobs, 2)).await;
+    let response = retry.call(retry_batch(&jobs, 2)).await;
     assert!(failed_ids(&response).is_empty());
     let bodies: Vec<Value> = bridge.matrix.sends()[sends_before + 1..]
         .iter()
@@ -541,7 +543,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
 
     // A job whose message was delivered already does nothing.
     let sends = bridge.matrix.sends().len();
-    assert!(failed_ids(&retry.handle(retry_batch(&jobs[..1], 3)).await).is_empty());
+    assert!(failed_ids(&retry.call(retry_batch(&jobs[..1], 3)).await).is_empty());
     assert_eq!(bridge.matrix.sends().len(), sends);
 }
 
@@ -556,10 +558,10 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "queued behind the first"
     );
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(3);
+    let retry = bridge.retry(3).await;
 
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = retry.handle(retry_batch(&jobs[..1], 3)).await;
+    let response = retry.call(retry_batch(&jobs[..1], 3)).await;
     assert!(
         failed_ids(&response).is_empty(),
         "the last attempt ends the job"
@@ -574,7 +576,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
     );
 
     bridge.matrix.fail_next_send(Failure::Refused);
-    let response = retry.handle(retry_batch(&jobs[1..], 1)).await;
+    let response = retry.call(retry_batch(&jobs[1..], 1)).await;
     assert!(failed_ids(&response).is_empty());
     let second = bridge.stored(&jobs[1]).await;
     assert_eq!(second.status, MessageStatus::Failed);
@@ -585,7 +587,7 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
     malformed.records[0].body = Some("{\"not\": \"a job\"}".into());
     let id = malformed.records[0].message_id.clone().unwrap();
     assert_eq!(
-        failed_ids(&retry.handle(malformed).await),
+        failed_ids(&retry.call(malformed).await),
         [id],
         "left for the dead-letter queue"
     );
@@ -635,7 +637,7 @@ async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
         .by("bob", false)
         .without_header("idempotency-key")
         .path_param("id", "grp-43");
-    let response = bridge.send.handle(event.request()).await;
+    let response = bridge.call("send", event.request()).await;
     assert_eq!(response.status(), 202, "{:?}", json_of(&response));
     assert_eq!(bridge.queue.jobs().len(), 1);
     assert_eq!(
@@ -660,8 +662,8 @@ async fn replies_to_unknown_messages_do_not_leak_to_strangers() {
             .body(json!({"body": "re", "reply_to": MessageId::new()}))
             .request()
     };
-    assert_eq!(bridge.send.handle(reply("alice")).await.status(), 400);
-    assert_eq!(bridge.send.handle(reply("eve")).await.status(), 404);
+    assert_eq!(bridge.call("send", reply("alice")).await.status(), 400);
+    assert_eq!(bridge.call("send", reply("eve")).await.status(), 404);
 }
 
 #[tokio::test]
@@ -674,19 +676,19 @@ async fn conversations_nest_in_spaces() {
             .request()
     };
     let space = bridge
-        .provision
-        .handle(create(
-            json!({"id": "hikers", "kind": "space", "name": "Hikers"}),
-        ))
+        .call(
+            "provision",
+            create(json!({"id": "hikers", "kind": "space", "name": "Hikers"})),
+        )
         .await;
     assert_eq!(space.status(), 201);
     let space_room = json_of(&space)["room_id"].as_str().unwrap().to_owned();
 
     let child = bridge
-        .provision
-        .handle(create(
-            json!({"id": "hike-1", "kind": "event", "parent_id": "hikers"}),
-        ))
+        .call(
+            "provision",
+            create(json!({"id": "hike-1", "kind": "event", "parent_id": "hikers"})),
+        )
         .await;
     assert_eq!(child.status(), 201, "{:?}", json_of(&child));
     assert_eq!(json_of(&child)["parent_id"], "hikers");
@@ -712,17 +714,17 @@ async fn conversations_nest_in_spaces() {
     }));
 
     let not_a_space = bridge
-        .provision
-        .handle(create(
-            json!({"id": "x-1", "kind": "group", "parent_id": "grp-42"}),
-        ))
+        .call(
+            "provision",
+            create(json!({"id": "x-1", "kind": "group", "parent_id": "grp-42"})),
+        )
         .await;
     assert_eq!(not_a_space.status(), 400);
     let missing = bridge
-        .provision
-        .handle(create(
-            json!({"id": "x-2", "kind": "group", "parent_id": "nope"}),
-        ))
+        .call(
+            "provision",
+            create(json!({"id": "x-2", "kind": "group", "parent_id": "nope"})),
+        )
         .await;
     assert_eq!(missing.status(), 400);
 }
@@ -736,8 +738,8 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let jobs = bridge.queue.jobs();
     let sends = bridge.matrix.sends().len();
 
-    let retry = bridge.retry(8);
-    assert!(failed_ids(&retry.handle(retry_batch(&jobs, 1)).await).is_empty());
+    let retry = bridge.retry(8).await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
         sends,

@@ -7,19 +7,23 @@
 //! - `bridge-dev retry [--follow]`: feeds the retry queue to the retry
 //!   function's handler as the SQS event source mapping would, until the queue
 //!   is empty (or for good, with `--follow`);
-//! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT.
+//! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT;
+//! - `bridge-dev functions`: lists the registered functions, one name a line
+//!   (what `scripts/package` and `scripts/bench` build).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
+use bridge::function::Handler;
+use bridge::handlers::{registry, retry};
 use bridge::ids::AppUserId;
 use bridge::local::gateway::{self, Gateway};
 use bridge::local::token::TokenConfig;
 use bridge::local::{retry_poller, setup};
 use bridge::runtime::{self, Adapters, InitError};
 
-const USAGE: &str = "usage: bridge-dev gateway | setup | retry [--follow] | token <user_id> [--admin] [--ttl <seconds>]";
+const USAGE: &str = "usage: bridge-dev gateway | setup | retry [--follow] | token <user_id> [--admin] [--ttl <seconds>] | functions";
 
 #[tokio::main]
 async fn main() -> Result<(), InitError> {
@@ -29,6 +33,7 @@ async fn main() -> Result<(), InitError> {
         Some("setup") => run_setup().await,
         Some("retry") => run_retry(args.iter().any(|arg| arg == "--follow")).await,
         Some("token") => print_token(&args[1..]),
+        Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
         _ => Err(USAGE.into()),
     }
 }
@@ -38,13 +43,8 @@ async fn run_gateway() -> Result<(), InitError> {
     let listen: SocketAddr = std::env::var("BRIDGE_GATEWAY_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:18080".into())
         .parse()?;
-    let adapters = Adapters::from_env();
-    let gateway = Gateway {
-        tokens: TokenConfig::from_env(&ProcessEnv)?,
-        provision: adapters.provisioner().await?,
-        send: adapters.send_service().await?,
-        history: adapters.history().await?,
-    };
+    let gateway =
+        Gateway::build(TokenConfig::from_env(&ProcessEnv)?, &Adapters::from_env()).await?;
     gateway::serve(gateway, listen).await?;
     Ok(())
 }
@@ -52,12 +52,15 @@ async fn run_gateway() -> Result<(), InitError> {
 async fn run_retry(follow: bool) -> Result<(), InitError> {
     runtime::init_telemetry();
     let adapters = Adapters::from_env();
-    let service = adapters.retry_service().await?;
+    let Handler::Queue(function) = retry::function().handler(&adapters).await? else {
+        return Err("the retry function is not a queue function".into());
+    };
     let sqs = adapters.sqs().await;
     let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
     loop {
         let drained =
-            retry_poller::drain_once(&sqs, &queue, &service, Duration::from_secs(5)).await?;
+            retry_poller::drain_once(&sqs, &queue, function.as_ref(), Duration::from_secs(5))
+                .await?;
         if drained.jobs.is_empty() && !follow {
             return Ok(());
         }
@@ -74,8 +77,12 @@ async fn run_retry(follow: bool) -> Result<(), InitError> {
 async fn run_setup() -> Result<(), InitError> {
     let table = TableConfig::from_env(&ProcessEnv)?;
     let created = setup::run(&runtime::aws_config().await, &table.table_name).await?;
+    print_lines(created.lines)
+}
+
+fn print_lines<T: std::fmt::Display>(lines: impl IntoIterator<Item = T>) -> Result<(), InitError> {
     let mut out = std::io::stdout().lock();
-    for line in created.lines {
+    for line in lines {
         std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
     }
     Ok(())
@@ -91,9 +98,5 @@ fn print_token(args: &[String]) -> Result<(), InitError> {
     };
     let token =
         TokenConfig::from_env(&ProcessEnv)?.mint(user, admin, time::Duration::seconds(ttl))?;
-    std::io::Write::write_all(
-        &mut std::io::stdout().lock(),
-        format!("{token}\n").as_bytes(),
-    )?;
-    Ok(())
+    print_lines([token])
 }

@@ -10,6 +10,11 @@ use std::time::Duration;
 use lambda_http::{Body, Response};
 use serde_json::json;
 
+use crate::error::Error;
+use crate::matrix::MatrixError;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
 type Cause = Box<dyn StdError + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,47 @@ pub enum ApiError {
     /// A bug or an impossible state.
     #[error("internal error")]
     Internal(#[source] Cause),
+}
+
+/// The one translation of the domain error into the API's: refusals the
+/// caller can act on keep their words, the rest hides behind `503`/`500`.
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::EventTooLarge { .. } => Self::PayloadTooLarge(err.to_string()),
+            Error::Matrix(matrix) => match matrix.rate_limit() {
+                Some(retry_after) => Self::RateLimited { retry_after },
+                None if matrix.is_transient() => Self::unavailable(matrix),
+                None if matrix.status().is_some() => Self::InvalidRequest(format!(
+                    "{}; the request cannot succeed as it is",
+                    matrix.reason()
+                )),
+                None => Self::internal(matrix),
+            },
+            Error::Store(StoreError::Corrupt(_)) | Error::Inconsistent(_) => Self::internal(err),
+            Error::Store(_) | Error::Queue(_) => Self::unavailable(err),
+        }
+    }
+}
+
+/// Port errors reach the API through the domain error, so `?` works on them
+/// in handlers and they are translated in one place.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Error::from(err).into()
+    }
+}
+
+impl From<MatrixError> for ApiError {
+    fn from(err: MatrixError) -> Self {
+        Error::from(err).into()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        Error::from(err).into()
+    }
 }
 
 impl ApiError {

@@ -1,14 +1,20 @@
-//! HTTP plumbing for API Gateway (HTTP API, payload 2.0) events: the route
-//! table, request parsing, JSON responses, and the one mapping of errors to
-//! HTTP responses.
+//! The HTTP edge, for API Gateway (HTTP API, payload 2.0) events: the route
+//! table with each route's auth kind, request parsing, the caller, the JSON
+//! views, and the one mapping of errors to HTTP responses (the API's JSON
+//! errors, and Matrix's for the appservice routes).
 
+pub mod appservice;
+pub mod caller;
 mod error;
 mod request;
 pub mod routes;
+pub mod views;
 
 pub use error::{ApiError, ErrorChain};
 pub use request::{ApiRequest, MAX_JSON_BODY};
-pub use routes::{Function, Route};
+pub use routes::{Auth, Route};
+
+use crate::metrics::Metrics;
 
 use lambda_http::{Body, Response};
 use serde::Serialize;
@@ -31,10 +37,11 @@ pub fn no_content() -> Result<Response<Body>, ApiError> {
         .map_err(ApiError::internal)
 }
 
-/// Parses a request for `function`, runs `handle` on it, and turns any error
-/// into its HTTP response. Every API function's entry point.
+/// Parses a request for the function `metrics` are about, runs `handle` on
+/// it, and turns any error into its HTTP response. Every API function's
+/// entry point.
 pub async fn serve<F, Fut>(
-    function: Function,
+    metrics: &Metrics,
     request: lambda_http::Request,
     handle: F,
 ) -> Response<Body>
@@ -43,7 +50,7 @@ where
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let started = std::time::Instant::now();
-    let (request_id, outcome) = match ApiRequest::from_lambda(function, request) {
+    let (request_id, outcome) = match ApiRequest::from_lambda(metrics.function(), request) {
         Ok(request) => {
             let request_id = request.request_id.clone();
             let route = request.route;
@@ -56,6 +63,6 @@ where
         Err((request_id, err)) => (request_id, Err(err)),
     };
     let response = outcome.unwrap_or_else(|err| err.into_response(&request_id));
-    crate::metrics::emit_request(function, response.status().as_u16(), started.elapsed());
+    metrics.request(response.status().as_u16(), started.elapsed());
     response
 }

@@ -9,9 +9,11 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use serde::de::DeserializeOwned;
 
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+
 use super::ApiError;
-use super::routes::{self, Function, Route};
-use crate::auth::Caller;
+use super::caller::Caller;
+use super::routes::{self, Auth, Route, RouteSpec};
 use crate::ids::ConversationId;
 
 /// The largest JSON body any route accepts (a message body is at most 32 KiB).
@@ -24,18 +26,33 @@ pub struct ApiRequest {
     pub request_id: String,
     pub caller: Caller,
     path: HashMap<String, String>,
-    query: lambda_http::aws_lambda_events::query_map::QueryMap,
+    query: QueryMap,
     headers: HeaderMap,
     body: Bytes,
 }
 
-impl ApiRequest {
-    /// Parses `request` for `function`. On failure, returns the request id
-    /// with the error, so even a refused request can be traced.
-    pub fn from_lambda(
-        function: Function,
-        request: lambda_http::Request,
-    ) -> Result<Self, (String, ApiError)> {
+/// What every route's request has, before its caller is known.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub route: &'static RouteSpec,
+    pub request_id: String,
+    pub path: HashMap<String, String>,
+    pub query: QueryMap,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The JWT claims API Gateway's authorizer passed on, if any.
+    pub claims: Option<HashMap<String, String>>,
+}
+
+/// Why a request could not be parsed: its request id (so even a refused
+/// request can be traced), and a route error.
+pub(super) struct Unrouted {
+    pub request_id: String,
+}
+
+impl Parsed {
+    /// Parses `request` for `function`: its route must be one of `function`'s.
+    pub fn from_lambda(function: &str, request: lambda_http::Request) -> Result<Self, Unrouted> {
         let context = match request.request_context_ref() {
             Some(RequestContext::ApiGatewayV2(context)) => Some(context.clone()),
             _ => None,
@@ -46,18 +63,16 @@ impl ApiRequest {
             .or_else(|| request.lambda_context_ref().map(|c| c.request_id.clone()))
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let fail = |err| (request_id.clone(), err);
 
         let route_key = context.as_ref().and_then(|c| c.route_key.as_deref());
-        let (spec, matched) = match route_key.and_then(routes::by_key) {
-            Some(spec) => (spec, None),
+        let found = match route_key.and_then(routes::by_key) {
+            Some(spec) => Some((spec, None)),
             None => routes::find(request.method(), request.raw_http_path())
-                .map(|(spec, params)| (spec, Some(params)))
-                .ok_or_else(|| fail(ApiError::NotFound("no such route".into())))?,
+                .map(|(spec, params)| (spec, Some(params))),
         };
-        if spec.function != function {
-            return Err(fail(ApiError::NotFound("no such route".into())));
-        }
+        let Some((spec, matched)) = found.filter(|(spec, _)| spec.function == function) else {
+            return Err(Unrouted { request_id });
+        };
         let path = match matched {
             Some(params) => params,
             None => request
@@ -70,19 +85,11 @@ impl ApiRequest {
                 })
                 .unwrap_or_default(),
         };
-
         let claims = context
             .as_ref()
             .and_then(|c| c.authorizer.as_ref())
             .and_then(|a| a.jwt.as_ref())
-            .map(|jwt| &jwt.claims)
-            .ok_or_else(|| {
-                fail(ApiError::Unauthorized(
-                    "a valid bearer token is required".into(),
-                ))
-            })?;
-        let caller = Caller::from_claims(claims).map_err(fail)?;
-
+            .map(|jwt| jwt.claims.clone());
         let query = request.query_string_parameters();
         let (parts, body) = request.into_parts();
         let body = match body {
@@ -92,13 +99,54 @@ impl ApiRequest {
             _ => Bytes::new(),
         };
         Ok(Self {
-            route: spec.route,
+            route: spec,
             request_id,
-            caller,
             path,
             query,
             headers: parts.headers,
             body,
+            claims,
+        })
+    }
+}
+
+impl ApiRequest {
+    /// Parses `request` for `function` and reads its caller as the route's
+    /// auth kind says. On failure, returns the request id with the error.
+    pub fn from_lambda(
+        function: &str,
+        request: lambda_http::Request,
+    ) -> Result<Self, (String, ApiError)> {
+        let parsed = Parsed::from_lambda(function, request).map_err(|unrouted| {
+            (
+                unrouted.request_id,
+                ApiError::NotFound("no such route".into()),
+            )
+        })?;
+        let fail = |err| (parsed.request_id.clone(), err);
+        let caller = match parsed.route.auth {
+            Auth::User | Auth::Admin => {
+                let claims = parsed.claims.as_ref().ok_or_else(|| {
+                    fail(ApiError::Unauthorized(
+                        "a valid bearer token is required".into(),
+                    ))
+                })?;
+                Caller::from_claims(claims).map_err(fail)?
+            }
+            // Served with Matrix's errors, by `AppserviceRequest`.
+            Auth::HsToken => return Err(fail(ApiError::NotFound("no such route".into()))),
+        };
+        if parsed.route.auth == Auth::Admin {
+            caller.require_admin().map_err(fail)?;
+        }
+        Ok(Self {
+            route: parsed.route.route,
+            request_id: parsed.request_id,
+            caller,
+            path: parsed.path,
+            query: parsed.query,
+            headers: parsed.headers,
+            body: parsed.body,
         })
     }
 
@@ -202,6 +250,8 @@ mod tests {
     }
 
     const ALICE: &str = r#"{"jwt": {"claims": {"sub": "alice"}, "scopes": null}}"#;
+    const SERVICE: &str =
+        r#"{"jwt": {"claims": {"sub": "svc", "scope": "bridge.admin"}, "scopes": null}}"#;
 
     #[test]
     fn parses_route_caller_params_and_query() {
@@ -212,7 +262,7 @@ mod tests {
             "application/json",
             "",
         );
-        let request = ApiRequest::from_lambda(Function::History, request).unwrap();
+        let request = ApiRequest::from_lambda("history", request).unwrap();
         assert_eq!(request.route, Route::ListMessages);
         assert_eq!(request.request_id, "req-9");
         assert_eq!(request.caller.user_id.as_str(), "alice");
@@ -230,7 +280,7 @@ mod tests {
             "application/json",
             "",
         );
-        let (request_id, err) = ApiRequest::from_lambda(Function::Send, request).unwrap_err();
+        let (request_id, err) = ApiRequest::from_lambda("send", request).unwrap_err();
         assert_eq!(request_id, "req-9");
         assert!(matches!(err, ApiError::NotFound(_)));
     }
@@ -244,8 +294,29 @@ mod tests {
             "application/json",
             "{}",
         );
-        let (_, err) = ApiRequest::from_lambda(Function::Provision, request).unwrap_err();
+        let (_, err) = ApiRequest::from_lambda("provision", request).unwrap_err();
         assert!(matches!(err, ApiError::Unauthorized(_)));
+    }
+
+    #[test]
+    fn service_routes_need_the_admin_scope() {
+        let request = event(
+            "PUT /v1/users/{user_id}",
+            "/v1/users/bob",
+            ALICE,
+            "application/json",
+            "{}",
+        );
+        let (_, err) = ApiRequest::from_lambda("provision", request).unwrap_err();
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err}");
+        let request = event(
+            "PUT /v1/users/{user_id}",
+            "/v1/users/bob",
+            SERVICE,
+            "application/json",
+            "{}",
+        );
+        assert!(ApiRequest::from_lambda("provision", request).is_ok());
     }
 
     #[test]
@@ -259,11 +330,11 @@ mod tests {
             let request = event(
                 "POST /v1/conversations",
                 "/v1/conversations",
-                ALICE,
+                SERVICE,
                 content_type,
                 body,
             );
-            ApiRequest::from_lambda(Function::Provision, request)
+            ApiRequest::from_lambda("provision", request)
                 .unwrap()
                 .json::<Body>()
         };

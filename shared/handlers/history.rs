@@ -10,11 +10,35 @@ use lambda_http::{Body, Response};
 use ruma::OwnedUserId;
 use serde::Serialize;
 
-use super::views::MessageView;
-use crate::api::{self, ApiError, ApiRequest, Function, Route};
+use crate::api::views::MessageView;
+use crate::api::{self, ApiError, ApiRequest, Route};
+use crate::function::{BoxFuture, Function, Handler, HttpFunction, Trigger};
 use crate::ids::{ConversationId, PuppetNamer};
+use crate::metrics::Metrics;
 use crate::model::{Conversation, Member, Message, MessageId};
+use crate::ports::{InitError, Ports};
 use crate::store::Store;
+
+pub const NAME: &str = "history";
+
+/// The function, for the registry.
+pub fn function<P: Ports>() -> Function<P> {
+    Function {
+        name: NAME,
+        trigger: Trigger::Http,
+        build: |ports| Box::pin(build(ports)),
+    }
+}
+
+/// The table only: no Matrix token.
+async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
+    let namer = ports.namer()?;
+    Ok(Handler::Http(Box::new(History {
+        store: ports.store().await?,
+        namer,
+        metrics: ports.metrics(NAME),
+    })))
+}
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 100;
@@ -23,6 +47,13 @@ pub const MAX_LIMIT: usize = 100;
 pub struct History<S> {
     pub store: S,
     pub namer: PuppetNamer,
+    pub metrics: Metrics,
+}
+
+impl<S: Store + 'static> HttpFunction for History<S> {
+    fn call(&self, request: lambda_http::Request) -> BoxFuture<'_, Response<Body>> {
+        Box::pin(self.handle(request))
+    }
 }
 
 #[derive(Serialize)]
@@ -59,7 +90,7 @@ impl Names {
 
 impl<S: Store> History<S> {
     pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
-        api::serve(Function::History, request, |request| async move {
+        api::serve(&self.metrics, request, |request| async move {
             match request.route {
                 Route::ListMessages => self.list(request).await,
                 Route::GetMessage => self.get(request).await,

@@ -1,5 +1,9 @@
-//! The API functions' logic: plain async code over the ports, one module per
-//! Lambda function, testable without a network.
+//! The functions' logic: plain async code over the ports, one module per
+//! Lambda function, testable without a network, and the [`registry`] that
+//! lists them.
+//!
+//! Each function module has a `NAME`, a `function()` for the registry, and
+//! builds its own state from the [`Ports`](crate::ports::Ports).
 
 pub mod history;
 pub mod outbound;
@@ -7,33 +11,19 @@ pub mod provision;
 mod puppets;
 pub mod retry;
 pub mod send;
-mod views;
 
-use crate::api::ApiError;
-use crate::matrix::MatrixError;
-use crate::queue::QueueError;
-use crate::store::StoreError;
+use crate::function::Function;
+use crate::ports::Ports;
 
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Corrupt(_) => ApiError::internal(err),
-            _ => ApiError::unavailable(err),
-        }
-    }
-}
-
-impl From<QueueError> for ApiError {
-    fn from(err: QueueError) -> Self {
-        ApiError::unavailable(err)
-    }
-}
-
-impl From<MatrixError> for ApiError {
-    fn from(err: MatrixError) -> Self {
-        match err {
-            MatrixError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
-            other => ApiError::unavailable(other),
-        }
-    }
+/// Every function of the bridge: the one list that the front door,
+/// `bridge-dev`, the tests and the build scripts read. Each also has a
+/// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
+/// `template.yaml` (a test checks they agree).
+pub fn registry<P: Ports>() -> [Function<P>; 4] {
+    [
+        provision::function(),
+        send::function(),
+        history::function(),
+        retry::function(),
+    ]
 }

@@ -1,10 +1,11 @@
 //! Sending a stored message into its room: what the send function does on
 //! the spot and the retry function does later, in one place.
 
-use ruma::events::room::message::RoomMessageEventContent;
+use ruma::events::relation::Reply;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
-use crate::api::ApiError;
+use crate::error::Error;
 use crate::matrix::{MESSAGE_ID_KEY, Matrix, MatrixError};
 use crate::model::Message;
 use crate::store::Store;
@@ -19,27 +20,28 @@ pub fn send_txn_id(message: &Message) -> String {
 }
 
 /// The `m.room.message` content for a message, with its id under
-/// [`MESSAGE_ID_KEY`] and its reply relation; `413` if Matrix would refuse its size.
+/// [`MESSAGE_ID_KEY`] and its reply relation; refused if Matrix would refuse its size.
 pub fn event_content(
     message: &Message,
     reply_to_event: Option<&ruma::EventId>,
-) -> Result<serde_json::Value, ApiError> {
-    let content = match &message.html {
+) -> Result<serde_json::Value, Error> {
+    let mut content = match &message.html {
         Some(html) => RoomMessageEventContent::text_html(message.body.clone(), html.clone()),
         None => RoomMessageEventContent::text_plain(message.body.clone()),
     };
-    let mut content = serde_json::to_value(content).map_err(ApiError::internal)?;
+    content.relates_to =
+        reply_to_event.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
+    // Serialising plain strings and ids cannot fail; if it ever did, the
+    // message could not be sent either.
+    let mut content = serde_json::to_value(content)
+        .map_err(|err| Error::Inconsistent(format!("message content: {err}")))?;
     content[MESSAGE_ID_KEY] = serde_json::Value::String(message.id.to_string());
-    if let Some(event_id) = reply_to_event {
-        content["m.relates_to"] = serde_json::json!({"m.in_reply_to": {"event_id": event_id}});
-    }
-    let size = serde_json::to_vec(&content)
-        .map_err(ApiError::internal)?
-        .len();
+    let size = serde_json::to_vec(&content).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_CONTENT {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the Matrix event would be {size} bytes; at most {MAX_CONTENT} fit in an event"
-        )));
+        return Err(Error::EventTooLarge {
+            size,
+            max: MAX_CONTENT,
+        });
     }
     Ok(content)
 }
@@ -48,7 +50,7 @@ pub fn event_content(
 pub async fn stored_content<S: Store>(
     store: &S,
     message: &Message,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<serde_json::Value, Error> {
     let reply_event = match message.reply_to {
         Some(reply_to) => store
             .message(&message.conversation_id, reply_to)
@@ -68,7 +70,7 @@ pub async fn join_room<M: Matrix>(
     user: &UserId,
 ) -> Result<(), MatrixError> {
     match matrix.join(room_id, user).await {
-        Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
+        Err(err) if err.is_forbidden() => {
             tracing::info!(%user, %room_id, "puppet may not join; inviting it again");
             matrix.invite(room_id, user).await?;
             matrix.join(room_id, user).await
@@ -89,7 +91,7 @@ pub async fn send_as_sender<S: Store, M: Matrix>(
     let sender = &message.sender.matrix_user_id;
     let txn_id = send_txn_id(message);
     match matrix.send_message(room_id, sender, &txn_id, content).await {
-        Err(err) if err.errcode() == Some("M_FORBIDDEN") => {
+        Err(err) if err.is_forbidden() => {
             tracing::info!(%sender, %room_id, "puppet is not in the room; joining it again");
             join_room(matrix, room_id, sender).await?;
             if let Err(err) = store.mark_joined(&message.conversation_id, sender).await {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use futures::{StreamExt, TryStreamExt, stream};
 use ruma::OwnedMxcUri;
 
-use crate::api::{ApiError, Function};
+use crate::error::Error;
 use crate::ids::{AppUserId, PuppetNamer};
 use crate::matrix::Matrix;
-use crate::metrics::{self, Counter};
+use crate::metrics::{Counter, Metrics};
 use crate::model::Puppet;
 use crate::store::Store;
 
@@ -30,9 +30,9 @@ pub async fn ensure_puppets<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
     namer: &PuppetNamer,
-    function: Function,
+    metrics: &Metrics,
     wanted: &[WantedPuppet],
-) -> Result<Vec<Puppet>, ApiError> {
+) -> Result<Vec<Puppet>, Error> {
     let users: Vec<AppUserId> = wanted.iter().map(|w| w.user.clone()).collect();
     let known: HashMap<AppUserId, Puppet> = store
         .puppets(&users)
@@ -45,7 +45,7 @@ pub async fn ensure_puppets<S: Store, M: Matrix>(
         .map(|want| (want.clone(), known.get(&want.user).cloned()))
         .collect();
     stream::iter(work)
-        .map(|(want, known)| ensure_one(store, matrix, namer, function, want, known))
+        .map(|(want, known)| ensure_one(store, matrix, namer, metrics, want, known))
         .buffered(CONCURRENCY)
         .try_collect()
         .await
@@ -55,10 +55,10 @@ async fn ensure_one<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
     namer: &PuppetNamer,
-    function: Function,
+    metrics: &Metrics,
     want: WantedPuppet,
     known: Option<Puppet>,
-) -> Result<Puppet, ApiError> {
+) -> Result<Puppet, Error> {
     let matrix_user_id = namer.user_id(&want.user);
     let mut puppet = known.unwrap_or_else(|| Puppet {
         user_id: want.user.clone(),
@@ -70,7 +70,7 @@ async fn ensure_one<S: Store, M: Matrix>(
     let mut changed = false;
     if !puppet.registered {
         matrix.register_puppet(&namer.localpart(&want.user)).await?;
-        metrics::count(function, Counter::PuppetsRegistered);
+        metrics.count(Counter::PuppetsRegistered);
         puppet.registered = true;
         changed = true;
     }

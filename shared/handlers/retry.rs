@@ -17,12 +17,34 @@ use std::collections::HashSet;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
 use super::outbound::{send_as_sender, stored_content};
-use crate::api::Function;
+use crate::function::{BoxFuture, Function, Handler, QueueFunction, Trigger};
 use crate::matrix::Matrix;
-use crate::metrics::{self, Counter};
+use crate::metrics::{Counter, Metrics};
 use crate::model::MessageStatus;
+use crate::ports::{InitError, Ports};
 use crate::queue::{Operation, RetryJob};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+pub const NAME: &str = "retry";
+
+/// The function, for the registry.
+pub fn function<P: Ports>() -> Function<P> {
+    Function {
+        name: NAME,
+        trigger: Trigger::Queue,
+        build: |ports| Box::pin(build(ports)),
+    }
+}
+
+async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
+    let max_attempts = ports.retry_max_attempts()?;
+    Ok(Handler::Queue(Box::new(RetryService::new(
+        ports.store().await?,
+        ports.matrix()?,
+        max_attempts,
+        ports.metrics(NAME),
+    ))))
+}
 
 /// What became of a job.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,14 +61,22 @@ pub struct RetryService<S, M> {
     matrix: M,
     /// The queue's `maxReceiveCount`: the attempt that gives up.
     max_attempts: u32,
+    metrics: Metrics,
+}
+
+impl<S: Store + 'static, M: Matrix + 'static> QueueFunction for RetryService<S, M> {
+    fn call(&self, event: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+        Box::pin(self.handle(event))
+    }
 }
 
 impl<S: Store, M: Matrix> RetryService<S, M> {
-    pub fn new(store: S, matrix: M, max_attempts: u32) -> Self {
+    pub fn new(store: S, matrix: M, max_attempts: u32, metrics: Metrics) -> Self {
         Self {
             store,
             matrix,
             max_attempts: max_attempts.max(1),
+            metrics,
         }
     }
 
@@ -67,7 +97,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             };
             if let Outcome::Later(reason) = outcome {
                 tracing::warn!(sqs_message_id = ?record.message_id, reason, "retry job handed back");
-                metrics::count(Function::Retry, Counter::RetriesHandedBack);
+                self.metrics.count(Counter::RetriesHandedBack);
                 held_back.insert(group);
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = record.message_id.unwrap_or_default();
@@ -107,11 +137,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         }
     }
 
-    async fn try_send(
-        &self,
-        job: &RetryJob,
-        attempt: u32,
-    ) -> Result<Outcome, crate::store::StoreError> {
+    async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
         let Some(message) = self
             .store
             .message(&job.conversation_id, job.message_id)
@@ -136,8 +162,11 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         };
         let content = match stored_content(&self.store, &message).await {
             Ok(content) => content,
+            // The table could not be read: not the message's fault.
+            Err(err) if err.is_transient() => return Ok(Outcome::Later(err.to_string())),
             Err(err) => {
-                self.store.mark_failed(&message, &err.to_string()).await?;
+                tracing::warn!(error = %err, message_id = %message.id, "the message cannot be sent");
+                self.store.mark_failed(&message, &err.reason()).await?;
                 return Ok(Outcome::Done);
             }
         };
@@ -162,7 +191,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         match sent {
             Ok(event_id) => {
                 self.store.mark_sent(&message, &event_id).await?;
-                metrics::count(Function::Retry, Counter::MessagesSent);
+                self.metrics.count(Counter::MessagesSent);
                 tracing::info!(message_id = %message.id, %event_id, attempt, "delivered on retry");
                 Ok(Outcome::Done)
             }
@@ -171,12 +200,13 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             }
             Err(err) => {
                 let reason = if err.is_transient() {
-                    format!("gave up after {attempt} attempts: {err}")
+                    format!("gave up after {attempt} attempts: {}", err.reason())
                 } else {
-                    err.to_string()
+                    err.reason()
                 };
+                tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.store.mark_failed(&message, &reason).await?;
-                metrics::count(Function::Retry, Counter::MessagesFailed);
+                self.metrics.count(Counter::MessagesFailed);
                 tracing::warn!(message_id = %message.id, reason, "delivery failed for good");
                 Ok(Outcome::Done)
             }

@@ -19,18 +19,41 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
-use super::views::MessageView;
-use crate::api::{self, ApiError, ApiRequest, Function, Route};
+use crate::api::views::MessageView;
+use crate::api::{self, ApiError, ApiRequest, Route};
+use crate::function::{BoxFuture, Function, Handler, HttpFunction, Trigger};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::markdown;
 use crate::matrix::Matrix;
-use crate::metrics::{self, Counter};
+use crate::metrics::{Counter, Metrics};
 use crate::model::{
     ConversationStatus, Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus,
     Origin, Sender as MessageSender,
 };
+use crate::ports::{InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{SendContext, Store, StoreError};
+
+pub const NAME: &str = "send";
+
+/// The function, for the registry.
+pub fn function<P: Ports>() -> Function<P> {
+    Function {
+        name: NAME,
+        trigger: Trigger::Http,
+        build: |ports| Box::pin(build(ports)),
+    }
+}
+
+async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
+    Ok(Handler::Http(Box::new(SendService::new(
+        ports.store().await?,
+        ports.matrix()?,
+        ports.queue().await?,
+        ports.namer()?,
+        ports.metrics(NAME),
+    ))))
+}
 
 /// The largest message body, in bytes.
 pub const MAX_BODY: usize = 32 * 1024;
@@ -74,7 +97,19 @@ pub struct SendService<S, M, Q> {
     matrix: M,
     queue: Q,
     namer: PuppetNamer,
+    metrics: Metrics,
     rooms: RoomCache,
+}
+
+impl<S, M, Q> HttpFunction for SendService<S, M, Q>
+where
+    S: Store + 'static,
+    M: Matrix + 'static,
+    Q: RetryQueue + 'static,
+{
+    fn call(&self, request: lambda_http::Request) -> BoxFuture<'_, Response<Body>> {
+        Box::pin(self.handle(request))
+    }
 }
 
 /// Why the fast insert was refused, and what to do about it.
@@ -87,12 +122,13 @@ enum Refusal {
 }
 
 impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
-    pub fn new(store: S, matrix: M, queue: Q, namer: PuppetNamer) -> Self {
+    pub fn new(store: S, matrix: M, queue: Q, namer: PuppetNamer, metrics: Metrics) -> Self {
         Self {
             store,
             matrix,
             queue,
             namer,
+            metrics,
             rooms: RoomCache::default(),
         }
     }
@@ -102,7 +138,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
     }
 
     pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
-        api::serve(Function::Send, request, |request| async move {
+        api::serve(&self.metrics, request, |request| async move {
             match request.route {
                 Route::SendMessage => self.send(request).await,
                 _ => Err(ApiError::NotFound("no such route".into())),
@@ -298,7 +334,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                         tracing::error!(error = %err, message_id = %message.id, "could not queue the bookkeeping either");
                     }
                 }
-                metrics::count(Function::Send, Counter::MessagesSent);
+                self.metrics.count(Counter::MessagesSent);
                 message.status = MessageStatus::Sent;
                 message.event_id = Some(event_id);
                 api::json(201, &MessageView::from(&message))
@@ -310,10 +346,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 self.queued(&message).await
             }
             Err(err) => {
-                let reason = err.to_string();
-                tracing::warn!(error = %reason, message_id = %message.id, "homeserver refused the message");
+                let reason = err.reason();
+                tracing::warn!(error = %err, message_id = %message.id, "homeserver refused the message");
                 self.store.mark_failed(&message, &reason).await?;
-                metrics::count(Function::Send, Counter::MessagesFailed);
+                self.metrics.count(Counter::MessagesFailed);
                 message.status = MessageStatus::Failed;
                 message.failure = Some(reason);
                 api::json(201, &MessageView::from(&message))
@@ -326,7 +362,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         self.queue
             .enqueue(&RetryJob::send(message.conversation_id.clone(), message.id))
             .await?;
-        metrics::count(Function::Send, Counter::MessagesQueued);
+        self.metrics.count(Counter::MessagesQueued);
         api::json(202, &MessageView::from(message))
     }
 
@@ -341,7 +377,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 "this Idempotency-Key was used before with a different request body".into(),
             ));
         }
-        metrics::count(Function::Send, Counter::IdempotentReplays);
+        self.metrics.count(Counter::IdempotentReplays);
         let message = self
             .store
             .message(&record.conversation_id, record.message_id)

@@ -1,10 +1,13 @@
 //! The local front door: what API Gateway (HTTP API, JWT authorizer) does in
 //! AWS, on loopback. It checks the bearer token (HS256 dev secret, issuer,
-//! audience, expiry), matches the routes of `template.yaml`, builds the same
-//! payload-2.0 event API Gateway would, and hands it to the real function
-//! handler in process. Its own refusals use API Gateway's bodies
+//! audience, expiry, not-before, issued-at, and a route's scopes), matches
+//! the routes of `template.yaml`, builds the same payload-2.0 event API
+//! Gateway would, and hands it to the registered function in process.
+//! Appservice routes (`/_matrix/app/*`) pass without a JWT: their function
+//! checks the homeserver's token itself. Its own refusals use API Gateway's bodies
 //! (`{"message": "Unauthorized"}`), as callers will see them in AWS.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -13,28 +16,44 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::token::TokenConfig;
-use crate::api::routes::{self, Function, RouteSpec};
-use crate::handlers::history::History;
-use crate::handlers::provision::Provisioner;
-use crate::handlers::send::SendService;
-use crate::matrix::AppserviceClient;
-use crate::queue::SqsRetryQueue;
-use crate::store::DynamoStore;
+use crate::api::caller::has_scope;
+use crate::api::routes::{self, Auth, RouteSpec};
+use crate::function::{Handler, HttpFunction};
+use crate::handlers::registry;
+use crate::ports::{InitError, Ports};
 
 /// API Gateway's payload limit for a request to a Lambda integration.
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 
-/// The functions behind the front door.
+/// The front door: the token settings, the route table, and every HTTP
+/// function of the registry, by name.
 pub struct Gateway {
-    pub tokens: TokenConfig,
-    pub provision: Provisioner<DynamoStore, AppserviceClient>,
-    pub send: SendService<DynamoStore, AppserviceClient, SqsRetryQueue>,
-    pub history: History<DynamoStore>,
+    tokens: TokenConfig,
+    routes: &'static [RouteSpec],
+    functions: HashMap<&'static str, Box<dyn HttpFunction>>,
+}
+
+impl Gateway {
+    /// The front door for the routes of `template.yaml`, with every HTTP
+    /// function of the registry built from `ports`.
+    pub async fn build<P: Ports>(tokens: TokenConfig, ports: &P) -> Result<Self, InitError> {
+        let mut functions = HashMap::new();
+        for function in registry::<P>() {
+            if let Handler::Http(handler) = function.handler(ports).await? {
+                functions.insert(function.name, handler);
+            }
+        }
+        Ok(Self {
+            tokens,
+            routes: routes::ROUTES,
+            functions,
+        })
+    }
 }
 
 /// Serves the front door on `addr` until the process ends.
@@ -48,57 +67,131 @@ pub async fn serve(gateway: Gateway, addr: SocketAddr) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
-fn gateway_error(status: StatusCode, message: &str) -> Response {
+fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
         [(http::header::CONTENT_TYPE, "application/json")],
-        json!({ "message": message }).to_string(),
+        body.to_string(),
     )
         .into_response()
+}
+
+/// A refusal of the front door's own, in API Gateway's words; under
+/// `/_matrix/` in Matrix's, as the homeserver expects from an appservice.
+fn refusal(status: StatusCode, path: &str) -> Response {
+    if path.starts_with("/_matrix/") {
+        let status = match status {
+            StatusCode::METHOD_NOT_ALLOWED => status,
+            _ => StatusCode::NOT_FOUND,
+        };
+        return json_response(
+            status,
+            json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}),
+        );
+    }
+    let message = match status {
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::PAYLOAD_TOO_LARGE => "Request Entity Too Large",
+        StatusCode::INTERNAL_SERVER_ERROR => "Internal Server Error",
+        _ => "Not Found",
+    };
+    json_response(status, json!({ "message": message }))
+}
+
+/// What the front door does with a request, before reading its body.
+#[derive(Debug)]
+enum Admission<'a> {
+    /// Hand it to the route's function, with the token's claims if the
+    /// route's auth kind takes a JWT.
+    Pass {
+        spec: &'static RouteSpec,
+        params: HashMap<String, String>,
+        claims: Option<HashMap<String, String>>,
+    },
+    /// Refuse it with this status.
+    Refuse(StatusCode, &'a str),
+}
+
+impl Gateway {
+    /// Routes a request and checks its token as the route's auth kind says,
+    /// as API Gateway does: no route is 404 (405 for a known appservice
+    /// path); a missing or invalid JWT 401; a JWT without a route's scopes
+    /// 403; appservice routes pass without a JWT.
+    fn admit<'a>(&self, method: &Method, path: &'a str, headers: &HeaderMap) -> Admission<'a> {
+        let found = self
+            .routes
+            .iter()
+            .filter(|spec| spec.method == method)
+            .find_map(|spec| spec.match_path(path).map(|params| (spec, params)));
+        let Some((spec, params)) = found else {
+            let other_method = self
+                .routes
+                .iter()
+                .any(|spec| spec.match_path(path).is_some());
+            let status = if other_method && path.starts_with("/_matrix/") {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            return Admission::Refuse(status, path);
+        };
+        let claims = match spec.auth {
+            Auth::HsToken => None,
+            Auth::User | Auth::Admin => {
+                let bearer = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.strip_prefix("Bearer "));
+                let Some(claims) = bearer.and_then(|token| self.tokens.verify(token.trim()).ok())
+                else {
+                    return Admission::Refuse(StatusCode::UNAUTHORIZED, path);
+                };
+                if !spec
+                    .auth
+                    .scopes()
+                    .iter()
+                    .all(|scope| has_scope(&claims, scope))
+                {
+                    return Admission::Refuse(StatusCode::FORBIDDEN, path);
+                }
+                Some(claims)
+            }
+        };
+        Admission::Pass {
+            spec,
+            params,
+            claims,
+        }
+    }
 }
 
 async fn front_door(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    if path.starts_with("/_matrix/") {
-        let body =
-            json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}).to_string();
-        return (
-            StatusCode::NOT_FOUND,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-    }
-    let Some((spec, params)) = routes::find(&parts.method, &path) else {
-        return gateway_error(StatusCode::NOT_FOUND, "Not Found");
+    let (spec, params, claims) = match gateway.admit(&parts.method, &path, &parts.headers) {
+        Admission::Pass {
+            spec,
+            params,
+            claims,
+        } => (spec, params, claims),
+        Admission::Refuse(status, path) => return refusal(status, path),
     };
-    let bearer = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(claims) = bearer.and_then(|token| gateway.tokens.verify(token.trim()).ok()) else {
-        return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let Some(function) = gateway.functions.get(spec.function) else {
+        return refusal(StatusCode::NOT_FOUND, &path);
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_PAYLOAD).await else {
-        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, &path);
     };
     let event = payload_v2(spec, &parts, &params, claims, &body);
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(request) => request,
         Err(err) => {
             tracing::error!(error = %err, "could not build the Lambda event");
-            return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+            return refusal(StatusCode::INTERNAL_SERVER_ERROR, &path);
         }
     };
-    let response = match spec.function {
-        Function::Provision => gateway.provision.handle(request).await,
-        Function::Send => gateway.send.handle(request).await,
-        Function::History => gateway.history.handle(request).await,
-        Function::Retry => return gateway_error(StatusCode::NOT_FOUND, "Not Found"),
-    };
-    let (parts, body) = response.into_parts();
+    let (parts, body) = function.call(request).await.into_parts();
     Response::from_parts(parts, axum::body::Body::from(body.to_vec()))
 }
 
@@ -106,8 +199,8 @@ async fn front_door(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
 fn payload_v2(
     spec: &RouteSpec,
     parts: &http::request::Parts,
-    params: &std::collections::HashMap<String, String>,
-    claims: std::collections::HashMap<String, String>,
+    params: &HashMap<String, String>,
+    claims: Option<HashMap<String, String>>,
     body: &[u8],
 ) -> Value {
     let now = OffsetDateTime::now_utc();
@@ -140,7 +233,7 @@ fn payload_v2(
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
-            "authorizer": {"jwt": {"claims": claims, "scopes": null}},
+            "authorizer": claims.map(|claims| json!({"jwt": {"claims": claims, "scopes": null}})),
             "domainName": "localhost",
             "domainPrefix": "localhost",
             "http": {
@@ -194,4 +287,118 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
             (decode(name), decode(value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::routes::Route;
+    use crate::config::Secret;
+
+    fn tokens() -> TokenConfig {
+        TokenConfig {
+            secret: Secret::new("dev-secret"),
+            issuer: "https://bridge.local".into(),
+            audience: "matrix-bridge".into(),
+        }
+    }
+
+    static TEST_ROUTES: &[RouteSpec] = &[
+        RouteSpec {
+            route: Route::GetConversation,
+            method: Method::GET,
+            path: "/v1/conversations/{id}",
+            function: "provision",
+            auth: Auth::User,
+        },
+        RouteSpec {
+            route: Route::CreateConversation,
+            method: Method::POST,
+            path: "/v1/conversations",
+            function: "provision",
+            auth: Auth::Admin,
+        },
+        RouteSpec {
+            route: Route::GetConversation,
+            method: Method::PUT,
+            path: "/_matrix/app/v1/transactions/{txn_id}",
+            function: "transactions",
+            auth: Auth::HsToken,
+        },
+    ];
+
+    fn gateway() -> Gateway {
+        Gateway {
+            tokens: tokens(),
+            routes: TEST_ROUTES,
+            functions: HashMap::new(),
+        }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    fn status(admission: Admission<'_>) -> StatusCode {
+        match admission {
+            Admission::Pass { .. } => StatusCode::OK,
+            Admission::Refuse(status, _) => status,
+        }
+    }
+
+    #[test]
+    fn each_auth_kind_is_enforced() {
+        let gateway = gateway();
+        let five_minutes = time::Duration::minutes(5);
+        let user = tokens().mint("alice", false, five_minutes).unwrap();
+        let admin = tokens().mint("svc", true, five_minutes).unwrap();
+        let get = |headers: &HeaderMap| {
+            status(gateway.admit(&Method::GET, "/v1/conversations/x", headers))
+        };
+        assert_eq!(get(&HeaderMap::new()), StatusCode::UNAUTHORIZED);
+        assert_eq!(get(&bearer("forged")), StatusCode::UNAUTHORIZED);
+        assert_eq!(get(&bearer(&user)), StatusCode::OK);
+        let post = |headers: &HeaderMap| {
+            status(gateway.admit(&Method::POST, "/v1/conversations", headers))
+        };
+        assert_eq!(post(&HeaderMap::new()), StatusCode::UNAUTHORIZED);
+        assert_eq!(post(&bearer(&user)), StatusCode::FORBIDDEN);
+        assert_eq!(post(&bearer(&admin)), StatusCode::OK);
+        let Admission::Pass { claims, params, .. } = gateway.admit(
+            &Method::PUT,
+            "/_matrix/app/v1/transactions/42",
+            &HeaderMap::new(),
+        ) else {
+            panic!("appservice routes pass without a JWT");
+        };
+        assert_eq!(claims, None);
+        assert_eq!(params["txn_id"], "42");
+    }
+
+    #[test]
+    fn unknown_routes_are_refused_in_the_right_words() {
+        let gateway = gateway();
+        let none = HeaderMap::new();
+        assert_eq!(
+            status(gateway.admit(&Method::GET, "/v2/nothing", &none)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(gateway.admit(&Method::GET, "/_matrix/app/v1/transactions/1", &none)),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status(gateway.admit(&Method::GET, "/_matrix/app/v1/nothing", &none)),
+            StatusCode::NOT_FOUND
+        );
+        let matrix = refusal(StatusCode::NOT_FOUND, "/_matrix/app/v1/nothing");
+        assert_eq!(matrix.status(), StatusCode::NOT_FOUND);
+        let api = refusal(StatusCode::FORBIDDEN, "/v1/conversations");
+        assert_eq!(api.status(), StatusCode::FORBIDDEN);
+    }
 }

@@ -8,10 +8,8 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::handlers::retry::RetryService;
-use crate::matrix::Matrix;
+use crate::function::QueueFunction;
 use crate::runtime::BoxError;
-use crate::store::Store;
 
 /// What one round of polling did.
 #[derive(Debug, Default)]
@@ -22,12 +20,12 @@ pub struct Drained {
     pub handed_back: usize,
 }
 
-/// Receives one batch (waiting up to a second) and runs it through `service`.
-/// Handed-back jobs are hidden for `hold` before they can come back.
-pub async fn drain_once<S: Store, M: Matrix>(
+/// Receives one batch (waiting up to a second) and runs it through
+/// `function`. Handed-back jobs are hidden for `hold` before they can come back.
+pub async fn drain_once(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
-    service: &RetryService<S, M>,
+    function: &dyn QueueFunction,
     hold: Duration,
 ) -> Result<Drained, BoxError> {
     let received = sqs
@@ -61,7 +59,7 @@ pub async fn drain_once<S: Store, M: Matrix>(
             record
         })
         .collect();
-    let response = service.handle(event).await;
+    let response = function.call(event).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()

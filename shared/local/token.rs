@@ -1,6 +1,6 @@
 //! Dev JWTs (HS256 with the local secret), minted for callers and checked by
 //! the front door the way API Gateway's JWT authorizer checks real ones:
-//! signature, issuer, audience, expiry.
+//! signature, issuer, audience, expiry, not-before and issued-at.
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::auth::ADMIN_SCOPE;
+use crate::api::caller::ADMIN_SCOPE;
 use crate::config::{ConfigError, Env, Secret};
 
 /// The dev token settings: `BRIDGE_DEV_JWT_SECRET`, `BRIDGE_JWT_ISSUER`,
@@ -47,17 +47,21 @@ impl TokenConfig {
         } else {
             "openid".to_owned()
         };
-        let claims = json!({
+        self.mint_claims(&json!({
             "sub": user,
             "iss": self.issuer,
             "aud": self.audience,
             "iat": now,
             "exp": now + ttl.whole_seconds(),
             "scope": scope,
-        });
+        }))
+    }
+
+    /// A token carrying exactly `claims`, signed with the dev secret.
+    pub fn mint_claims(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
         encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(self.secret.expose().as_bytes()),
         )
     }
@@ -72,12 +76,20 @@ impl TokenConfig {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY;
         let data = decode::<Map<String, Value>>(
             token,
             &DecodingKey::from_secret(self.secret.expose().as_bytes()),
             &validation,
         )?;
+        // API Gateway also refuses a token issued in the future.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(iat) = data.claims.get("iat") {
+            if iat.as_i64().is_none_or(|iat| iat > now + LEEWAY as i64) {
+                return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
+            }
+        }
         Ok(data
             .claims
             .into_iter()
@@ -85,6 +97,9 @@ impl TokenConfig {
             .collect())
     }
 }
+
+/// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
+const LEEWAY: u64 = 5;
 
 fn claim_string(value: Value) -> String {
     match value {
@@ -145,5 +160,30 @@ mod tests {
             .unwrap();
         assert!(config().verify(&expired).is_err());
         assert!(config().verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_fail() {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let token = |extra: Value| {
+            let mut claims = json!({
+                "sub": "alice", "iss": "https://bridge.local", "aud": "matrix-bridge",
+                "exp": now + 600,
+            });
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            config().mint_claims(&claims).unwrap()
+        };
+        assert!(config().verify(&token(json!({"iat": now}))).is_ok());
+        assert!(config().verify(&token(json!({"nbf": now - 10}))).is_ok());
+        assert!(config().verify(&token(json!({"nbf": now + 3600}))).is_err());
+        assert!(config().verify(&token(json!({"iat": now + 3600}))).is_err());
+        assert!(
+            config()
+                .verify(&token(json!({"iat": "yesterday"})))
+                .is_err()
+        );
     }
 }

@@ -179,7 +179,9 @@ impl Matrix for AppserviceClient {
         request.login_type = Some(register::LoginType::ApplicationService);
         match self.call(request, None).await {
             Ok(_) => Ok(()),
-            Err(err) if err.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(err) if matches!(err.kind(), Some(ruma::api::error::ErrorKind::UserInUse)) => {
+                Ok(())
+            }
             Err(err) => Err(err),
         }
     }

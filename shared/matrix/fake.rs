@@ -47,9 +47,11 @@ impl From<Failure> for MatrixError {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Down => MatrixError::from_status(502, b"", None),
-            Failure::RateLimited => MatrixError::RateLimited {
-                retry_after: Some(std::time::Duration::from_secs(2)),
-            },
+            Failure::RateLimited => MatrixError::from_status(
+                429,
+                br#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":2000}"#,
+                None,
+            ),
             Failure::Refused => {
                 MatrixError::from_status(400, br#"{"errcode":"M_BAD_JSON","error":"bad"}"#, None)
             }

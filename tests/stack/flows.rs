@@ -17,6 +17,7 @@ fn puppet(user: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn messages_reach_a_plain_matrix_user_once_from_the_right_puppet() {
     let api = Api::new();
     let (alice, bob) = (unique("Alice"), unique("bob"));
@@ -189,6 +190,7 @@ async fn messages_reach_a_plain_matrix_user_once_from_the_right_puppet() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn racing_provision_requests_make_one_room() {
     let api = Api::new();
     let conversation = unique("race");
@@ -205,6 +207,7 @@ async fn racing_provision_requests_make_one_room() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn users_get_puppets_with_profiles() {
     let api = Api::new();
     let user = unique("Dana");
@@ -239,6 +242,7 @@ async fn users_get_puppets_with_profiles() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn conversations_nest_in_spaces_that_matrix_clients_see() {
     let api = Api::new();
     let carol = MatrixUser::register(&unique("carol")).await;
@@ -273,6 +277,7 @@ async fn conversations_nest_in_spaces_that_matrix_clients_see() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn a_puppet_that_left_its_room_is_invited_back_on_its_next_message() {
     let api = Api::new();
     let (alice, conversation) = (unique("alice"), unique("left"));

@@ -18,6 +18,7 @@ fn code(reply: &crate::client::Reply) -> &str {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn callers_see_only_their_conversations() {
     let api = Api::new();
     let member = unique("erin");
@@ -76,6 +77,7 @@ async fn callers_see_only_their_conversations() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn missing_or_bad_tokens_are_unauthorized() {
     let api = Api::new();
     let path = "/v1/conversations/anything/messages";
@@ -126,6 +128,7 @@ async fn missing_or_bad_tokens_are_unauthorized() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn malformed_requests_are_explained() {
     let api = Api::new();
     let member = unique("frank");
@@ -322,6 +325,7 @@ async fn malformed_requests_are_explained() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn secrets_never_reach_the_logs() {
     // Some traffic first, failures included, so there is something to log.
     let api = Api::new();

@@ -1,14 +1,16 @@
-//! Who is calling, and what they may do.
+//! Who is calling an API route, and what they may do: the caller read from
+//! the JWT claims at the HTTP edge.
 //!
 //! In AWS the HTTP API's JWT authorizer has already checked the token
-//! (issuer, audience, expiry); the function reads the claims it passed on.
+//! (signature, issuer, audience, expiry, not-before) and, on service routes,
+//! the `bridge.admin` scope; the function reads the claims it passed on.
 //! Locally the front door checks the same way and passes the same claims.
 //! A `scope` containing `bridge.admin` marks a service token, which may
 //! provision and act for any user through `as_user`.
 
 use std::collections::HashMap;
 
-use crate::api::ApiError;
+use super::ApiError;
 use crate::ids::AppUserId;
 
 /// The scope that makes a token a service (admin) token.
@@ -31,9 +33,7 @@ impl Caller {
         let user_id = AppUserId::parse(sub.as_str()).map_err(|err| {
             ApiError::Unauthorized(format!("the token's 'sub' is not a valid user id: {err}"))
         })?;
-        let admin = claims
-            .get("scope")
-            .is_some_and(|scope| scope_contains(scope, ADMIN_SCOPE));
+        let admin = has_scope(claims, ADMIN_SCOPE);
         Ok(Self { user_id, admin })
     }
 
@@ -68,6 +68,15 @@ impl Caller {
             self.acting_user(as_user).map(Some)
         }
     }
+}
+
+/// Whether JWT claims grant `wanted` in their `scope` (or `scp`) claim, as
+/// API Gateway's JWT authorizer reads them.
+pub fn has_scope(claims: &HashMap<String, String>, wanted: &str) -> bool {
+    ["scope", "scp"]
+        .iter()
+        .filter_map(|name| claims.get(*name))
+        .any(|scope| scope_contains(scope, wanted))
 }
 
 /// Whether a space-separated OAuth `scope` string (API Gateway may also pass

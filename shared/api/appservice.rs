@@ -1,0 +1,284 @@
+//! The edge of the appservice routes (`/_matrix/app/*`, auth kind
+//! [`Auth::HsToken`]): the homeserver calls them with the `hs_token`, and
+//! they answer in Matrix's error format, `{"errcode", "error"}`.
+//!
+//! The token comes as `Authorization: Bearer` or as the legacy
+//! `access_token` query parameter (both must match when both are given), and
+//! is compared in constant time. It is never logged.
+
+use bytes::Bytes;
+use lambda_http::{Body, Response};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::error::ErrorChain;
+use super::request::Parsed;
+use super::routes::{Auth, Route};
+use crate::config::Secret;
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// An error answered to the homeserver, as the Matrix spec shapes it.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixApiError {
+    /// `401 M_MISSING_TOKEN`.
+    #[error("no hs_token was given")]
+    MissingToken,
+    /// `403 M_FORBIDDEN`.
+    #[error("the hs_token is not this appservice's")]
+    Forbidden,
+    /// `404 M_UNRECOGNIZED` (or `405` for a known path with another method).
+    #[error("unrecognized request")]
+    Unrecognized { method_not_allowed: bool },
+    /// `400 M_NOT_JSON` / `M_BAD_JSON`.
+    #[error("{message}")]
+    BadJson {
+        errcode: &'static str,
+        message: String,
+    },
+    /// `503 M_UNKNOWN`: the homeserver should try the transaction again.
+    #[error("the bridge is temporarily unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// `500 M_UNKNOWN`: a bug; the cause is logged, not answered.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The one translation of the domain error for the homeserver: what can
+/// pass on retrying is `503`, the rest `500`; neither says more.
+impl From<Error> for MatrixApiError {
+    fn from(err: Error) -> Self {
+        if err.is_transient() {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Internal(err.into())
+        }
+    }
+}
+
+impl MatrixApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MissingToken => 401,
+            Self::Forbidden => 403,
+            Self::Unrecognized {
+                method_not_allowed: false,
+            } => 404,
+            Self::Unrecognized {
+                method_not_allowed: true,
+            } => 405,
+            Self::BadJson { .. } => 400,
+            Self::Unavailable(_) => 503,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::Unrecognized { .. } => "M_UNRECOGNIZED",
+            Self::BadJson { errcode, .. } => errcode,
+            Self::Unavailable(_) | Self::Internal(_) => "M_UNKNOWN",
+        }
+    }
+
+    /// The response for this error; logs the cause of server errors.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        match &self {
+            Self::Unavailable(cause) | Self::Internal(cause) => {
+                tracing::error!(request_id, status, error = %ErrorChain(cause.as_ref()), "appservice request failed");
+            }
+            other => {
+                tracing::info!(request_id, status, error = %other, "appservice request refused")
+            }
+        }
+        let body = json!({"errcode": self.errcode(), "error": self.to_string()});
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap_or_else(|_| Response::new(Body::Empty))
+    }
+}
+
+/// A request from the homeserver whose `hs_token` was checked.
+#[derive(Debug)]
+pub struct AppserviceRequest {
+    pub route: Route,
+    pub request_id: String,
+    pub method: http::Method,
+    pub path: std::collections::HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl AppserviceRequest {
+    /// Parses `request` for `function` and checks its token against `hs_token`.
+    pub fn from_lambda(
+        function: &str,
+        request: lambda_http::Request,
+        hs_token: &Secret,
+    ) -> Result<Self, (String, MatrixApiError)> {
+        let method = request.method().clone();
+        let parsed = Parsed::from_lambda(function, request).map_err(|unrouted| {
+            (
+                unrouted.request_id,
+                MatrixApiError::Unrecognized {
+                    method_not_allowed: false,
+                },
+            )
+        })?;
+        let fail = |err| (parsed.request_id.clone(), err);
+        if parsed.route.auth != Auth::HsToken {
+            return Err(fail(MatrixApiError::Unrecognized {
+                method_not_allowed: false,
+            }));
+        }
+        let bearer = parsed
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        check_hs_token(bearer, parsed.query.first("access_token"), hs_token).map_err(fail)?;
+        Ok(Self {
+            route: parsed.route.route,
+            request_id: parsed.request_id,
+            method,
+            path: parsed.path,
+            body: parsed.body,
+        })
+    }
+}
+
+/// Checks the token of an appservice request: from the header, from the
+/// legacy query parameter, or from both when they agree.
+pub fn check_hs_token(
+    bearer: Option<&str>,
+    query: Option<&str>,
+    expected: &Secret,
+) -> Result<(), MatrixApiError> {
+    let token = match (bearer, query) {
+        (None, None) => return Err(MatrixApiError::MissingToken),
+        (Some(a), Some(b)) if !bool::from(a.as_bytes().ct_eq(b.as_bytes())) => {
+            return Err(MatrixApiError::Forbidden);
+        }
+        (Some(token), _) | (None, Some(token)) => token,
+    };
+    if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(MatrixApiError::Forbidden)
+    }
+}
+
+/// Parses an appservice request for `function`, checks its token, runs
+/// `handle` on it, and answers any error in Matrix's format.
+pub async fn serve<F, Fut>(
+    metrics: &Metrics,
+    hs_token: &Secret,
+    request: lambda_http::Request,
+    handle: F,
+) -> Response<Body>
+where
+    F: FnOnce(AppserviceRequest) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, MatrixApiError>>,
+{
+    let started = std::time::Instant::now();
+    let (request_id, outcome) = match AppserviceRequest::from_lambda(
+        metrics.function(),
+        request,
+        hs_token,
+    ) {
+        Ok(request) => {
+            let request_id = request.request_id.clone();
+            let span =
+                tracing::info_span!("appservice", request_id = %request_id, route = ?request.route);
+            (
+                request_id,
+                tracing::Instrument::instrument(handle(request), span).await,
+            )
+        }
+        Err((request_id, err)) => (request_id, Err(err)),
+    };
+    let response = outcome.unwrap_or_else(|err| err.into_response(&request_id));
+    metrics.request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(response: &Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap_or_default()
+    }
+
+    #[test]
+    fn tokens_from_header_or_query_must_match() {
+        let secret = Secret::new("hs-secret");
+        assert!(check_hs_token(Some("hs-secret"), None, &secret).is_ok());
+        assert!(check_hs_token(None, Some("hs-secret"), &secret).is_ok());
+        assert!(check_hs_token(Some("hs-secret"), Some("hs-secret"), &secret).is_ok());
+        assert!(matches!(
+            check_hs_token(None, None, &secret),
+            Err(MatrixApiError::MissingToken)
+        ));
+        assert!(matches!(
+            check_hs_token(Some("wrong"), None, &secret),
+            Err(MatrixApiError::Forbidden)
+        ));
+        assert!(matches!(
+            check_hs_token(Some("hs-secret"), Some("other"), &secret),
+            Err(MatrixApiError::Forbidden)
+        ));
+        assert!(matches!(
+            check_hs_token(Some(""), None, &secret),
+            Err(MatrixApiError::Forbidden)
+        ));
+    }
+
+    #[test]
+    fn errors_take_matrix_shape_and_hide_causes() {
+        let cases = [
+            (MatrixApiError::MissingToken, 401, "M_MISSING_TOKEN"),
+            (MatrixApiError::Forbidden, 403, "M_FORBIDDEN"),
+            (
+                MatrixApiError::Unrecognized {
+                    method_not_allowed: false,
+                },
+                404,
+                "M_UNRECOGNIZED",
+            ),
+            (
+                MatrixApiError::Unrecognized {
+                    method_not_allowed: true,
+                },
+                405,
+                "M_UNRECOGNIZED",
+            ),
+            (
+                MatrixApiError::BadJson {
+                    errcode: "M_NOT_JSON",
+                    message: "not JSON".into(),
+                },
+                400,
+                "M_NOT_JSON",
+            ),
+        ];
+        for (err, status, errcode) in cases {
+            let response = err.into_response("r");
+            assert_eq!(response.status(), status);
+            assert_eq!(body_of(&response)["errcode"], errcode);
+        }
+        let down = MatrixApiError::from(Error::from(crate::store::StoreError::Unavailable(
+            "dynamodb at 10.1.2.3 throttled".into(),
+        )));
+        let response = down.into_response("r");
+        assert_eq!(response.status(), 503);
+        let text = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert!(!text.contains("10.1.2.3"), "{text}");
+        assert_eq!(body_of(&response)["errcode"], "M_UNKNOWN");
+    }
+}

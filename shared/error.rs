@@ -1,0 +1,79 @@
+//! The bridge's domain error: what goes wrong in the code that is not HTTP
+//! (outbound delivery, puppets, retries) and in its ports (store, Matrix,
+//! queue). The edges translate it once each: `api::ApiError` for the JSON
+//! API, `api::appservice::MatrixApiError` for the appservice routes.
+
+use crate::matrix::MatrixError;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The Matrix event for a message would be larger than Matrix allows.
+    #[error("the Matrix event would be {size} bytes; at most {max} fit in an event")]
+    EventTooLarge { size: usize, max: usize },
+    /// A record the bridge wrote does not say what it must (a bug, or data
+    /// changed by hand).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(err) => !matches!(err, StoreError::Corrupt(_)),
+            Self::Matrix(err) => err.is_transient(),
+            Self::Queue(_) => true,
+            Self::EventTooLarge { .. } | Self::Inconsistent(_) => false,
+        }
+    }
+
+    /// Why an operation failed, in the bridge's words, for the record the
+    /// application reads: never a homeserver's or AWS's text.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Matrix(err) => err.reason(),
+            Self::Store(_) => "the bridge's table could not be used".into(),
+            Self::Queue(_) => "the bridge's retry queue could not be used".into(),
+            Self::EventTooLarge { max, .. } => {
+                format!("the message is too large for a Matrix event (at most {max} bytes)")
+            }
+            Self::Inconsistent(_) => "the bridge's records are inconsistent".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_or_not() {
+        let down = Error::from(MatrixError::from_status(503, b"", None));
+        assert!(down.is_transient());
+        assert_eq!(down.reason(), "the homeserver failed (503)");
+        let refused = Error::from(MatrixError::from_status(
+            400,
+            br#"{"errcode":"M_BAD_JSON","error":"x"}"#,
+            None,
+        ));
+        assert!(!refused.is_transient());
+        let too_large = Error::EventTooLarge {
+            size: 70_000,
+            max: 61_440,
+        };
+        assert!(!too_large.is_transient());
+        assert_eq!(
+            too_large.reason(),
+            "the message is too large for a Matrix event (at most 61440 bytes)"
+        );
+        assert!(Error::from(StoreError::Rejected).is_transient());
+    }
+}

@@ -1,0 +1,69 @@
+//! [`Ports`] on the in-memory fakes: the store, the Matrix homeserver and
+//! the retry queue, shared by every function built from one [`Fakes`], so
+//! a test can drive the registered functions and look at what they did.
+
+use crate::ids::PuppetNamer;
+use crate::matrix::fake::FakeMatrix;
+use crate::metrics::Metrics;
+use crate::ports::{InitError, Ports};
+use crate::queue::MemoryQueue;
+use crate::store::MemoryStore;
+
+/// The fakes one test's functions share.
+#[derive(Clone)]
+pub struct Fakes {
+    pub store: MemoryStore,
+    pub matrix: FakeMatrix,
+    pub queue: MemoryQueue,
+    pub namer: PuppetNamer,
+    pub retry_max_attempts: u32,
+}
+
+impl Fakes {
+    /// Fresh fakes; puppets are `@app_<user>:localhost`.
+    pub fn new() -> Self {
+        Self {
+            store: MemoryStore::new(),
+            matrix: FakeMatrix::default(),
+            queue: MemoryQueue::default(),
+            namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
+            retry_max_attempts: 8,
+        }
+    }
+}
+
+impl Default for Fakes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ports for Fakes {
+    type Store = MemoryStore;
+    type Matrix = FakeMatrix;
+    type Queue = MemoryQueue;
+
+    async fn store(&self) -> Result<MemoryStore, InitError> {
+        Ok(self.store.clone())
+    }
+
+    fn matrix(&self) -> Result<FakeMatrix, InitError> {
+        Ok(self.matrix.clone())
+    }
+
+    async fn queue(&self) -> Result<MemoryQueue, InitError> {
+        Ok(self.queue.clone())
+    }
+
+    fn namer(&self) -> Result<PuppetNamer, InitError> {
+        Ok(self.namer.clone())
+    }
+
+    fn retry_max_attempts(&self) -> Result<u32, InitError> {
+        Ok(self.retry_max_attempts)
+    }
+
+    fn metrics(&self, function: &'static str) -> Metrics {
+        Metrics::off(function)
+    }
+}

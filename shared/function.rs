@@ -1,0 +1,67 @@
+//! What a Lambda function of the bridge is: a name, how it is triggered,
+//! and how its handler is built from the [`Ports`]. `handlers::registry`
+//! lists them all; a binary in `functions/` runs one.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_http::{Body, Response};
+
+use crate::ports::{InitError, Ports};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A function invoked through the HTTP API (API Gateway, payload 2.0).
+pub trait HttpFunction: Send + Sync {
+    fn call(&self, request: lambda_http::Request) -> BoxFuture<'_, Response<Body>>;
+}
+
+/// A function fed by an SQS event source mapping, reporting partial batch
+/// failures.
+pub trait QueueFunction: Send + Sync {
+    fn call(&self, event: SqsEvent) -> BoxFuture<'_, SqsBatchResponse>;
+}
+
+/// A built function, ready for its events.
+pub enum Handler {
+    Http(Box<dyn HttpFunction>),
+    Queue(Box<dyn QueueFunction>),
+}
+
+impl Handler {
+    pub fn trigger(&self) -> Trigger {
+        match self {
+            Self::Http(_) => Trigger::Http,
+            Self::Queue(_) => Trigger::Queue,
+        }
+    }
+}
+
+/// How a function is invoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Routes of the HTTP API (`api::routes`).
+    Http,
+    /// An SQS queue.
+    Queue,
+}
+
+/// Builds a function's handler from the ports.
+pub type Build<P> = for<'a> fn(&'a P) -> BoxFuture<'a, Result<Handler, InitError>>;
+
+/// One function of the bridge: its name (the binary, the `Function` metric
+/// dimension, the route table's and `template.yaml`'s name for it), how it
+/// is invoked, and how it is built.
+pub struct Function<P> {
+    pub name: &'static str,
+    pub trigger: Trigger,
+    pub build: Build<P>,
+}
+
+impl<P: Ports> Function<P> {
+    /// Builds the handler.
+    pub async fn handler(&self, ports: &P) -> Result<Handler, InitError> {
+        (self.build)(ports).await
+    }
+}

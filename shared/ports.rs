@@ -1,0 +1,60 @@
+//! What a function's state is built from: the [`Ports`] a container offers
+//! (store, Matrix, retry queue, puppet naming, settings, metrics), and the
+//! [`InitError`] that stops a function when one cannot be had.
+//!
+//! `runtime::Adapters` offers the deployed adapters (DynamoDB, the
+//! appservice client, SQS) configured from the environment;
+//! `fakes::Fakes` offers the in-memory fakes for tests. Handler modules
+//! build from either, so the front door, the tests and Lambda run the same
+//! wiring.
+
+use std::future::Future;
+
+use crate::ids::PuppetNamer;
+use crate::matrix::Matrix;
+use crate::metrics::Metrics;
+use crate::queue::RetryQueue;
+use crate::store::Store;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What stops a function at init. `main` reports its error with `Debug`, so
+/// this prints as a sentence (with its causes), not as a struct dump.
+pub struct InitError(BoxError);
+
+impl<E: Into<BoxError>> From<E> for InitError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl std::fmt::Debug for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::api::ErrorChain(self.0.as_ref()))
+    }
+}
+
+/// The adapters and settings functions are built from. Each getter checks
+/// its own settings before anything touches the network, so a function
+/// reports a missing setting before it connects anywhere.
+pub trait Ports: Send + Sync {
+    type Store: Store + 'static;
+    type Matrix: Matrix + 'static;
+    type Queue: RetryQueue + 'static;
+
+    fn store(&self) -> impl Future<Output = Result<Self::Store, InitError>> + Send;
+
+    /// The homeserver, as the appservice (needs its `as_token`).
+    fn matrix(&self) -> Result<Self::Matrix, InitError>;
+
+    fn queue(&self) -> impl Future<Output = Result<Self::Queue, InitError>> + Send;
+
+    /// How application users map to puppets (no token needed).
+    fn namer(&self) -> Result<PuppetNamer, InitError>;
+
+    /// How many times the retry function tries a delivery.
+    fn retry_max_attempts(&self) -> Result<u32, InitError>;
+
+    /// The metrics of `function`.
+    fn metrics(&self, function: &'static str) -> Metrics;
+}

@@ -1,0 +1,154 @@
+//! `template.yaml` against the code: the functions of the registry, their
+//! binaries, the route table with each route's auth kind. No network.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use bridge::api::routes::{Auth, ROUTES};
+use bridge::fakes::Fakes;
+use bridge::function::Trigger;
+use bridge::handlers::registry;
+use serde_norway::Value;
+
+fn template() -> Value {
+    // CloudFormation's short tags (!Ref, !GetAtt, !Sub) parse as tagged values.
+    serde_norway::from_str(include_str!("../template.yaml")).unwrap()
+}
+
+/// The template's functions: (binary, its resource).
+fn functions(template: &Value) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|resource| resource["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|resource| {
+            let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .expect("every function names its binary")
+                .to_owned();
+            (binary, resource.clone())
+        })
+        .collect()
+}
+
+/// The events of a function of one type.
+fn events<'a>(function: &'a Value, kind: &str) -> Vec<&'a Value> {
+    function["Properties"]["Events"]
+        .as_mapping()
+        .map(|events| {
+            events
+                .values()
+                .filter(|event| event["Type"].as_str() == Some(kind))
+                .map(|event| &event["Properties"])
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_template_deploys_exactly_the_registered_functions() {
+    let ours: BTreeSet<&str> = registry::<Fakes>().iter().map(|f| f.name).collect();
+    let template = template();
+    let theirs: BTreeSet<String> = functions(&template).into_iter().map(|(b, _)| b).collect();
+    assert_eq!(
+        theirs,
+        ours.iter().map(|name| (*name).to_owned()).collect(),
+        "template.yaml's functions"
+    );
+    // Each has its binary: a main in functions/ and a [[bin]] for it.
+    let cargo: toml::Table = include_str!("../Cargo.toml").parse().unwrap();
+    let bins = cargo["bin"].as_array().unwrap();
+    for name in &ours {
+        let main = format!("functions/{name}.rs");
+        let bin = bins
+            .iter()
+            .find(|bin| bin["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("Cargo.toml has no [[bin]] {name}"));
+        assert_eq!(bin["path"].as_str(), Some(main.as_str()));
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&main)
+                .exists(),
+            "{main} is missing"
+        );
+    }
+}
+
+#[test]
+fn each_function_is_triggered_as_registered() {
+    let template = template();
+    let functions = functions(&template);
+    for function in registry::<Fakes>() {
+        let (_, resource) = functions
+            .iter()
+            .find(|(binary, _)| binary == function.name)
+            .unwrap();
+        let http = events(resource, "HttpApi").len();
+        let sqs = events(resource, "SQS").len();
+        match function.trigger {
+            Trigger::Http => assert!(http > 0 && sqs == 0, "{}: HTTP routes only", function.name),
+            Trigger::Queue => assert!(sqs == 1 && http == 0, "{}: one queue", function.name),
+        }
+    }
+}
+
+#[test]
+fn the_template_declares_exactly_these_routes_with_their_auth() {
+    let template = template();
+    let mut theirs = Vec::new();
+    for (binary, resource) in functions(&template) {
+        for event in events(&resource, "HttpApi") {
+            let auth = &event["Auth"];
+            let kind = match (
+                auth["Authorizer"].as_str(),
+                auth["AuthorizationScopes"].as_sequence(),
+            ) {
+                (Some("NONE"), None) => "hs_token".to_owned(),
+                (None | Some("BridgeJwt"), None) => "user".to_owned(),
+                (Some("BridgeJwt"), Some(scopes)) => {
+                    let scopes: Vec<&str> = scopes.iter().filter_map(Value::as_str).collect();
+                    format!("scopes {}", scopes.join(" "))
+                }
+                other => panic!("{binary}: unexpected route auth {other:?}"),
+            };
+            theirs.push((
+                binary.clone(),
+                event["Method"].as_str().unwrap().to_owned(),
+                event["Path"].as_str().unwrap().to_owned(),
+                kind,
+            ));
+        }
+    }
+    theirs.sort();
+    let mut ours: Vec<_> = ROUTES
+        .iter()
+        .map(|spec| {
+            let kind = match spec.auth {
+                Auth::User => "user".to_owned(),
+                Auth::Admin => format!("scopes {}", spec.auth.scopes().join(" ")),
+                Auth::HsToken => "hs_token".to_owned(),
+            };
+            (
+                spec.function.to_owned(),
+                spec.method.to_string(),
+                spec.path.to_owned(),
+                kind,
+            )
+        })
+        .collect();
+    ours.sort();
+    assert_eq!(theirs, ours);
+}
+
+#[test]
+fn every_route_goes_to_a_registered_http_function() {
+    let registry = registry::<Fakes>();
+    for spec in ROUTES {
+        let function = registry
+            .iter()
+            .find(|f| f.name == spec.function)
+            .unwrap_or_else(|| panic!("{} goes to unregistered {}", spec.key(), spec.function));
+        assert_eq!(function.trigger, Trigger::Http, "{}", spec.key());
+    }
+}
