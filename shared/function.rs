@@ -60,6 +60,24 @@ pub struct Function<P> {
 }
 
 impl<P: Ports> Function<P> {
+    /// A function of the HTTP API.
+    pub fn http(name: &'static str, build: Build<P>) -> Self {
+        Self {
+            name,
+            trigger: Trigger::Http,
+            build,
+        }
+    }
+
+    /// A function fed by an SQS queue.
+    pub fn queue(name: &'static str, build: Build<P>) -> Self {
+        Self {
+            name,
+            trigger: Trigger::Queue,
+            build,
+        }
+    }
+
     /// Builds the handler.
     pub async fn handler(&self, ports: &P) -> Result<Handler, InitError> {
         (self.build)(ports).await

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use super::error::ErrorChain;
 use super::request::Parsed;
 use super::routes::{Auth, Route};
+use super::{EdgeError, EdgeRequest, answer};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -186,25 +187,24 @@ where
     Fut: Future<Output = Result<Response<Body>, MatrixApiError>>,
 {
     let started = std::time::Instant::now();
-    let (request_id, outcome) = match AppserviceRequest::from_lambda(
-        metrics.function(),
-        request,
-        hs_token,
-    ) {
-        Ok(request) => {
-            let request_id = request.request_id.clone();
-            let span =
-                tracing::info_span!("appservice", request_id = %request_id, route = ?request.route);
-            (
-                request_id,
-                tracing::Instrument::instrument(handle(request), span).await,
-            )
-        }
-        Err((request_id, err)) => (request_id, Err(err)),
-    };
-    let response = outcome.unwrap_or_else(|err| err.into_response(&request_id));
-    metrics.request(response.status().as_u16(), started.elapsed());
-    response
+    let parsed = AppserviceRequest::from_lambda(metrics.function(), request, hs_token);
+    answer(metrics, started, parsed, handle).await
+}
+
+impl EdgeRequest for AppserviceRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("appservice", request_id = %self.request_id, route = ?self.route)
+    }
+}
+
+impl EdgeError for MatrixApiError {
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        MatrixApiError::into_response(self, request_id)
+    }
 }
 
 #[cfg(test)]

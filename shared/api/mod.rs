@@ -37,6 +37,48 @@ pub fn no_content() -> Result<Response<Body>, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// A parsed request of one of the edges (the JSON API, the appservice routes).
+pub(crate) trait EdgeRequest {
+    fn request_id(&self) -> &str;
+    /// The span its handling runs in: ids and route, never a token.
+    fn span(&self) -> tracing::Span;
+}
+
+/// An error of one of the edges, answered in that edge's format.
+pub(crate) trait EdgeError {
+    fn into_response(self, request_id: &str) -> Response<Body>;
+}
+
+/// Runs `handle` on a parsed request in its span, answers any error in the
+/// edge's format, and records the request's metrics.
+pub(crate) async fn answer<R, E, F, Fut>(
+    metrics: &Metrics,
+    started: std::time::Instant,
+    parsed: Result<R, (String, E)>,
+    handle: F,
+) -> Response<Body>
+where
+    R: EdgeRequest,
+    E: EdgeError,
+    F: FnOnce(R) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, E>>,
+{
+    let (request_id, outcome) = match parsed {
+        Ok(request) => {
+            let request_id = request.request_id().to_owned();
+            let span = request.span();
+            (
+                request_id,
+                tracing::Instrument::instrument(handle(request), span).await,
+            )
+        }
+        Err((request_id, err)) => (request_id, Err(err)),
+    };
+    let response = outcome.unwrap_or_else(|err| err.into_response(&request_id));
+    metrics.request(response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// Parses a request for the function `metrics` are about, runs `handle` on
 /// it, and turns any error into its HTTP response. Every API function's
 /// entry point.
@@ -50,19 +92,22 @@ where
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let started = std::time::Instant::now();
-    let (request_id, outcome) = match ApiRequest::from_lambda(metrics.function(), request) {
-        Ok(request) => {
-            let request_id = request.request_id.clone();
-            let route = request.route;
-            let span = tracing::info_span!("api", request_id = %request_id, route = ?route, caller = %request.caller.user_id);
-            (
-                request_id,
-                tracing::Instrument::instrument(handle(request), span).await,
-            )
-        }
-        Err((request_id, err)) => (request_id, Err(err)),
-    };
-    let response = outcome.unwrap_or_else(|err| err.into_response(&request_id));
-    metrics.request(response.status().as_u16(), started.elapsed());
-    response
+    let parsed = ApiRequest::from_lambda(metrics.function(), request);
+    answer(metrics, started, parsed, handle).await
+}
+
+impl EdgeRequest for ApiRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("api", request_id = %self.request_id, route = ?self.route, caller = %self.caller.user_id)
+    }
+}
+
+impl EdgeError for ApiError {
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        ApiError::into_response(self, request_id)
+    }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
-use crate::function::{BoxFuture, Function, Handler, HttpFunction, Trigger};
+use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{ConversationId, PuppetNamer};
 use crate::metrics::Metrics;
 use crate::model::{Conversation, Member, Message, MessageId};
@@ -23,11 +23,7 @@ pub const NAME: &str = "history";
 
 /// The function, for the registry.
 pub fn function<P: Ports>() -> Function<P> {
-    Function {
-        name: NAME,
-        trigger: Trigger::Http,
-        build: |ports| Box::pin(build(ports)),
-    }
+    Function::http(NAME, |ports| Box::pin(build(ports)))
 }
 
 /// The table only: no Matrix token.

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
 use super::outbound::{send_as_sender, stored_content};
-use crate::function::{BoxFuture, Function, Handler, QueueFunction, Trigger};
+use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
 use crate::model::MessageStatus;
@@ -29,11 +29,7 @@ pub const NAME: &str = "retry";
 
 /// The function, for the registry.
 pub fn function<P: Ports>() -> Function<P> {
-    Function {
-        name: NAME,
-        trigger: Trigger::Queue,
-        build: |ports| Box::pin(build(ports)),
-    }
+    Function::queue(NAME, |ports| Box::pin(build(ports)))
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
-use crate::function::{BoxFuture, Function, Handler, HttpFunction, Trigger};
+use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::markdown;
 use crate::matrix::Matrix;
@@ -38,11 +38,7 @@ pub const NAME: &str = "send";
 
 /// The function, for the registry.
 pub fn function<P: Ports>() -> Function<P> {
-    Function {
-        name: NAME,
-        trigger: Trigger::Http,
-        build: |ports| Box::pin(build(ports)),
-    }
+    Function::http(NAME, |ports| Box::pin(build(ports)))
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {

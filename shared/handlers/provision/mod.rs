@@ -19,7 +19,7 @@ use self::plan::{
 use super::puppets::{WantedPuppet, ensure_puppets};
 use crate::api::views::ConversationView;
 use crate::api::{self, ApiError, ApiRequest, Route};
-use crate::function::{BoxFuture, Function, Handler, HttpFunction, Trigger};
+use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
@@ -31,11 +31,7 @@ pub const NAME: &str = "provision";
 
 /// The function, for the registry.
 pub fn function<P: Ports>() -> Function<P> {
-    Function {
-        name: NAME,
-        trigger: Trigger::Http,
-        build: |ports| Box::pin(build(ports)),
-    }
+    Function::http(NAME, |ports| Box::pin(build(ports)))
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
