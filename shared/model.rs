@@ -61,6 +61,17 @@ pub enum ConversationStatus {
     Archived,
 }
 
+impl ConversationStatus {
+    /// The name serde gives the status, for stores that compare it in place.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Provisioning => "provisioning",
+            ConversationStatus::Active => "active",
+            ConversationStatus::Archived => "archived",
+        }
+    }
+}
+
 /// Who is provisioning a conversation, and until when the claim holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -201,6 +212,18 @@ pub enum MessageStatus {
     Deleted,
 }
 
+impl MessageStatus {
+    /// The name serde gives the status, for stores that compare it in place.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Deleted => "deleted",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -227,6 +250,16 @@ pub enum Delivery {
     Direct,
     /// Counted in the conversation's outbox and delivered by the retry function.
     Queued,
+}
+
+impl Delivery {
+    /// The name serde gives the delivery, for stores that compare it in place.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Direct => "direct",
+            Delivery::Queued => "queued",
+        }
+    }
 }
 
 /// A message of a conversation, whichever side it came from.
@@ -293,4 +326,41 @@ pub struct Page {
     pub messages: Vec<Message>,
     /// The id to pass as `before` for the next page, if there is one.
     pub next: Option<MessageId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::{ConversationStatus, Delivery, MessageStatus};
+
+    /// `as_str` is what serde writes (and reads back), for every variant.
+    fn same_as_serde<T>(variants: &[T], as_str: fn(T) -> &'static str)
+    where
+        T: Copy + std::fmt::Debug + PartialEq + Serialize + serde::de::DeserializeOwned,
+    {
+        for &variant in variants {
+            let name = as_str(variant);
+            assert_eq!(
+                serde_json::to_value(variant).unwrap(),
+                serde_json::Value::from(name),
+                "{variant:?}"
+            );
+            assert_eq!(serde_json::from_value::<T>(name.into()).unwrap(), variant);
+        }
+    }
+
+    // A new variant breaks `as_str` first, which is the reminder to list it here.
+    #[test]
+    fn status_strings_are_the_serde_names() {
+        use ConversationStatus::*;
+        use Delivery::*;
+        use MessageStatus::*;
+        same_as_serde(
+            &[Provisioning, Active, Archived],
+            ConversationStatus::as_str,
+        );
+        same_as_serde(&[Pending, Sent, Failed, Deleted], MessageStatus::as_str);
+        same_as_serde(&[Direct, Queued], Delivery::as_str);
+    }
 }

@@ -12,7 +12,7 @@ use bridge::matrix::MESSAGE_ID_KEY;
 use bridge::matrix::fake::{Call, Failure, FakeMatrix};
 use bridge::model::{Delivery, MessageId, MessageStatus};
 use bridge::queue::{MemoryQueue, Operation};
-use bridge::store::{MemoryStore, Store};
+use bridge::store::{MemoryStore, prelude::*};
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 

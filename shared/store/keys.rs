@@ -1,39 +1,125 @@
-//! The table's keys: one partition per conversation (its record, members and
-//! messages, so history is one query), and one item per reverse lookup.
+//! The table's key layout, and the only place that knows it: one partition
+//! per conversation (its record, members and messages, so history is one
+//! query), and one item per reverse lookup, puppet and idempotency record.
 
 use ruma::{EventId, RoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::MessageId;
 
-pub const META: &str = "META";
-pub const MEMBER_PREFIX: &str = "MEMBER#";
-pub const MESSAGE_PREFIX: &str = "MSG#";
+const CONVERSATION: &str = "CONV#";
+const MEMBER: &str = "MEMBER#";
+const MESSAGE: &str = "MSG#";
+const ROOM: &str = "ROOM#";
+const EVENT: &str = "EVENT#";
+const USER: &str = "USER#";
+const IDEMPOTENCY: &str = "IDEM#";
+/// The sort key of an item that is alone in its partition, and of a
+/// conversation's own record in its partition.
+const META: &str = "META";
+/// The sort key of a puppet, in its user's partition.
+const PUPPET: &str = "PUPPET";
 
-pub fn conversation(id: &ConversationId) -> String {
-    format!("CONV#{id}")
+/// An item's primary key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
 }
 
-pub fn member(user: &UserId) -> String {
-    format!("{MEMBER_PREFIX}{user}")
+impl Key {
+    fn new(pk: String, sk: impl Into<String>) -> Self {
+        Self { pk, sk: sk.into() }
+    }
 }
 
-pub fn message(id: MessageId) -> String {
-    format!("{MESSAGE_PREFIX}{id}")
+/// Which sort keys of a partition a query reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SortKeys {
+    /// From the first to the second, both included.
+    Between(String, String),
+    /// Those that start with this.
+    Prefix(String),
 }
 
-pub fn room(room_id: &RoomId) -> String {
-    format!("ROOM#{room_id}")
+/// A query's key condition: part of one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub pk: String,
+    pub sk: SortKeys,
 }
 
-pub fn event(event_id: &EventId) -> String {
-    format!("EVENT#{event_id}")
+fn conversation_pk(id: &ConversationId) -> String {
+    format!("{CONVERSATION}{id}")
 }
 
-pub fn puppet(user: &AppUserId) -> String {
-    format!("USER#{user}")
+/// A conversation's own record.
+pub fn conversation(id: &ConversationId) -> Key {
+    Key::new(conversation_pk(id), META)
 }
 
-pub fn idempotency(scope: &str) -> String {
-    format!("IDEM#{scope}")
+pub fn member(id: &ConversationId, user: &UserId) -> Key {
+    Key::new(conversation_pk(id), format!("{MEMBER}{user}"))
+}
+
+pub fn message(id: &ConversationId, message: MessageId) -> Key {
+    Key::new(conversation_pk(id), format!("{MESSAGE}{message}"))
+}
+
+/// The room -> conversation lookup.
+pub fn room(room_id: &RoomId) -> Key {
+    Key::new(format!("{ROOM}{room_id}"), META)
+}
+
+/// The event -> message lookup.
+pub fn event(event_id: &EventId) -> Key {
+    Key::new(format!("{EVENT}{event_id}"), META)
+}
+
+pub fn puppet(user: &AppUserId) -> Key {
+    Key::new(format!("{USER}{user}"), PUPPET)
+}
+
+pub fn idempotency(scope: &str) -> Key {
+    Key::new(format!("{IDEMPOTENCY}{scope}"), META)
+}
+
+/// A conversation's members and its own record, and nothing else of its
+/// partition: `MEMBER#…` sorts before `META`, which sorts before `MSG#…`.
+pub fn members_and_conversation(id: &ConversationId) -> KeyRange {
+    KeyRange {
+        pk: conversation_pk(id),
+        sk: SortKeys::Between(MEMBER.to_owned(), META.to_owned()),
+    }
+}
+
+/// A conversation's messages, or with `before`, those up to it (included:
+/// a range cannot exclude its end).
+pub fn messages(id: &ConversationId, before: Option<MessageId>) -> KeyRange {
+    let sk = match before {
+        Some(before) => SortKeys::Between(MESSAGE.to_owned(), format!("{MESSAGE}{before}")),
+        None => SortKeys::Prefix(MESSAGE.to_owned()),
+    };
+    KeyRange {
+        pk: conversation_pk(id),
+        sk,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_partition_sorts_members_then_its_record_then_messages() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let user = ruma::user_id!("@app_zz:localhost");
+        let member = member(&id, user).sk;
+        let record = conversation(&id).sk;
+        let message = message(&id, MessageId::MIN).sk;
+        let SortKeys::Between(from, to) = members_and_conversation(&id).sk else {
+            panic!("a range")
+        };
+        assert!(from <= member && member < record && record <= to && to < message);
+    }
 }

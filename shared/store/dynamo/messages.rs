@@ -1,0 +1,216 @@
+//! [`MessageStore`] on the table: messages in their conversation's
+//! partition, counted into and out of the conversation's `outbox` in the
+//! same transaction, and the event -> message lookup.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ruma::{EventId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::DynamoStore;
+use super::idempotency::remember_once;
+use super::table::{Write, item, key_of, n, record, s, unless_rejected};
+use crate::ids::ConversationId;
+use crate::model::{
+    ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
+};
+use crate::store::keys;
+use crate::store::{MessageStore, SendContext, StoreError};
+
+/// The event -> message lookup item.
+#[derive(Serialize, Deserialize)]
+struct EventLookup {
+    conversation_id: ConversationId,
+    message_id: MessageId,
+}
+
+/// Adds `delta` to a conversation's outbox, optionally only while it is active.
+fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write {
+    let change = Write::update(
+        keys::conversation(id),
+        "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
+    )
+    .name("#outbox", "outbox")
+    .value(":zero", n(0))
+    .value(":delta", n(delta));
+    if only_if_active {
+        change
+            .when("#status = :active")
+            .name("#status", "status")
+            .value(":active", s(ConversationStatus::Active.as_str()))
+    } else {
+        change
+    }
+}
+
+impl DynamoStore {
+    /// Applies `update` (which has no condition of its own) to a message that
+    /// is still pending, with `also` in the same transaction, taking it out
+    /// of the outbox if it was queued. A message that is no longer pending is
+    /// left alone, and that is no error.
+    async fn settle(
+        &self,
+        message: &Message,
+        update: Write,
+        also: Option<Write>,
+    ) -> Result<(), StoreError> {
+        let mut writes = vec![
+            update
+                .when("#status = :pending")
+                .name("#status", "status")
+                .value(":pending", s(MessageStatus::Pending.as_str())),
+        ];
+        writes.extend(also);
+        if message.delivery == Delivery::Queued {
+            writes.push(outbox_change(&message.conversation_id, -1, false));
+        }
+        unless_rejected(self.table.transact(writes).await)
+    }
+}
+
+impl MessageStore for DynamoStore {
+    async fn insert_message(
+        &self,
+        message: &Message,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let id = &message.conversation_id;
+        let member = keys::member(id, &message.sender.matrix_user_id);
+        let mut writes = vec![Write::put(item(keys::message(id, message.id), message)?).if_new()];
+        match message.delivery {
+            Delivery::Direct => {
+                writes.push(
+                    Write::check(
+                        keys::conversation(id),
+                        "#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)",
+                    )
+                    .name("#status", "status")
+                    .name("#outbox", "outbox")
+                    .value(":active", s(ConversationStatus::Active.as_str()))
+                    .value(":zero", n(0)),
+                );
+                writes.push(
+                    Write::check(member, "#joined = :yes")
+                        .name("#joined", "joined")
+                        .value(":yes", AttributeValue::Bool(true)),
+                );
+            }
+            Delivery::Queued => {
+                writes.push(outbox_change(id, 1, true));
+                writes.push(Write::check_exists(member));
+            }
+        }
+        if let Some(record) = idempotency {
+            writes.push(remember_once(record)?);
+        }
+        self.table.transact(writes).await
+    }
+
+    async fn send_context(
+        &self,
+        id: &ConversationId,
+        user: &UserId,
+        idempotency_scope: Option<&str>,
+    ) -> Result<SendContext, StoreError> {
+        let conversation = keys::conversation(id);
+        let member = keys::member(id, user);
+        let idempotency = idempotency_scope.map(keys::idempotency);
+        let mut wanted = vec![conversation.clone(), member.clone()];
+        wanted.extend(idempotency.clone());
+        let mut context = SendContext::default();
+        for item in self.table.batch_get(wanted).await? {
+            let Some(key) = key_of(&item) else { continue };
+            if key == conversation {
+                context.conversation = Some(record(item)?);
+            } else if key == member {
+                context.member = Some(record(item)?);
+            } else if idempotency.as_ref() == Some(&key) {
+                context.idempotency = Some(record(item)?);
+            }
+        }
+        Ok(context)
+    }
+
+    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
+        let lookup = EventLookup {
+            conversation_id: message.conversation_id.clone(),
+            message_id: message.id,
+        };
+        let sent = Write::update(
+            keys::message(&message.conversation_id, message.id),
+            "SET #status = :sent, #event = :event",
+        )
+        .name("#event", "event_id")
+        .value(":sent", s(MessageStatus::Sent.as_str()))
+        .value(":event", s(event_id.as_str()));
+        let lookup = Write::put(item(keys::event(event_id), &lookup)?);
+        self.settle(message, sent, Some(lookup)).await
+    }
+
+    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
+        let failed = Write::update(
+            keys::message(&message.conversation_id, message.id),
+            "SET #status = :failed, #failure = :reason",
+        )
+        .name("#failure", "failure")
+        .value(":failed", s(MessageStatus::Failed.as_str()))
+        .value(":reason", s(reason));
+        self.settle(message, failed, None).await
+    }
+
+    async fn mark_queued(&self, message: &Message) -> Result<(), StoreError> {
+        let id = &message.conversation_id;
+        let queue = Write::update(keys::message(id, message.id), "SET #delivery = :queued")
+            .when("#status = :pending AND #delivery = :direct")
+            .name("#status", "status")
+            .name("#delivery", "delivery")
+            .value(":queued", s(Delivery::Queued.as_str()))
+            .value(":direct", s(Delivery::Direct.as_str()))
+            .value(":pending", s(MessageStatus::Pending.as_str()));
+        self.table
+            .transact(vec![queue, outbox_change(id, 1, false)])
+            .await
+    }
+
+    async fn message(
+        &self,
+        id: &ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.table.get(keys::message(id, message)).await
+    }
+
+    async fn messages(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Page, StoreError> {
+        // One more than asked tells whether there is a next page; with a
+        // cursor, the range is inclusive and may hold the cursor itself.
+        let extra = if before.is_some() { 2 } else { 1 };
+        let mut messages = self
+            .table
+            .query_last(keys::messages(id, before), limit.saturating_add(extra))
+            .await?
+            .into_iter()
+            .map(record::<Message>)
+            .filter(|message| !matches!((message, before), (Ok(m), Some(b)) if m.id == b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        let next = if more {
+            messages.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(Page { messages, next })
+    }
+
+    async fn message_by_event(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(ConversationId, MessageId)>, StoreError> {
+        let lookup: Option<EventLookup> = self.table.get(keys::event(event_id)).await?;
+        Ok(lookup.map(|lookup| (lookup.conversation_id, lookup.message_id)))
+    }
+}

@@ -1,0 +1,33 @@
+//! The DynamoDB adapter of the store port: one table, `pk`/`sk` string keys
+//! (laid out in [`keys`](super::keys)), records (de)serialized with
+//! `serde_dynamo`, invariants in condition expressions, and multi-item
+//! changes in `TransactWriteItems`.
+//!
+//! [`table`] is the layer over the SDK; each capability is implemented in
+//! its own module on top of it. Round trips: a direct send is one
+//! transaction to insert and one to mark it sent; every lookup is one
+//! `GetItem`, `BatchGetItem` or `Query`.
+
+mod conversations;
+mod idempotency;
+mod members;
+mod messages;
+mod table;
+
+use aws_sdk_dynamodb::Client;
+
+use table::Table;
+
+/// The store port on a DynamoDB table. Clones share the client.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    table: Table,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table::new(client, table.into()),
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The small layer between the capability modules and the DynamoDB client:
+//! items to and from records (with `serde_dynamo`), one [`Write`] shape for
+//! conditional puts, updates and checks, alone or in a transaction, reads by
+//! key, batch and query, and the mapping of SDK errors onto [`StoreError`].
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update,
+    WriteRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::StoreError;
+use crate::store::keys::{Key, KeyRange, SortKeys};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+type Names = HashMap<String, String>;
+type Values = HashMap<String, AttributeValue>;
+
+/// How often unprocessed batch items are tried again before giving up.
+const BATCH_ATTEMPTS: u32 = 5;
+/// The most keys one `BatchGetItem` takes.
+const BATCH_GET_MAX: usize = 100;
+/// The most items one `BatchWriteItem` takes.
+const BATCH_WRITE_MAX: usize = 25;
+
+/// The condition that an item has the key of the write.
+const EXISTS: &str = "attribute_exists(pk)";
+/// The condition that no item has the key of the write.
+const NEW: &str = "attribute_not_exists(pk)";
+
+/// A string attribute value.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute value.
+pub fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key_item(key: Key) -> Item {
+    HashMap::from([("pk".to_owned(), s(key.pk)), ("sk".to_owned(), s(key.sk))])
+}
+
+/// The key of an item read from the table.
+pub fn key_of(item: &Item) -> Option<Key> {
+    match (item.get("pk"), item.get("sk")) {
+        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some(Key {
+            pk: pk.clone(),
+            sk: sk.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// `record` as the item stored under `key`.
+pub fn item<T: Serialize>(key: Key, record: &T) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(record).map_err(|err| StoreError::Corrupt(err.into()))?;
+    item.extend(key_item(key));
+    Ok(item)
+}
+
+/// The record an item holds (its key attributes are ignored).
+pub fn record<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|err| StoreError::Corrupt(err.into()))
+}
+
+/// `value` as one attribute, as it is stored inside a record.
+pub fn value<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|err| StoreError::Corrupt(err.into()))
+}
+
+/// A write whose condition failed did nothing, and that is fine.
+pub fn unless_rejected(result: Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Err(StoreError::Rejected) => Ok(()),
+        other => other,
+    }
+}
+
+enum Action {
+    Put(Item),
+    Update { key: Key, expression: &'static str },
+    Check(Key),
+}
+
+/// One conditional write: a put, an update or (in a transaction) a check,
+/// with its expressions' `#name` and `:value` placeholders. Expressions are
+/// `'static`: they are code, and every value goes through a placeholder.
+pub struct Write {
+    action: Action,
+    condition: Option<&'static str>,
+    names: Names,
+    values: Values,
+}
+
+impl Write {
+    fn new(action: Action, condition: Option<&'static str>) -> Self {
+        Self {
+            action,
+            condition,
+            names: Names::new(),
+            values: Values::new(),
+        }
+    }
+
+    /// Writes `item`, replacing any item with its key.
+    pub fn put(item: Item) -> Self {
+        Self::new(Action::Put(item), None)
+    }
+
+    /// Applies the update `expression` to the item with `key`.
+    pub fn update(key: Key, expression: &'static str) -> Self {
+        Self::new(Action::Update { key, expression }, None)
+    }
+
+    /// Checks `condition` on the item with `key`, without changing it; only
+    /// meaningful in a transaction.
+    pub fn check(key: Key, condition: &'static str) -> Self {
+        Self::new(Action::Check(key), Some(condition))
+    }
+
+    /// Checks that an item has `key`; only meaningful in a transaction.
+    pub fn check_exists(key: Key) -> Self {
+        Self::check(key, EXISTS)
+    }
+
+    /// Only if `condition` holds.
+    pub fn when(mut self, condition: &'static str) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// Only if no item has this key yet.
+    pub fn if_new(self) -> Self {
+        self.when(NEW)
+    }
+
+    /// Only if an item has this key.
+    pub fn if_exists(self) -> Self {
+        self.when(EXISTS)
+    }
+
+    /// The attribute a `#name` placeholder stands for.
+    pub fn name(mut self, placeholder: &str, attribute: &str) -> Self {
+        self.names
+            .insert(placeholder.to_owned(), attribute.to_owned());
+        self
+    }
+
+    /// The value a `:value` placeholder stands for.
+    pub fn value(mut self, placeholder: &str, value: AttributeValue) -> Self {
+        self.values.insert(placeholder.to_owned(), value);
+        self
+    }
+
+    fn into_transact_item(self, table: &str) -> Result<TransactWriteItem, StoreError> {
+        let condition = self.condition.map(str::to_owned);
+        let (names, values) = placeholders(self.names, self.values);
+        let item = TransactWriteItem::builder();
+        Ok(match self.action {
+            Action::Put(record) => item.put(build(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(record))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build(),
+            )?),
+            Action::Update { key, expression } => item.update(build(
+                Update::builder()
+                    .table_name(table)
+                    .set_key(Some(key_item(key)))
+                    .update_expression(expression)
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build(),
+            )?),
+            Action::Check(key) => item.condition_check(build(
+                ConditionCheck::builder()
+                    .table_name(table)
+                    .set_key(Some(key_item(key)))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build(),
+            )?),
+        }
+        .build())
+    }
+}
+
+/// The placeholders, each left out when empty (DynamoDB refuses empty maps).
+fn placeholders(names: Names, values: Values) -> (Option<Names>, Option<Values>) {
+    (
+        (!names.is_empty()).then_some(names),
+        (!values.is_empty()).then_some(values),
+    )
+}
+
+/// The bridge's table: a client and the table's name.
+#[derive(Clone, Debug)]
+pub struct Table {
+    client: Client,
+    name: String,
+}
+
+impl Table {
+    pub fn new(client: Client, name: String) -> Self {
+        Self { client, name }
+    }
+
+    /// The record under `key`, read consistently.
+    pub async fn get<T: DeserializeOwned>(&self, key: Key) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key_item(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        output.item.map(record).transpose()
+    }
+
+    /// The items under `keys` that exist, in any order, read consistently
+    /// with `BatchGetItem` (no request for no keys). Unprocessed keys are
+    /// tried again, with a backoff, a few times.
+    pub async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
+        let keys = keys.into_iter().map(key_item).collect::<Vec<_>>();
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending = Some(build(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build(),
+            )?);
+            for attempt in 0.. {
+                let Some(request) = pending.take() else { break };
+                if attempt == BATCH_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "batch read kept being throttled".into(),
+                    ));
+                }
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                if let Some(mut responses) = output.responses {
+                    found.extend(responses.remove(&self.name).unwrap_or_default());
+                }
+                pending = output
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.name));
+                if pending.is_some() {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes `items` unconditionally with `BatchWriteItem` (not atomically).
+    /// Unprocessed items are tried again, with a backoff, a few times.
+    pub async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in items.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk
+                .iter()
+                .map(|item| {
+                    let put = build(PutRequest::builder().set_item(Some(item.clone())).build())?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            for attempt in 0.. {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt == BATCH_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "batch write kept being throttled".into(),
+                    ));
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.name, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                pending = output
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.name))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One write on its own: `PutItem` or `UpdateItem` (a check alone is a
+    /// transaction of one). `Rejected` when its condition fails.
+    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let Write {
+            action,
+            condition,
+            names,
+            values,
+        } = write;
+        match action {
+            Action::Put(item) => {
+                let (names, values) = placeholders(names, values);
+                self.client
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+            Action::Update { key, expression } => {
+                let (names, values) = placeholders(names, values);
+                self.client
+                    .update_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key_item(key)))
+                    .update_expression(expression)
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+            Action::Check(key) => {
+                let check = Write {
+                    action: Action::Check(key),
+                    condition,
+                    names,
+                    values,
+                };
+                self.transact(vec![check]).await
+            }
+        }
+    }
+
+    /// All of `writes` or none, with `TransactWriteItems`. `Rejected` when
+    /// the only reasons it was cancelled are failed conditions.
+    pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let items = writes
+            .into_iter()
+            .map(|write| write.into_transact_item(&self.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(classify_transaction)?;
+        Ok(())
+    }
+
+    /// Every item of `range`, in sort key order, read consistently, page
+    /// after page.
+    pub async fn query_all(&self, range: KeyRange) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .query(range.clone())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Up to `limit` items of `range`, highest sort key first, read
+    /// consistently: one page, which the table may cut short.
+    pub async fn query_last(&self, range: KeyRange, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let output = self
+            .query(range)
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.items.unwrap_or_default())
+    }
+
+    fn query(&self, range: KeyRange) -> QueryFluentBuilder {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", s(range.pk));
+        match range.sk {
+            SortKeys::Between(from, to) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to)),
+            SortKeys::Prefix(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :from)")
+                .expression_attribute_values(":from", s(prefix)),
+        }
+    }
+}
+
+/// The wait before trying unprocessed batch items again.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(25 << attempt)
+}
+
+fn build<T>(result: Result<T, BuildError>) -> Result<T, StoreError> {
+    result.map_err(|err| StoreError::Unavailable(Box::new(err)))
+}
+
+/// `Rejected` for a failed condition, `Unavailable` for anything else.
+fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if err.code() == Some("ConditionalCheckFailedException") {
+        StoreError::Rejected
+    } else {
+        StoreError::Unavailable(Box::new(err))
+    }
+}
+
+/// A cancelled transaction whose every reason is a failed condition is
+/// `Rejected`; a conflict or throttle is `Unavailable` (worth a retry).
+fn classify_transaction<R>(err: SdkError<TransactWriteItemsError, R>) -> StoreError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        err.as_service_error()
+    {
+        let reasons = cancelled.cancellation_reasons();
+        let only_conditions = !reasons.is_empty()
+            && reasons.iter().all(|reason| {
+                matches!(
+                    reason.code(),
+                    None | Some("None" | "ConditionalCheckFailed")
+                )
+            });
+        if only_conditions {
+            return StoreError::Rejected;
+        }
+    }
+    StoreError::Unavailable(Box::new(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key {
+            pk: "P#1".into(),
+            sk: "S".into(),
+        }
+    }
+
+    #[test]
+    fn an_item_carries_its_key_over_the_record() {
+        #[derive(Serialize)]
+        struct Record {
+            pk: &'static str,
+            body: &'static str,
+        }
+        let item = item(
+            key(),
+            &Record {
+                pk: "ignored",
+                body: "b",
+            },
+        )
+        .unwrap();
+        assert_eq!(key_of(&item), Some(key()));
+        assert_eq!(item.get("body"), Some(&s("b")));
+    }
+
+    #[test]
+    fn writes_without_placeholders_send_no_empty_maps() {
+        let check = Write::check_exists(key()).into_transact_item("t").unwrap();
+        let check = check.condition_check().unwrap();
+        assert_eq!(check.condition_expression(), EXISTS);
+        assert!(check.expression_attribute_names().is_none());
+        assert!(check.expression_attribute_values().is_none());
+
+        let update = Write::update(key(), "SET #a = :a")
+            .if_exists()
+            .name("#a", "a")
+            .value(":a", n(1))
+            .into_transact_item("t")
+            .unwrap();
+        let update = update.update().unwrap();
+        assert_eq!(update.condition_expression(), Some(EXISTS));
+        assert_eq!(
+            update.expression_attribute_names().map(HashMap::len),
+            Some(1)
+        );
+        assert_eq!(
+            update.expression_attribute_values().map(HashMap::len),
+            Some(1)
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! [`MessageStore`] on the in-memory state.
+
+use ruma::{EventId, UserId};
+
+use super::{MemoryStore, State, member_key};
+use crate::ids::ConversationId;
+use crate::model::{
+    ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
+};
+use crate::store::{MessageStore, SendContext, StoreError};
+
+impl State {
+    /// Applies `outcome` to a message that is still pending, taking it out
+    /// of the outbox if it was queued; whether it was pending.
+    fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
+        let id = &message.conversation_id;
+        let Some(stored) = self
+            .messages
+            .get_mut(&(id.clone(), message.id))
+            .filter(|stored| stored.status == MessageStatus::Pending)
+        else {
+            return false;
+        };
+        outcome(stored);
+        if message.delivery == Delivery::Queued {
+            if let Some(conversation) = self.conversations.get_mut(id) {
+                conversation.outbox -= 1;
+            }
+        }
+        true
+    }
+}
+
+impl MessageStore for MemoryStore {
+    async fn insert_message(
+        &self,
+        message: &Message,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let id = &message.conversation_id;
+        let conversation = state.conversations.get(id).ok_or(StoreError::Rejected)?;
+        let member = state
+            .members
+            .get(&member_key(id, &message.sender.matrix_user_id))
+            .ok_or(StoreError::Rejected)?;
+        let allowed = conversation.status == ConversationStatus::Active
+            && match message.delivery {
+                Delivery::Direct => member.joined && conversation.outbox == 0,
+                Delivery::Queued => true,
+            }
+            && idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope))
+            && !state.messages.contains_key(&(id.clone(), message.id));
+        if !allowed {
+            return Err(StoreError::Rejected);
+        }
+        if message.delivery == Delivery::Queued {
+            if let Some(conversation) = state.conversations.get_mut(id) {
+                conversation.outbox += 1;
+            }
+        }
+        if let Some(record) = idempotency {
+            state
+                .idempotency
+                .insert(record.scope.clone(), record.clone());
+        }
+        state
+            .messages
+            .insert((id.clone(), message.id), message.clone());
+        Ok(())
+    }
+
+    async fn send_context(
+        &self,
+        id: &ConversationId,
+        user: &UserId,
+        idempotency_scope: Option<&str>,
+    ) -> Result<SendContext, StoreError> {
+        let state = self.state();
+        Ok(SendContext {
+            conversation: state.conversations.get(id).cloned(),
+            member: state.members.get(&member_key(id, user)).cloned(),
+            idempotency: idempotency_scope.and_then(|scope| state.idempotency.get(scope).cloned()),
+        })
+    }
+
+    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.settle(message, |stored| {
+            stored.status = MessageStatus::Sent;
+            stored.event_id = Some(event_id.to_owned());
+        }) {
+            state.events.insert(
+                event_id.to_owned(),
+                (message.conversation_id.clone(), message.id),
+            );
+        }
+        Ok(())
+    }
+
+    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
+        self.state().settle(message, |stored| {
+            stored.status = MessageStatus::Failed;
+            stored.failure = Some(reason.to_owned());
+        });
+        Ok(())
+    }
+
+    async fn mark_queued(&self, message: &Message) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let id = &message.conversation_id;
+        let stored = state
+            .messages
+            .get_mut(&(id.clone(), message.id))
+            .filter(|stored| {
+                stored.status == MessageStatus::Pending && stored.delivery == Delivery::Direct
+            })
+            .ok_or(StoreError::Rejected)?;
+        stored.delivery = Delivery::Queued;
+        if let Some(conversation) = state.conversations.get_mut(id) {
+            conversation.outbox += 1;
+        }
+        Ok(())
+    }
+
+    async fn message(
+        &self,
+        id: &ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        Ok(self.state().messages.get(&(id.clone(), message)).cloned())
+    }
+
+    async fn messages(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Page, StoreError> {
+        let state = self.state();
+        let mut older = state
+            .messages
+            .range((id.clone(), MessageId::MIN)..)
+            .take_while(|((conv, _), _)| conv == id)
+            .filter(|((_, message_id), _)| before.is_none_or(|before| *message_id < before))
+            .map(|(_, message)| message.clone())
+            .collect::<Vec<_>>();
+        older.reverse();
+        let more = older.len() > limit;
+        older.truncate(limit);
+        let next = more.then(|| older.last().map(|m| m.id)).flatten();
+        Ok(Page {
+            messages: older,
+            next,
+        })
+    }
+
+    async fn message_by_event(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(ConversationId, MessageId)>, StoreError> {
+        Ok(self.state().events.get(event_id).cloned())
+    }
+}

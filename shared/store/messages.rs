@@ -1,0 +1,89 @@
+//! The message capability: messages of a conversation, their way through the
+//! outbox, and the lookups that lead to them.
+//!
+//! Idempotency records have no capability of their own: nothing reads or
+//! writes one alone. A record is written only inside
+//! [`MessageStore::insert_message`]'s transaction (so a key is used once, by
+//! the message it was used for) and read only by
+//! [`MessageStore::send_context`], in the same read as what else can make an
+//! insert refuse.
+
+use std::future::Future;
+
+use ruma::{EventId, UserId};
+
+use super::StoreError;
+use crate::ids::ConversationId;
+use crate::model::{Conversation, IdempotencyRecord, Member, Message, MessageId, Page};
+
+/// What the send path needs to know when its fast conditional write fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendContext {
+    pub conversation: Option<Conversation>,
+    pub member: Option<Member>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// Messages, the outbox and idempotency records.
+pub trait MessageStore: Send + Sync {
+    /// Stores a new message, with its idempotency record if any, in one
+    /// transaction. A [`Delivery::Direct`](crate::model::Delivery) message
+    /// requires a joined sender, an active conversation and an empty outbox;
+    /// a queued one requires a member and an active conversation, and counts
+    /// itself into the outbox. `Rejected` when a condition fails or the key
+    /// was used before.
+    fn insert_message(
+        &self,
+        message: &Message,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Everything that can make [`MessageStore::insert_message`] refuse, in one read.
+    fn send_context(
+        &self,
+        id: &ConversationId,
+        user: &UserId,
+        idempotency_scope: Option<&str>,
+    ) -> impl Future<Output = Result<SendContext, StoreError>> + Send;
+
+    /// Marks a pending message sent as `event_id` (leaving the outbox if it
+    /// was queued) and records the event -> message lookup. Marking an
+    /// already-sent message again is not an error.
+    fn mark_sent(
+        &self,
+        message: &Message,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks a pending message as failed for good, with the reason (leaving
+    /// the outbox if it was queued). Does nothing if it is no longer pending.
+    fn mark_failed(
+        &self,
+        message: &Message,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves a pending direct message into the outbox, for the retry function.
+    fn mark_queued(&self, message: &Message)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn message(
+        &self,
+        id: &ConversationId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Up to `limit` messages older than `before` (all, without it), newest first.
+    fn messages(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// The message an event delivered.
+    fn message_by_event(
+        &self,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<Option<(ConversationId, MessageId)>, StoreError>> + Send;
+}
