@@ -23,6 +23,7 @@ pub mod ids;
 pub mod local;
 pub mod markdown;
 pub mod matrix;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod ports;

@@ -9,11 +9,18 @@ use std::time::Duration;
 
 use ruma::api::Direction;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::media::create_content;
 use ruma::api::client::membership::invite_user;
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
+use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
+use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
 use ruma::api::client::state::send_state_event;
+use ruma::api::client::typing::create_typing_event::{
+    self,
+    v3::{Typing, TypingInfo},
+};
 use ruma::api::client::{
     account::register, membership::join_room_by_id, message::send_message_event,
 };
@@ -27,7 +34,10 @@ use ruma::events::space::parent::SpaceParentEventContent;
 use ruma::events::{InitialStateEvent, MessageLikeEventType};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
-use ruma::{Int, MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    EventId, Int, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UserId,
+};
 
 use super::{Matrix, MatrixError, RoomSpec};
 use crate::config::{MatrixConfig, Secret};
@@ -89,6 +99,12 @@ impl AppserviceClient {
     /// How many HTTP requests this client has sent.
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Who to masquerade as to act as `user`: nobody for the bot, which
+    /// the `as_token` already is.
+    fn acting_as<'a>(&self, user: &'a UserId) -> Option<&'a UserId> {
+        (user != self.bot).then_some(user)
     }
 
     /// Sends `request`, as `user` when given (masquerading), else as the bot.
@@ -172,6 +188,10 @@ fn raw<T: serde::Serialize>(value: &T) -> Result<Raw<T>, MatrixError> {
 }
 
 impl Matrix for AppserviceClient {
+    fn bot(&self) -> &UserId {
+        &self.bot
+    }
+
     async fn register_puppet(&self, localpart: &str) -> Result<(), MatrixError> {
         let mut request = register::v3::Request::new();
         request.username = Some(localpart.to_owned());
@@ -293,5 +313,66 @@ impl Matrix for AppserviceClient {
             Raw::from_json(content),
         );
         Ok(self.call(request, Some(sender)).await?.event_id)
+    }
+
+    async fn redact(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_id: &EventId,
+        txn_id: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut request =
+            redact_event::v3::Request::new(room.to_owned(), event_id.to_owned(), txn_id.into());
+        request.reason = reason.map(str::to_owned);
+        Ok(self.call(request, self.acting_as(sender)).await?.event_id)
+    }
+
+    async fn upload_media(
+        &self,
+        uploader: &UserId,
+        content_type: &str,
+        filename: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<OwnedMxcUri, MatrixError> {
+        let mut request = create_content::v3::Request::new(bytes);
+        request.content_type = Some(content_type.to_owned());
+        request.filename = filename.map(str::to_owned);
+        Ok(self
+            .call(request, self.acting_as(uploader))
+            .await?
+            .content_uri)
+    }
+
+    async fn set_typing(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        typing: bool,
+        timeout: Duration,
+    ) -> Result<(), MatrixError> {
+        let state = if typing {
+            Typing::Yes(TypingInfo::new(timeout))
+        } else {
+            Typing::No
+        };
+        let request =
+            create_typing_event::v3::Request::new(user.to_owned(), room.to_owned(), state);
+        self.call(request, self.acting_as(user)).await.map(drop)
+    }
+
+    async fn send_read_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_id: &EventId,
+    ) -> Result<(), MatrixError> {
+        let request = create_receipt::v3::Request::new(
+            room.to_owned(),
+            ReceiptType::Read,
+            event_id.to_owned(),
+        );
+        self.call(request, self.acting_as(user)).await.map(drop)
     }
 }

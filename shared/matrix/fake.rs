@@ -1,11 +1,17 @@
 //! An in-memory homeserver for unit tests of the handlers: it records every
-//! call, refuses messages from users who have not joined (as Synapse does),
-//! and can be told to fail the next sends.
+//! call, refuses what Synapse refuses where the bridge depends on it (a
+//! puppet that has not joined may not send, redact, type or send receipts;
+//! a redaction needs a known event and, for another user's event, the power
+//! to redact), and can be told to fail the next calls of a kind.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use ruma::{MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    owned_user_id,
+};
 
 use super::{Matrix, MatrixError, RoomSpec};
 
@@ -28,9 +34,44 @@ pub enum Call {
         txn_id: String,
         content: serde_json::Value,
     },
+    Redact {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        event_id: OwnedEventId,
+        txn_id: String,
+        reason: Option<String>,
+    },
+    Upload {
+        uploader: OwnedUserId,
+        content_type: String,
+        filename: Option<String>,
+        size: usize,
+    },
+    Typing {
+        room: OwnedRoomId,
+        user: OwnedUserId,
+        typing: bool,
+        timeout: Duration,
+    },
+    Receipt {
+        room: OwnedRoomId,
+        user: OwnedUserId,
+        event_id: OwnedEventId,
+    },
 }
 
-/// How the next send fails.
+/// The kinds of call [`FakeMatrix::fail_next`] can make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Send,
+    Join,
+    Redact,
+    Upload,
+    Typing,
+    Receipt,
+}
+
+/// How the next call of a kind fails.
 #[derive(Clone, Copy, Debug)]
 pub enum Failure {
     /// A 502: worth retrying.
@@ -39,7 +80,7 @@ pub enum Failure {
     RateLimited,
     /// A 400 refusal: not worth retrying.
     Refused,
-    /// The send lands, but its answer is lost (a 504 from a proxy).
+    /// The call takes effect, but its answer is lost (a 504 from a proxy).
     AnswerLost,
 }
 
@@ -60,23 +101,113 @@ impl From<Failure> for MatrixError {
     }
 }
 
+fn forbidden(error: &str) -> MatrixError {
+    let body = serde_json::json!({"errcode": "M_FORBIDDEN", "error": error}).to_string();
+    MatrixError::from_status(403, body.as_bytes(), None)
+}
+
+fn not_found(error: &str) -> MatrixError {
+    let body = serde_json::json!({"errcode": "M_NOT_FOUND", "error": error}).to_string();
+    MatrixError::from_status(404, body.as_bytes(), None)
+}
+
+fn event_id(id: String) -> Result<OwnedEventId, MatrixError> {
+    OwnedEventId::try_from(id).map_err(|err| MatrixError::Protocol(err.to_string()))
+}
+
+/// The power level Synapse's default power levels ask to redact another
+/// user's event.
+const REDACT_LEVEL: i64 = 50;
+
+/// An `m.room.message` that landed in a room.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub room: OwnedRoomId,
+    pub sender: OwnedUserId,
+    /// Emptied when the event is redacted, as the homeserver does.
+    pub content: serde_json::Value,
+    pub event_id: OwnedEventId,
+    /// The redaction event that redacted it, if one did.
+    pub redacted_by: Option<OwnedEventId>,
+}
+
+/// A file in the fake media repository.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Media {
+    pub uploader: OwnedUserId,
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
-    failures: VecDeque<Failure>,
-    join_failures: VecDeque<Failure>,
+    failures: HashMap<Op, VecDeque<Failure>>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// Rooms are invite-only, as the presets the bridge uses make them.
     invited: HashSet<(OwnedRoomId, OwnedUserId)>,
+    /// Power levels above 0 (the bot, the rooms' creator, has them all).
+    power: HashMap<(OwnedRoomId, OwnedUserId), i64>,
     rooms: usize,
-    /// What landed in rooms: room, sender, content, event id.
-    timeline: Vec<(OwnedRoomId, OwnedUserId, serde_json::Value, OwnedEventId)>,
+    timeline: Vec<Event>,
+    /// Redactions by request path (room, event, transaction id): Synapse
+    /// remembers an appservice's transactions per path, whoever the puppet.
+    redactions: HashMap<(OwnedRoomId, OwnedEventId, String), OwnedEventId>,
+    media: Vec<(OwnedMxcUri, Media)>,
+    /// Who is typing, where.
+    typing: HashSet<(OwnedRoomId, OwnedUserId)>,
+    /// The latest `m.read` receipt of each user in each room.
+    receipts: HashMap<(OwnedRoomId, OwnedUserId), OwnedEventId>,
+}
+
+impl State {
+    fn next_failure(&mut self, op: Op) -> Option<Failure> {
+        self.failures.get_mut(&op).and_then(VecDeque::pop_front)
+    }
+
+    fn is_joined(&self, room: &RoomId, user: &UserId) -> bool {
+        self.joined.contains(&(room.to_owned(), user.to_owned()))
+    }
+
+    fn require_joined(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        if self.is_joined(room, user) {
+            Ok(())
+        } else {
+            Err(forbidden("not in room"))
+        }
+    }
 }
 
 /// Clones share their state, so a test can keep one to inspect.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeMatrix {
     state: Arc<Mutex<State>>,
+    bot: OwnedUserId,
+}
+
+impl Default for FakeMatrix {
+    /// A homeserver whose appservice bot is `@bridgebot:localhost`.
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            bot: owned_user_id!("@bridgebot:localhost"),
+        }
+    }
+}
+
+/// The effect of a call, and what it answers, given the failure injected
+/// for it: `AnswerLost` lets the effect happen and loses the answer; the
+/// others fail before anything happens.
+fn answer<T>(
+    failure: Option<Failure>,
+    effect: impl FnOnce() -> Result<T, MatrixError>,
+) -> Result<T, MatrixError> {
+    match failure {
+        Some(Failure::AnswerLost) => effect().and(Err(Failure::AnswerLost.into())),
+        Some(failure) => Err(failure.into()),
+        None => effect(),
+    }
 }
 
 impl FakeMatrix {
@@ -98,12 +229,21 @@ impl FakeMatrix {
             .collect()
     }
 
+    /// Makes the next call of kind `op` fail (failures queue up, in order).
+    pub fn fail_next(&self, op: Op, failure: Failure) {
+        self.state()
+            .failures
+            .entry(op)
+            .or_default()
+            .push_back(failure);
+    }
+
     pub fn fail_next_send(&self, failure: Failure) {
-        self.state().failures.push_back(failure);
+        self.fail_next(Op::Send, failure);
     }
 
     pub fn fail_next_join(&self, failure: Failure) {
-        self.state().join_failures.push_back(failure);
+        self.fail_next(Op::Join, failure);
     }
 
     /// Makes a user leave a room, as a kick on the Matrix side would: to
@@ -113,9 +253,63 @@ impl FakeMatrix {
             .joined
             .remove(&(room.to_owned(), user.to_owned()));
     }
+
+    /// Puts a user in a room without an invite, as a test's setup.
+    pub fn add_member(&self, room: &RoomId, user: &UserId) {
+        self.state()
+            .joined
+            .insert((room.to_owned(), user.to_owned()));
+    }
+
+    /// The `m.room.message` events of a room, oldest first.
+    pub fn timeline(&self, room: &RoomId) -> Vec<Event> {
+        self.state()
+            .timeline
+            .iter()
+            .filter(|event| event.room == room)
+            .cloned()
+            .collect()
+    }
+
+    /// An event by id, as the room has it now (emptied once redacted).
+    pub fn event(&self, event_id: &EventId) -> Option<Event> {
+        self.state()
+            .timeline
+            .iter()
+            .find(|event| event.event_id == event_id)
+            .cloned()
+    }
+
+    /// A file of the media repository.
+    pub fn media(&self, uri: &MxcUri) -> Option<Media> {
+        self.state()
+            .media
+            .iter()
+            .find(|(stored, _)| stored == uri)
+            .map(|(_, media)| media.clone())
+    }
+
+    /// Whether `user` is typing in `room` now (timeouts do not run out here).
+    pub fn is_typing(&self, room: &RoomId, user: &UserId) -> bool {
+        self.state()
+            .typing
+            .contains(&(room.to_owned(), user.to_owned()))
+    }
+
+    /// The event up to which `user` said it read `room`.
+    pub fn read_up_to(&self, room: &RoomId, user: &UserId) -> Option<OwnedEventId> {
+        self.state()
+            .receipts
+            .get(&(room.to_owned(), user.to_owned()))
+            .cloned()
+    }
 }
 
 impl Matrix for FakeMatrix {
+    fn bot(&self) -> &UserId {
+        &self.bot
+    }
+
     async fn register_puppet(&self, localpart: &str) -> Result<(), MatrixError> {
         self.state()
             .calls
@@ -146,6 +340,14 @@ impl Matrix for FakeMatrix {
         for user in &spec.invite {
             state.invited.insert((room.clone(), user.clone()));
         }
+        for (user, level) in &spec.power_levels {
+            state.power.insert((room.clone(), user.clone()), *level);
+        }
+        // The creator is in its room, with every power (room version 12).
+        state.joined.insert((room.clone(), self.bot.clone()));
+        state
+            .power
+            .insert((room.clone(), self.bot.clone()), i64::MAX);
         Ok(room)
     }
 
@@ -171,21 +373,17 @@ impl Matrix for FakeMatrix {
         state
             .calls
             .push(Call::Join(room.to_owned(), user.to_owned()));
-        if let Some(failure) = state.join_failures.pop_front() {
-            return Err(failure.into());
-        }
-        let key = (room.to_owned(), user.to_owned());
-        if !state.invited.contains(&key) && !state.joined.contains(&key) {
-            return Err(MatrixError::from_status(
-                403,
-                br#"{"errcode":"M_FORBIDDEN","error":"You are not invited to this room."}"#,
-                None,
-            ));
-        }
-        // An invite is used up by joining: after leaving, a new one is needed.
-        state.invited.remove(&key);
-        state.joined.insert(key);
-        Ok(())
+        let failure = state.next_failure(Op::Join);
+        answer(failure, || {
+            let key = (room.to_owned(), user.to_owned());
+            if !state.invited.contains(&key) && !state.joined.contains(&key) {
+                return Err(forbidden("You are not invited to this room."));
+            }
+            // An invite is used up by joining: after leaving, a new one is needed.
+            state.invited.remove(&key);
+            state.joined.insert(key);
+            Ok(())
+        })
     }
 
     async fn find_sent_event(
@@ -200,10 +398,12 @@ impl Matrix for FakeMatrix {
             .iter()
             .rev()
             .take(super::RECENT_EVENTS as usize)
-            .find(|(in_room, from, content, _)| {
-                in_room == room && from == sender && super::carries_message(content, message_id)
+            .find(|event| {
+                event.room == room
+                    && event.sender == sender
+                    && super::carries_message(&event.content, message_id)
             })
-            .map(|(.., event_id)| event_id.clone()))
+            .map(|event| event.event_id.clone()))
     }
 
     async fn send_message(
@@ -220,28 +420,451 @@ impl Matrix for FakeMatrix {
             txn_id: txn_id.to_owned(),
             content: content.clone(),
         });
-        let failure = state.failures.pop_front();
-        if let Some(failure) = failure.filter(|f| !matches!(f, Failure::AnswerLost)) {
-            return Err(failure.into());
-        }
-        if !state.joined.contains(&(room.to_owned(), sender.to_owned())) {
-            return Err(MatrixError::from_status(
-                403,
-                br#"{"errcode":"M_FORBIDDEN","error":"not in room"}"#,
-                None,
+        let failure = state.next_failure(Op::Send);
+        answer(failure, || {
+            state.require_joined(room, sender)?;
+            let event_id = event_id(format!("${txn_id}"))?;
+            state.timeline.push(Event {
+                room: room.to_owned(),
+                sender: sender.to_owned(),
+                content: content.clone(),
+                event_id: event_id.clone(),
+                redacted_by: None,
+            });
+            Ok(event_id)
+        })
+    }
+
+    async fn redact(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_id: &EventId,
+        txn_id: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Redact {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            event_id: event_id.to_owned(),
+            txn_id: txn_id.to_owned(),
+            reason: reason.map(str::to_owned),
+        });
+        let failure = state.next_failure(Op::Redact);
+        answer(failure, || {
+            let path = (room.to_owned(), event_id.to_owned(), txn_id.to_owned());
+            if let Some(redaction) = state.redactions.get(&path) {
+                return Ok(redaction.clone());
+            }
+            state.require_joined(room, sender)?;
+            let count = state.redactions.len() + 1;
+            let sender_power = state
+                .power
+                .get(&(room.to_owned(), sender.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            let Some(target) = state
+                .timeline
+                .iter_mut()
+                .find(|event| event.room == room && event.event_id == event_id)
+            else {
+                return Err(not_found(&format!("Could not find event {event_id}")));
+            };
+            if target.sender != sender && sender_power < REDACT_LEVEL {
+                return Err(forbidden("You don't have permission to redact events"));
+            }
+            let redaction = self::event_id(format!("$redaction{count}"))?;
+            target.content = serde_json::json!({});
+            target.redacted_by = Some(redaction.clone());
+            state.redactions.insert(path, redaction.clone());
+            Ok(redaction)
+        })
+    }
+
+    async fn upload_media(
+        &self,
+        uploader: &UserId,
+        content_type: &str,
+        filename: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<OwnedMxcUri, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Upload {
+            uploader: uploader.to_owned(),
+            content_type: content_type.to_owned(),
+            filename: filename.map(str::to_owned),
+            size: bytes.len(),
+        });
+        let failure = state.next_failure(Op::Upload);
+        answer(failure, || {
+            let uri = OwnedMxcUri::from(format!("mxc://localhost/media{}", state.media.len() + 1));
+            state.media.push((
+                uri.clone(),
+                Media {
+                    uploader: uploader.to_owned(),
+                    content_type: content_type.to_owned(),
+                    filename: filename.map(str::to_owned),
+                    bytes,
+                },
             ));
-        }
-        let event_id = OwnedEventId::try_from(format!("${txn_id}"))
-            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
-        state.timeline.push((
-            room.to_owned(),
-            sender.to_owned(),
-            content.clone(),
-            event_id.clone(),
+            Ok(uri)
+        })
+    }
+
+    async fn set_typing(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        typing: bool,
+        timeout: Duration,
+    ) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Typing {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            typing,
+            timeout,
+        });
+        let failure = state.next_failure(Op::Typing);
+        answer(failure, || {
+            state.require_joined(room, user)?;
+            let key = (room.to_owned(), user.to_owned());
+            if typing {
+                state.typing.insert(key);
+            } else {
+                state.typing.remove(&key);
+            }
+            Ok(())
+        })
+    }
+
+    async fn send_read_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_id: &EventId,
+    ) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Receipt {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            event_id: event_id.to_owned(),
+        });
+        let failure = state.next_failure(Op::Receipt);
+        answer(failure, || {
+            // Synapse checks the membership, not that the event exists.
+            state.require_joined(room, user)?;
+            state
+                .receipts
+                .insert((room.to_owned(), user.to_owned()), event_id.to_owned());
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{event_id, owned_user_id, room_id};
+
+    use super::*;
+
+    /// A room with alice (a member), mod (power 50) and the bot; bob is
+    /// invited but not joined.
+    async fn room(matrix: &FakeMatrix) -> (OwnedRoomId, OwnedUserId, OwnedUserId, OwnedUserId) {
+        let alice = owned_user_id!("@app_alice:localhost");
+        let moderator = owned_user_id!("@app_mod:localhost");
+        let bob = owned_user_id!("@app_bob:localhost");
+        let spec = RoomSpec {
+            invite: vec![alice.clone(), moderator.clone(), bob.clone()],
+            power_levels: [(moderator.clone(), 50)].into_iter().collect(),
+            ..RoomSpec::default()
+        };
+        let room = matrix.create_room(&spec).await.unwrap();
+        matrix.join(&room, &alice).await.unwrap();
+        matrix.join(&room, &moderator).await.unwrap();
+        (room, alice, moderator, bob)
+    }
+
+    async fn say(matrix: &FakeMatrix, room: &RoomId, user: &UserId, txn: &str) -> OwnedEventId {
+        let content = serde_json::json!({
+            "msgtype": "m.text",
+            "body": txn,
+            super::super::MESSAGE_ID_KEY: txn,
+        });
+        matrix
+            .send_message(room, user, txn, &content)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn redacts_like_synapse() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, moderator, bob) = room(&matrix).await;
+        let hello = say(&matrix, &room, &alice, "hello").await;
+        let by_mod = say(&matrix, &room, &moderator, "by-mod").await;
+
+        let unknown = event_id!("$nope");
+        let err = matrix
+            .redact(&room, &alice, unknown, "r0", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(404));
+        let err = matrix
+            .redact(&room, &bob, &hello, "r1", None)
+            .await
+            .unwrap_err();
+        assert!(err.is_forbidden(), "not joined");
+        let err = matrix
+            .redact(&room, &alice, &by_mod, "r2", None)
+            .await
+            .unwrap_err();
+        assert!(err.is_forbidden(), "another's event needs power 50");
+        let elsewhere = room_id!("!other:localhost");
+        let err = matrix
+            .redact(elsewhere, &matrix.bot, &hello, "r3", None)
+            .await
+            .unwrap_err();
+        assert!(err.status().is_some(), "the event is in another room");
+
+        let first = matrix
+            .redact(&room, &alice, &hello, "r4", Some("oops"))
+            .await
+            .unwrap();
+        assert_eq!(matrix.event(&hello).unwrap().content, serde_json::json!({}));
+        assert_eq!(
+            matrix.event(&hello).unwrap().redacted_by,
+            Some(first.clone())
+        );
+        let again = matrix
+            .redact(&room, &alice, &hello, "r4", Some("oops"))
+            .await
+            .unwrap();
+        assert_eq!(
+            again, first,
+            "the same transaction answers the same redaction"
+        );
+        let another = matrix
+            .redact(&room, &alice, &hello, "r5", None)
+            .await
+            .unwrap();
+        assert_ne!(another, first, "a new transaction redacts again");
+
+        matrix
+            .redact(&room, &moderator, &hello, "r6", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &moderator, "by-mod")
+                .await
+                .unwrap(),
+            Some(by_mod.clone())
+        );
+        matrix
+            .redact(&room, matrix.bot(), &by_mod, "r7", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &moderator, "by-mod")
+                .await
+                .unwrap(),
+            None,
+            "a redacted event no longer carries its content"
+        );
+        assert!(matches!(
+            matrix.calls().last(),
+            Some(Call::Redact { txn_id, .. }) if txn_id == "r7"
         ));
-        match failure {
-            Some(lost) => Err(lost.into()),
-            None => Ok(event_id),
-        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_injected_per_kind_of_call() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, ..) = room(&matrix).await;
+        let hello = say(&matrix, &room, &alice, "hello").await;
+
+        matrix.fail_next(Op::Redact, Failure::Down);
+        matrix.fail_next(Op::Redact, Failure::AnswerLost);
+        let err = matrix
+            .redact(&room, &alice, &hello, "r", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(502));
+        assert!(
+            matrix.event(&hello).unwrap().redacted_by.is_none(),
+            "nothing happened"
+        );
+        let err = matrix
+            .redact(&room, &alice, &hello, "r", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(504));
+        let landed = matrix.event(&hello).unwrap().redacted_by.unwrap();
+        assert_eq!(
+            matrix
+                .redact(&room, &alice, &hello, "r", None)
+                .await
+                .unwrap(),
+            landed,
+            "the retry finds the redaction whose answer was lost"
+        );
+
+        matrix.fail_next(Op::Upload, Failure::RateLimited);
+        let err = matrix
+            .upload_media(&alice, "image/png", None, vec![1])
+            .await
+            .unwrap_err();
+        assert!(err.rate_limit().is_some());
+        matrix.fail_next(Op::Typing, Failure::Refused);
+        let err = matrix
+            .set_typing(&room, &alice, true, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400));
+        matrix.fail_next(Op::Receipt, Failure::Down);
+        assert!(
+            matrix
+                .send_read_receipt(&room, &alice, &hello)
+                .await
+                .is_err()
+        );
+        // The other kinds are untouched, and the queues are used up.
+        matrix.fail_next_send(Failure::Down);
+        assert!(
+            matrix
+                .set_typing(&room, &alice, true, Duration::from_secs(5))
+                .await
+                .is_ok()
+        );
+        assert!(
+            matrix
+                .send_read_receipt(&room, &alice, &hello)
+                .await
+                .is_ok()
+        );
+        assert!(
+            matrix
+                .upload_media(&alice, "image/png", None, vec![1])
+                .await
+                .is_ok()
+        );
+        let content = serde_json::json!({"msgtype": "m.text", "body": "x"});
+        assert!(
+            matrix
+                .send_message(&room, &alice, "t", &content)
+                .await
+                .is_err()
+        );
+        assert!(
+            matrix
+                .send_message(&room, &alice, "t", &content)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn typing_and_receipts_need_a_member() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, _, bob) = room(&matrix).await;
+        let hello = say(&matrix, &room, &alice, "hello").await;
+        let timeout = Duration::from_secs(30);
+
+        assert!(
+            matrix
+                .set_typing(&room, &bob, true, timeout)
+                .await
+                .unwrap_err()
+                .is_forbidden()
+        );
+        assert!(
+            matrix
+                .send_read_receipt(&room, &bob, &hello)
+                .await
+                .unwrap_err()
+                .is_forbidden()
+        );
+
+        matrix
+            .set_typing(&room, &alice, true, timeout)
+            .await
+            .unwrap();
+        assert!(matrix.is_typing(&room, &alice));
+        matrix
+            .set_typing(&room, &alice, false, timeout)
+            .await
+            .unwrap();
+        assert!(!matrix.is_typing(&room, &alice));
+
+        matrix
+            .send_read_receipt(&room, &alice, &hello)
+            .await
+            .unwrap();
+        assert_eq!(matrix.read_up_to(&room, &alice), Some(hello.clone()));
+        // Like Synapse, a receipt for an event the room lacks is taken.
+        matrix
+            .send_read_receipt(&room, &alice, event_id!("$unknown"))
+            .await
+            .unwrap();
+        assert!(matrix.calls().contains(&Call::Typing {
+            room: room.clone(),
+            user: alice.clone(),
+            typing: false,
+            timeout,
+        }));
+    }
+
+    #[tokio::test]
+    async fn uploads_land_in_the_media_repository() {
+        let matrix = FakeMatrix::default();
+        let alice = owned_user_id!("@app_alice:localhost");
+        let uri = matrix
+            .upload_media(&alice, "image/png", Some("cat.png"), vec![0x89, b'P'])
+            .await
+            .unwrap();
+        assert!(uri.is_valid());
+        let media = matrix.media(&uri).unwrap();
+        assert_eq!(media.bytes, vec![0x89, b'P']);
+        assert_eq!(media.filename.as_deref(), Some("cat.png"));
+        assert_eq!(media.uploader, alice);
+        let second = matrix
+            .upload_media(&alice, "text/plain", None, vec![b'x'])
+            .await
+            .unwrap();
+        assert_ne!(second, uri);
+        assert_eq!(
+            matrix.calls().last(),
+            Some(&Call::Upload {
+                uploader: alice,
+                content_type: "text/plain".into(),
+                filename: None,
+                size: 1
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edit_is_not_the_message_it_edits() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, ..) = room(&matrix).await;
+        let marker = serde_json::json!({super::super::MESSAGE_ID_KEY: "m1", "body": "v1"});
+        let original = matrix
+            .send_message(&room, &alice, "send-m1", &marker)
+            .await
+            .unwrap();
+        let mut edit = marker.clone();
+        edit["m.relates_to"] = serde_json::json!({"rel_type": "m.replace", "event_id": original});
+        matrix
+            .send_message(&room, &alice, "edit-m1", &edit)
+            .await
+            .unwrap();
+        assert_eq!(
+            matrix.find_sent_event(&room, &alice, "m1").await.unwrap(),
+            Some(original)
+        );
+        assert_eq!(matrix.timeline(&room).len(), 2);
     }
 }

@@ -5,13 +5,15 @@
 //! (<https://spec.matrix.org/v1.16/application-service-api/#client-server-api-extensions>).
 
 mod client;
+pub mod content;
 mod error;
 pub mod fake;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
-use ruma::{MxcUri, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use client::AppserviceClient;
 pub use error::MatrixError;
@@ -23,11 +25,23 @@ use crate::model::{ConversationKind, Visibility};
 pub const MESSAGE_ID_KEY: &str = "io.github.lambda-matrix-bridge.message_id";
 
 /// Whether an event's content is the one the bridge sent for `message_id`.
+/// An edit of the message carries its id too (it is about that message),
+/// but is not the message: see [`is_replacement`].
 pub fn carries_message(content: &serde_json::Value, message_id: &str) -> bool {
     content
         .get(MESSAGE_ID_KEY)
         .and_then(serde_json::Value::as_str)
         == Some(message_id)
+        && !is_replacement(content)
+}
+
+/// Whether an event's content is an edit (`m.relates_to.rel_type` is
+/// `m.replace`) of another event.
+pub fn is_replacement(content: &serde_json::Value) -> bool {
+    content
+        .pointer("/m.relates_to/rel_type")
+        .and_then(serde_json::Value::as_str)
+        == Some("m.replace")
 }
 
 /// How far back [`Matrix::find_sent_event`] looks.
@@ -49,7 +63,19 @@ pub struct RoomSpec {
 }
 
 /// What the bridge needs from the homeserver.
+///
+/// Every call made as a puppet is refused with `M_FORBIDDEN` (403) when the
+/// puppet is not joined to the room, as Synapse does.
+///
+/// Transaction ids: Synapse remembers an appservice's transaction ids per
+/// request path for the whole appservice, not per puppet, so the same id on
+/// the same path returns the first answer even for another puppet. Derive
+/// them from something unique to the operation (`MessageId::txn_id`).
 pub trait Matrix: Send + Sync {
+    /// The appservice's own user (its `sender_localpart`): the rooms'
+    /// creator, who may redact anything in them.
+    fn bot(&self) -> &UserId;
+
     /// Registers a puppet; one that exists already counts as success.
     fn register_puppet(
         &self,
@@ -114,4 +140,49 @@ pub trait Matrix: Send + Sync {
         txn_id: &str,
         content: &serde_json::Value,
     ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
+
+    /// Redacts `event_id` as `sender` (a puppet, or [`Matrix::bot`]):
+    /// `PUT /rooms/{room}/redact/{event_id}/{txn_id}`. The same call
+    /// repeated answers with the same redaction event. Refused with
+    /// `M_NOT_FOUND` (404) for an event the room does not have, and with
+    /// `M_FORBIDDEN` when `sender` may not redact it (another user's event
+    /// needs the room's `redact` power level, 50 by default).
+    fn redact(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_id: &EventId,
+        txn_id: &str,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
+
+    /// Uploads a file to the media repository as `uploader` (a puppet):
+    /// `POST /_matrix/media/v3/upload`. Check it first (`crate::media`).
+    fn upload_media(
+        &self,
+        uploader: &UserId,
+        content_type: &str,
+        filename: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<OwnedMxcUri, MatrixError>> + Send;
+
+    /// Says `user` is typing in a room for up to `timeout`, or has stopped:
+    /// `PUT /rooms/{room}/typing/{user}`.
+    fn set_typing(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        typing: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// Says `user` has read the room up to `event_id` (a public `m.read`
+    /// receipt, unthreaded): `POST /rooms/{room}/receipt/m.read/{event_id}`.
+    /// Synapse does not check that the event exists.
+    fn send_read_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 }

@@ -9,4 +9,5 @@ mod support;
 mod client;
 mod flows;
 mod guards;
+mod matrix_ops;
 mod round_trips;

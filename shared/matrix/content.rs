@@ -1,0 +1,298 @@
+//! The `m.room.message` contents of edits and of media, built with ruma's
+//! event types; like `handlers::outbound::event_content`, each carries the
+//! bridge's message id under [`MESSAGE_ID_KEY`] and is refused when Matrix
+//! would refuse its size.
+
+use ruma::events::room::ImageInfo;
+use ruma::events::room::message::{
+    AudioInfo, AudioMessageEventContent, FileInfo, FileMessageEventContent,
+    ImageMessageEventContent, MessageType, ReplacementMetadata, RoomMessageEventContent, VideoInfo,
+    VideoMessageEventContent,
+};
+use ruma::{EventId, MxcUri, UInt};
+
+use super::MESSAGE_ID_KEY;
+use crate::error::Error;
+use crate::handlers::outbound::MAX_CONTENT;
+use crate::media::{MediaInfo, MediaKind};
+use crate::model::MessageId;
+
+/// The content of an edit of `original` (a spec `m.replace`): the new text
+/// in `m.new_content`, and a `* `-prefixed fallback for clients that do not
+/// know edits. It carries the id of the message it edits: an edit is about
+/// that message, though [`super::carries_message`] does not take it for the
+/// message itself.
+pub fn edit_content(
+    original: &EventId,
+    body: &str,
+    html: Option<&str>,
+    message_id: &MessageId,
+) -> Result<serde_json::Value, Error> {
+    let new = match html {
+        Some(html) => RoomMessageEventContent::text_html(body, html),
+        None => RoomMessageEventContent::text_plain(body),
+    };
+    let edit = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
+    finish(&edit, message_id)
+}
+
+/// The content of a file already uploaded to `url`: `m.image`, `m.video`,
+/// `m.audio` or `m.file` by its type, with `info` (type, size, and an
+/// image's width and height) and `filename`. The body is the caption when
+/// there is one, else the file name: per the spec, a `body` that differs
+/// from `filename` is a caption.
+pub fn media_content(
+    info: &MediaInfo,
+    url: &MxcUri,
+    filename: &str,
+    caption: Option<&str>,
+    message_id: &MessageId,
+) -> Result<serde_json::Value, Error> {
+    let body = caption
+        .filter(|caption| !caption.trim().is_empty())
+        .unwrap_or(filename)
+        .to_owned();
+    let url = url.to_owned();
+    let filename = Some(filename.to_owned());
+    let mimetype = Some(info.mimetype.clone());
+    let size = UInt::new(info.size);
+    let msgtype = match info.kind() {
+        MediaKind::Image => {
+            let mut details = ImageInfo::new();
+            details.mimetype = mimetype;
+            details.size = size;
+            details.width = info.width.map(UInt::from);
+            details.height = info.height.map(UInt::from);
+            let mut content = ImageMessageEventContent::plain(body, url).info(Box::new(details));
+            content.filename = filename;
+            MessageType::Image(content)
+        }
+        MediaKind::Video => {
+            let mut details = VideoInfo::new();
+            details.mimetype = mimetype;
+            details.size = size;
+            details.width = info.width.map(UInt::from);
+            details.height = info.height.map(UInt::from);
+            let mut content = VideoMessageEventContent::plain(body, url).info(Box::new(details));
+            content.filename = filename;
+            MessageType::Video(content)
+        }
+        MediaKind::Audio => {
+            let mut details = AudioInfo::new();
+            details.mimetype = mimetype;
+            details.size = size;
+            let mut content = AudioMessageEventContent::plain(body, url).info(Box::new(details));
+            content.filename = filename;
+            MessageType::Audio(content)
+        }
+        MediaKind::File => {
+            let mut details = FileInfo::new();
+            details.mimetype = mimetype;
+            details.size = size;
+            let mut content = FileMessageEventContent::plain(body, url).info(Box::new(details));
+            content.filename = filename;
+            MessageType::File(content)
+        }
+    };
+    finish(&RoomMessageEventContent::new(msgtype), message_id)
+}
+
+/// The content as JSON with the message id, if Matrix would take its size.
+fn finish(
+    content: &RoomMessageEventContent,
+    message_id: &MessageId,
+) -> Result<serde_json::Value, Error> {
+    // Serialising strings and ids cannot fail; if it ever did, the event
+    // could not be sent either.
+    let mut content = serde_json::to_value(content)
+        .map_err(|err| Error::Inconsistent(format!("message content: {err}")))?;
+    content[MESSAGE_ID_KEY] = serde_json::Value::String(message_id.to_string());
+    let size = serde_json::to_vec(&content).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_CONTENT {
+        return Err(Error::EventTooLarge {
+            size,
+            max: MAX_CONTENT,
+        });
+    }
+    Ok(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::events::room::message::Relation;
+    use ruma::{event_id, mxc_uri};
+    use serde_json::json;
+
+    use super::*;
+    use crate::matrix::carries_message;
+
+    fn id() -> MessageId {
+        "0190b8f0-0000-7000-8000-000000000001".parse().unwrap()
+    }
+
+    #[test]
+    fn an_edit_is_a_spec_replacement_with_fallback_and_our_id() {
+        let original = event_id!("$original:localhost");
+        let content =
+            edit_content(original, "new **text**", Some("new <b>text</b>"), &id()).unwrap();
+        assert_eq!(
+            content,
+            json!({
+                "msgtype": "m.text",
+                "body": "* new **text**",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "* new <b>text</b>",
+                "m.new_content": {
+                    "msgtype": "m.text",
+                    "body": "new **text**",
+                    "format": "org.matrix.custom.html",
+                    "formatted_body": "new <b>text</b>",
+                },
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$original:localhost"},
+                MESSAGE_ID_KEY: "0190b8f0-0000-7000-8000-000000000001",
+            })
+        );
+        // ruma reads it back as the replacement it is.
+        let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).unwrap();
+        let Some(Relation::Replacement(replacement)) = parsed.relates_to else {
+            panic!("not a replacement: {parsed:?}");
+        };
+        assert_eq!(replacement.event_id, original);
+        assert_eq!(replacement.new_content.msgtype.body(), "new **text**");
+        // The retry of the original send never mistakes the edit for it.
+        assert!(!carries_message(&content, &id().to_string()));
+    }
+
+    #[test]
+    fn a_plain_edit_has_no_html() {
+        let content = edit_content(event_id!("$o:localhost"), "fixed", None, &id()).unwrap();
+        assert_eq!(content["body"], "* fixed");
+        assert_eq!(
+            content["m.new_content"],
+            json!({"msgtype": "m.text", "body": "fixed"})
+        );
+        assert!(content.get("formatted_body").is_none());
+    }
+
+    #[test]
+    fn an_edit_too_large_for_matrix_is_refused() {
+        let body = "x".repeat(32 * 1024);
+        // The body twice (fallback and new content): over 60 KiB.
+        let err = edit_content(event_id!("$o:localhost"), &body, None, &id()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::EventTooLarge {
+                    max: MAX_CONTENT,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let fits = "x".repeat(25 * 1024);
+        assert!(edit_content(event_id!("$o:localhost"), &fits, None, &id()).is_ok());
+    }
+
+    fn info(mimetype: &str, width: Option<u32>, height: Option<u32>) -> MediaInfo {
+        MediaInfo {
+            mimetype: mimetype.into(),
+            size: 1234,
+            width,
+            height,
+        }
+    }
+
+    #[test]
+    fn an_image_is_m_image_with_its_size_and_dimensions() {
+        let url = mxc_uri!("mxc://localhost/abc");
+        let image = info("image/png", Some(640), Some(480));
+        let content = media_content(&image, url, "cat.png", None, &id()).unwrap();
+        assert_eq!(
+            content,
+            json!({
+                "msgtype": "m.image",
+                "body": "cat.png",
+                "filename": "cat.png",
+                "url": "mxc://localhost/abc",
+                "info": {"mimetype": "image/png", "size": 1234, "w": 640, "h": 480},
+                MESSAGE_ID_KEY: "0190b8f0-0000-7000-8000-000000000001",
+            })
+        );
+        let parsed: RoomMessageEventContent = serde_json::from_value(content).unwrap();
+        let MessageType::Image(image) = parsed.msgtype else {
+            panic!("not an image: {parsed:?}");
+        };
+        assert_eq!(image.caption(), None, "the body is the file name");
+    }
+
+    #[test]
+    fn a_caption_becomes_the_body() {
+        let url = mxc_uri!("mxc://localhost/abc");
+        let content = media_content(
+            &info("image/jpeg", Some(1), Some(1)),
+            url,
+            "cat.jpg",
+            Some("my cat"),
+            &id(),
+        )
+        .unwrap();
+        assert_eq!(content["body"], "my cat");
+        assert_eq!(content["filename"], "cat.jpg");
+        let parsed: RoomMessageEventContent = serde_json::from_value(content).unwrap();
+        let MessageType::Image(image) = parsed.msgtype else {
+            panic!("not an image");
+        };
+        assert_eq!(image.caption(), Some("my cat"));
+        assert_eq!(image.filename(), "cat.jpg");
+        // A blank caption is no caption.
+        let content = media_content(
+            &info("image/gif", Some(1), Some(1)),
+            url,
+            "a.gif",
+            Some("  "),
+            &id(),
+        )
+        .unwrap();
+        assert_eq!(content["body"], "a.gif");
+    }
+
+    #[test]
+    fn other_types_are_video_audio_or_file() {
+        let url = mxc_uri!("mxc://localhost/f");
+        let cases = [
+            ("video/mp4", "m.video"),
+            ("video/webm", "m.video"),
+            ("audio/mpeg", "m.audio"),
+            ("audio/ogg", "m.audio"),
+            ("application/pdf", "m.file"),
+            ("text/plain", "m.file"),
+        ];
+        for (mimetype, msgtype) in cases {
+            let content =
+                media_content(&info(mimetype, None, None), url, "f", None, &id()).unwrap();
+            assert_eq!(content["msgtype"], msgtype, "{mimetype}");
+            assert_eq!(
+                content["info"],
+                json!({"mimetype": mimetype, "size": 1234}),
+                "{mimetype}"
+            );
+            assert_eq!(content["url"], "mxc://localhost/f");
+            assert_eq!(content[MESSAGE_ID_KEY], id().to_string());
+            assert!(carries_message(&content, &id().to_string()));
+        }
+    }
+
+    #[test]
+    fn a_caption_too_large_for_matrix_is_refused() {
+        let caption = "x".repeat(61 * 1024);
+        let err = media_content(
+            &info("application/pdf", None, None),
+            mxc_uri!("mxc://localhost/f"),
+            "f.pdf",
+            Some(&caption),
+            &id(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::EventTooLarge { .. }), "{err}");
+    }
+}
