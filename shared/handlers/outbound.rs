@@ -1,17 +1,13 @@
 //! Sending a stored message into its room: what the send function does on
 //! the spot and the retry function does later, in one place.
 
-use ruma::events::relation::Reply;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use crate::error::Error;
-use crate::matrix::{MESSAGE_ID_KEY, Matrix, MatrixError};
+use crate::matrix::content::text_content;
+use crate::matrix::{Matrix, MatrixError};
 use crate::model::Message;
 use crate::store::Store;
-
-/// The largest event content we send; Matrix caps a whole event at 64 KiB.
-pub const MAX_CONTENT: usize = 60 * 1024;
 
 /// The transaction id of a message's send: derived from its id, so every
 /// attempt is the same request to the homeserver.
@@ -19,31 +15,17 @@ pub fn send_txn_id(message: &Message) -> String {
     message.id.txn_id("send")
 }
 
-/// The `m.room.message` content for a message, with its id under
-/// [`MESSAGE_ID_KEY`] and its reply relation; refused if Matrix would refuse its size.
+/// The `m.room.message` content for a message, with its reply relation.
 pub fn event_content(
     message: &Message,
     reply_to_event: Option<&ruma::EventId>,
 ) -> Result<serde_json::Value, Error> {
-    let mut content = match &message.html {
-        Some(html) => RoomMessageEventContent::text_html(message.body.clone(), html.clone()),
-        None => RoomMessageEventContent::text_plain(message.body.clone()),
-    };
-    content.relates_to =
-        reply_to_event.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
-    // Serialising plain strings and ids cannot fail; if it ever did, the
-    // message could not be sent either.
-    let mut content = serde_json::to_value(content)
-        .map_err(|err| Error::Inconsistent(format!("message content: {err}")))?;
-    content[MESSAGE_ID_KEY] = serde_json::Value::String(message.id.to_string());
-    let size = serde_json::to_vec(&content).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_CONTENT {
-        return Err(Error::EventTooLarge {
-            size,
-            max: MAX_CONTENT,
-        });
-    }
-    Ok(content)
+    text_content(
+        &message.body,
+        message.html.as_deref(),
+        reply_to_event,
+        &message.id,
+    )
 }
 
 /// The content of a stored message, looking up the event it replies to.

@@ -1,21 +1,41 @@
-//! The `m.room.message` contents of edits and of media, built with ruma's
-//! event types; like `handlers::outbound::event_content`, each carries the
+//! The `m.room.message` contents the bridge sends (text with its reply
+//! relation, edits, media), built with ruma's event types; each carries the
 //! bridge's message id under [`MESSAGE_ID_KEY`] and is refused when Matrix
 //! would refuse its size.
 
+use ruma::events::relation::Reply;
 use ruma::events::room::ImageInfo;
 use ruma::events::room::message::{
     AudioInfo, AudioMessageEventContent, FileInfo, FileMessageEventContent,
-    ImageMessageEventContent, MessageType, ReplacementMetadata, RoomMessageEventContent, VideoInfo,
-    VideoMessageEventContent,
+    ImageMessageEventContent, MessageType, Relation, ReplacementMetadata, RoomMessageEventContent,
+    VideoInfo, VideoMessageEventContent,
 };
 use ruma::{EventId, MxcUri, UInt};
 
 use super::MESSAGE_ID_KEY;
 use crate::error::Error;
-use crate::handlers::outbound::MAX_CONTENT;
 use crate::media::{MediaInfo, MediaKind};
 use crate::model::MessageId;
+
+/// The largest event content we send; Matrix caps a whole event at 64 KiB.
+pub const MAX_CONTENT: usize = 60 * 1024;
+
+/// A text message (HTML-formatted when `html` is given), replying to
+/// `reply_to` when given.
+pub fn text_content(
+    body: &str,
+    html: Option<&str>,
+    reply_to: Option<&EventId>,
+    message_id: &MessageId,
+) -> Result<serde_json::Value, Error> {
+    let mut content = match html {
+        Some(html) => RoomMessageEventContent::text_html(body, html),
+        None => RoomMessageEventContent::text_plain(body),
+    };
+    content.relates_to =
+        reply_to.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
+    finish(&content, message_id)
+}
 
 /// The content of an edit of `original` (a spec `m.replace`): the new text
 /// in `m.new_content`, and a `* `-prefixed fallback for clients that do not
