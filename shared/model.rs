@@ -296,6 +296,49 @@ pub struct Message {
     pub deleted_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// How many edits and deletes were accepted; numbers each change's
+    /// transaction, so a retried change is the same request to Matrix.
+    #[serde(default)]
+    pub changes: u32,
+    /// A change (edit or delete) of a sent message that Matrix has not had yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
+    /// Bumped by every whole-record update: what such an update is conditioned on.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl Message {
+    /// The transaction id of this message's latest change.
+    pub fn change_txn_id(&self) -> String {
+        match self.pending_change.as_ref().map(|change| &change.kind) {
+            Some(ChangeKind::Delete { .. }) => self.id.txn_id("redact"),
+            _ => self.id.txn_id(&format!("edit{}", self.changes)),
+        }
+    }
+}
+
+/// What a pending change does in Matrix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// An `m.replace` of the message's event with its current body.
+    Edit,
+    /// A redaction of the message's event, by its sender's puppet or, when a
+    /// moderator removes someone else's message, by the bridge's bot.
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        by_bot: bool,
+    },
+}
+
+/// A change of a sent message, on its way to Matrix like a send: directly,
+/// or through the conversation's outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    pub kind: ChangeKind,
+    pub delivery: Delivery,
 }
 
 /// What an `Idempotency-Key` was first used for.

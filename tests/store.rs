@@ -76,6 +76,9 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         edited_at: None,
         deleted_at: None,
         failure: None,
+        changes: 0,
+        pending_change: None,
+        revision: 0,
     }
 }
 

@@ -201,6 +201,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             edited_at: None,
             deleted_at: None,
             failure: None,
+            changes: 0,
+            pending_change: None,
+            revision: 0,
         };
         let content = event_content(&message, reply_event.as_deref())?;
         let idempotency = idempotency_key.map(|key| IdempotencyRecord {

@@ -24,6 +24,20 @@ pub struct SendContext {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+/// How a message update moves its conversation's outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbox {
+    /// Leaves it as it is.
+    Keep,
+    /// The update goes to Matrix directly: only while the outbox is empty,
+    /// so it cannot overtake what waits there.
+    RequireEmpty,
+    /// The update joins the outbox (+1).
+    Enter,
+    /// The update leaves the outbox (-1).
+    Leave,
+}
+
 /// Messages, the outbox and idempotency records.
 pub trait MessageStore: Send + Sync {
     /// Stores a new message, with its idempotency record if any, in one
@@ -61,6 +75,21 @@ pub trait MessageStore: Send + Sync {
         &self,
         message: &Message,
         reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the message `read` with `message` (an edit, a delete, a
+    /// change delivered), if the stored one is still as read: the same
+    /// revision, status and delivery. The stored revision is bumped. Moves
+    /// the conversation's outbox as `outbox` says, and uses `idempotency`'s
+    /// key once, in the same transaction. `Rejected` when anything changed
+    /// in between, the outbox is not empty when required, or the key was
+    /// used before.
+    fn update_message(
+        &self,
+        read: &Message,
+        message: &Message,
+        outbox: Outbox,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves a pending direct message into the outbox, for the retry function.

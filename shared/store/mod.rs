@@ -30,7 +30,7 @@ pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
-pub use messages::{MessageStore, SendContext};
+pub use messages::{MessageStore, Outbox, SendContext};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {

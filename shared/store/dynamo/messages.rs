@@ -14,7 +14,7 @@ use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
 };
 use crate::store::keys;
-use crate::store::{MessageStore, SendContext, StoreError};
+use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 /// The event -> message lookup item.
 #[derive(Serialize, Deserialize)]
@@ -155,6 +155,54 @@ impl MessageStore for DynamoStore {
         .value(":failed", s(MessageStatus::Failed.as_str()))
         .value(":reason", s(reason));
         self.settle(message, failed, None).await
+    }
+
+    async fn update_message(
+        &self,
+        read: &Message,
+        message: &Message,
+        outbox: Outbox,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let id = &message.conversation_id;
+        let mut next = message.clone();
+        next.revision = read.revision + 1;
+        // Records from before revisions were kept have none: revision 0.
+        let unchanged = if read.revision == 0 {
+            "(attribute_not_exists(#revision) OR #revision = :revision) AND #status = :status AND #delivery = :delivery"
+        } else {
+            "#revision = :revision AND #status = :status AND #delivery = :delivery"
+        };
+        let mut writes = vec![
+            Write::put(item(keys::message(id, message.id), &next)?)
+                .when(unchanged)
+                .name("#revision", "revision")
+                .name("#status", "status")
+                .name("#delivery", "delivery")
+                .value(
+                    ":revision",
+                    n(i64::try_from(read.revision).unwrap_or(i64::MAX)),
+                )
+                .value(":status", s(read.status.as_str()))
+                .value(":delivery", s(read.delivery.as_str())),
+        ];
+        match outbox {
+            Outbox::Keep => {}
+            Outbox::RequireEmpty => writes.push(
+                Write::check(
+                    keys::conversation(id),
+                    "attribute_not_exists(#outbox) OR #outbox <= :zero",
+                )
+                .name("#outbox", "outbox")
+                .value(":zero", n(0)),
+            ),
+            Outbox::Enter => writes.push(outbox_change(id, 1, false)),
+            Outbox::Leave => writes.push(outbox_change(id, -1, false)),
+        }
+        if let Some(record) = idempotency {
+            writes.push(remember_once(record)?);
+        }
+        self.table.transact(writes).await
     }
 
     async fn mark_queued(&self, message: &Message) -> Result<(), StoreError> {

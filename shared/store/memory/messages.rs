@@ -7,7 +7,7 @@ use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
 };
-use crate::store::{MessageStore, SendContext, StoreError};
+use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 impl State {
     /// Applies `outcome` to a message that is still pending, taking it out
@@ -103,6 +103,52 @@ impl MessageStore for MemoryStore {
             stored.status = MessageStatus::Failed;
             stored.failure = Some(reason.to_owned());
         });
+        Ok(())
+    }
+
+    async fn update_message(
+        &self,
+        read: &Message,
+        message: &Message,
+        outbox: Outbox,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let id = &message.conversation_id;
+        let unchanged = state
+            .messages
+            .get(&(id.clone(), message.id))
+            .is_some_and(|stored| {
+                stored.revision == read.revision
+                    && stored.status == read.status
+                    && stored.delivery == read.delivery
+            });
+        let outbox_now = state.conversations.get(id).map(|c| c.outbox);
+        let outbox_allows = match outbox {
+            Outbox::RequireEmpty => outbox_now.is_none_or(|count| count <= 0),
+            Outbox::Keep | Outbox::Enter | Outbox::Leave => outbox_now.is_some(),
+        };
+        let key_free =
+            idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope));
+        if !(unchanged && outbox_allows && key_free) {
+            return Err(StoreError::Rejected);
+        }
+        let delta = match outbox {
+            Outbox::Enter => 1,
+            Outbox::Leave => -1,
+            Outbox::Keep | Outbox::RequireEmpty => 0,
+        };
+        if let Some(conversation) = state.conversations.get_mut(id) {
+            conversation.outbox += delta;
+        }
+        if let Some(record) = idempotency {
+            state
+                .idempotency
+                .insert(record.scope.clone(), record.clone());
+        }
+        let mut next = message.clone();
+        next.revision = read.revision + 1;
+        state.messages.insert((id.clone(), message.id), next);
         Ok(())
     }
 
