@@ -8,15 +8,13 @@
 //! - ports: [`store::Store`], [`matrix::Matrix`], [`queue::RetryQueue`];
 //! - adapters: DynamoDB, the appservice client on ruma, SQS, and in-memory fakes;
 //! - [`api`]: HTTP plumbing for API Gateway events, errors mapped in one place;
-//! - [`handlers`]: one module per function, plain async functions over the ports;
-//! - [`local`]: the local front door and tooling used by `bridge-dev`.
+//! - [`handlers`]: one module per function, plain async functions over the ports.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod handlers;
 pub mod ids;
-pub mod local;
 pub mod markdown;
 pub mod matrix;
 pub mod metrics;

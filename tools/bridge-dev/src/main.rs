@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
 use bridge::ids::AppUserId;
-use bridge::local::gateway::{self, Gateway};
-use bridge::local::token::TokenConfig;
-use bridge::local::{retry_poller, setup};
 use bridge::runtime::{self, Adapters, InitError};
+use bridge_dev::gateway::{self, Gateway};
+use bridge_dev::token::TokenConfig;
+use bridge_dev::{retry_poller, setup};
 
 const USAGE: &str = "usage: bridge-dev gateway | setup | retry [--follow] | token <user_id> [--admin] [--ttl <seconds>]";
 

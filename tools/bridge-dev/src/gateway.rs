@@ -17,14 +17,14 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::token::TokenConfig;
-use crate::api::routes::{self, Function, RouteSpec};
-use crate::handlers::history::History;
-use crate::handlers::provision::Provisioner;
-use crate::handlers::send::SendService;
-use crate::matrix::AppserviceClient;
-use crate::queue::SqsRetryQueue;
-use crate::store::DynamoStore;
+use crate::token::TokenConfig;
+use bridge::api::routes::{self, Function, RouteSpec};
+use bridge::handlers::history::History;
+use bridge::handlers::provision::Provisioner;
+use bridge::handlers::send::SendService;
+use bridge::matrix::AppserviceClient;
+use bridge::queue::SqsRetryQueue;
+use bridge::store::DynamoStore;
 
 /// API Gateway's payload limit for a request to a Lambda integration.
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::handlers::retry::RetryService;
-use crate::matrix::Matrix;
-use crate::runtime::BoxError;
-use crate::store::Store;
+use bridge::handlers::retry::RetryService;
+use bridge::matrix::Matrix;
+use bridge::runtime::BoxError;
+use bridge::store::Store;
 
 /// What one round of polling did.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::runtime::BoxError;
+use bridge::runtime::BoxError;
 
 /// The queue URLs, as `KEY=value` lines for `.local/stack.env`.
 pub struct Created {

@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::auth::ADMIN_SCOPE;
-use crate::config::{ConfigError, Env, Secret};
+use bridge::auth::ADMIN_SCOPE;
+use bridge::config::{ConfigError, Env, Secret};
 
 /// The dev token settings: `BRIDGE_DEV_JWT_SECRET`, `BRIDGE_JWT_ISSUER`,
 /// `BRIDGE_JWT_AUDIENCE`.
