@@ -73,9 +73,14 @@ async fn run_retry(follow: bool) -> Result<(), InitError> {
 
 async fn run_setup() -> Result<(), InitError> {
     let table = TableConfig::from_env(&ProcessEnv)?;
-    let created = setup::run(&runtime::aws_config().await, &table.table_name).await?;
+    let created = setup::run(
+        &runtime::aws_config().await,
+        &table.table_name,
+        setup::QUEUES,
+    )
+    .await?;
     let mut out = std::io::stdout().lock();
-    for line in created.lines {
+    for line in created.lines() {
         std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
     }
     Ok(())
