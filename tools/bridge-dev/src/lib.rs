@@ -8,4 +8,5 @@
 pub mod gateway;
 pub mod retry_poller;
 pub mod setup;
+pub mod stack;
 pub mod token;
