@@ -511,9 +511,14 @@ impl<'a> Stack<'a> {
         pairs: &[(String, String)],
         stamp: &str,
     ) -> Result<(), BoxError> {
-        let (exe, name) = self.exe()?;
+        let (exe, path) = self.exe()?;
         let mut command = Command::new(exe);
-        command.arg0(name);
+        // The command line must show the marker `running` looks for.
+        if path.to_string_lossy().contains(part.marker()) {
+            command.arg0(path);
+        } else {
+            command.arg0(part.marker());
+        }
         match part {
             Part::Retry => command.args(["retry", "--follow"]),
             _ => command.arg("gateway"),
