@@ -1,4 +1,5 @@
-# Thin wrappers; the work is in scripts/. Every cargo call uses the debug
+# Thin wrappers; the work is in scripts/ and bridge-dev. Every cargo call
+# covers the workspace (matrix-bridge and tools/bridge-dev) with the debug
 # profile and the default target dir (target/), so nothing builds twice.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -10,7 +11,7 @@ help:
 	@echo "make test    fmt check, clippy, build, stack up, cargo test, cfn-lint (= .ci/run)"
 	@echo "make lint    cargo fmt --check and clippy"
 	@echo "make fmt     cargo fmt"
-	@echo "make build   cargo build --all-targets"
+	@echo "make build   cargo build --workspace --all-targets"
 	@echo "make up | down | reset | status   the local stack (scripts/stack)"
 
 dev:
@@ -21,13 +22,13 @@ test:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
 	cargo fmt --all
 
 build:
-	cargo build --all-targets --locked
+	cargo build --workspace --all-targets --locked
 
 up:
 	scripts/stack up

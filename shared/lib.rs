@@ -20,7 +20,6 @@ pub mod fakes;
 pub mod function;
 pub mod handlers;
 pub mod ids;
-pub mod local;
 pub mod markdown;
 pub mod matrix;
 pub mod media;

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 
 use bridge::config::MatrixConfig;
 use bridge::handlers::retry::{self, RetryService};
-use bridge::local::retry_poller::drain_once;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::store::DynamoStore;
+use bridge_dev::retry_poller::drain_once;
 use client::{Api, MatrixUser, token, unique};
 use support::{sdk_config, var};
 

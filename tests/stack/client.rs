@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bridge::config::Secret;
-use bridge::local::token::TokenConfig;
+use bridge_dev::token::TokenConfig;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 

@@ -94,7 +94,7 @@ pub fn counted_dynamo(sdk: &SdkConfig) -> (aws_sdk_dynamodb::Client, RoundTrips)
 /// A fresh table on the emulator, for tests that want one to themselves.
 pub async fn fresh_table(sdk: &SdkConfig) -> String {
     let name = format!("test-{}", uuid::Uuid::new_v4().simple());
-    bridge::local::setup::create_table(&aws_sdk_dynamodb::Client::new(sdk), &name)
+    bridge_dev::setup::create_table(&aws_sdk_dynamodb::Client::new(sdk), &name)
         .await
         .expect("create a table on the emulator");
     name

@@ -1,5 +1,7 @@
 //! `bridge-dev`: the local stack's tool.
 //!
+//! - `bridge-dev stack up | down [--purge] | reset | status | dev`: the local
+//!   stack's supervisor (`scripts/stack` runs it; see [`bridge_dev::stack`]);
 //! - `bridge-dev gateway`: the front door (API Gateway stand-in) on
 //!   `BRIDGE_GATEWAY_LISTEN`, serving the real function handlers;
 //! - `bridge-dev setup`: creates the table and queues on the emulator and
@@ -12,30 +14,61 @@
 //!   (what `scripts/package` and `scripts/bench` build).
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
 use bridge::function::Handler;
 use bridge::handlers::{registry, retry};
 use bridge::ids::AppUserId;
-use bridge::local::gateway::{self, Gateway};
-use bridge::local::token::TokenConfig;
-use bridge::local::{retry_poller, setup};
-use bridge::runtime::{self, Adapters, InitError};
+use bridge::runtime::{self, Adapters, BoxError, InitError};
+use bridge_dev::gateway::{self, Gateway};
+use bridge_dev::stack;
+use bridge_dev::token::TokenConfig;
+use bridge_dev::{retry_poller, setup};
 
-const USAGE: &str = "usage: bridge-dev gateway | setup | retry [--follow] | token <user_id> [--admin] [--ttl <seconds>] | functions";
+const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
+       bridge-dev gateway | setup | retry [--follow] | functions
+       bridge-dev token <user_id> [--admin] [--ttl <seconds>]";
 
-#[tokio::main]
-async fn main() -> Result<(), InitError> {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("gateway") => run_gateway().await,
-        Some("setup") => run_setup().await,
-        Some("retry") => run_retry(args.iter().any(|arg| arg == "--follow")).await,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail("bridge-dev", err.into()),
+    };
+    // The functions' init errors print as sentences with `Debug`.
+    let command = args.first().map(String::as_str);
+    let done = match command {
+        Some("stack") => match stack::main(&runtime, &args[1..]) {
+            Ok(code) => return code,
+            Err(err) => return fail("stack", err),
+        },
+        Some("gateway") => runtime.block_on(run_gateway()),
+        Some("setup") => runtime.block_on(run_setup()),
+        Some("retry") => runtime.block_on(run_retry(args.iter().any(|arg| arg == "--follow"))),
         Some("token") => print_token(&args[1..]),
         Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
-        _ => Err(USAGE.into()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bridge-dev: error: {err:?}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn fail(who: &str, err: BoxError) -> ExitCode {
+    eprintln!("{who}: error: {}", stack::chain(err.as_ref()));
+    ExitCode::FAILURE
 }
 
 async fn run_gateway() -> Result<(), InitError> {
@@ -76,8 +109,13 @@ async fn run_retry(follow: bool) -> Result<(), InitError> {
 
 async fn run_setup() -> Result<(), InitError> {
     let table = TableConfig::from_env(&ProcessEnv)?;
-    let created = setup::run(&runtime::aws_config().await, &table.table_name).await?;
-    print_lines(created.lines)
+    let created = setup::run(
+        &runtime::aws_config().await,
+        &table.table_name,
+        setup::QUEUES,
+    )
+    .await?;
+    print_lines(created.lines())
 }
 
 fn print_lines<T: std::fmt::Display>(lines: impl IntoIterator<Item = T>) -> Result<(), InitError> {

@@ -20,12 +20,12 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::token::TokenConfig;
-use crate::api::caller::has_scope;
-use crate::api::routes::{self, Auth, RouteSpec};
-use crate::function::{Handler, HttpFunction};
-use crate::handlers::registry;
-use crate::ports::{InitError, Ports};
+use crate::token::TokenConfig;
+use bridge::api::caller::has_scope;
+use bridge::api::routes::{self, Auth, RouteSpec};
+use bridge::function::{Handler, HttpFunction};
+use bridge::handlers::registry;
+use bridge::ports::{InitError, Ports};
 
 /// API Gateway's payload limit for a request to a Lambda integration.
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -292,8 +292,8 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::routes::Route;
-    use crate::config::Secret;
+    use bridge::api::routes::Route;
+    use bridge::config::Secret;
 
     fn tokens() -> TokenConfig {
         TokenConfig {

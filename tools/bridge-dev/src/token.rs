@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::api::caller::ADMIN_SCOPE;
-use crate::config::{ConfigError, Env, Secret};
+use bridge::api::caller::ADMIN_SCOPE;
+use bridge::config::{ConfigError, Env, Secret};
 
 /// The dev token settings: `BRIDGE_DEV_JWT_SECRET`, `BRIDGE_JWT_ISSUER`,
 /// `BRIDGE_JWT_AUDIENCE`.
@@ -85,10 +85,10 @@ impl TokenConfig {
         )?;
         // API Gateway also refuses a token issued in the future.
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(iat) = data.claims.get("iat") {
-            if iat.as_i64().is_none_or(|iat| iat > now + LEEWAY as i64) {
-                return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
-            }
+        if let Some(iat) = data.claims.get("iat")
+            && iat.as_i64().is_none_or(|iat| iat > now + LEEWAY as i64)
+        {
+            return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
         }
         Ok(data
             .claims

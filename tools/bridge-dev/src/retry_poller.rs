@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::function::QueueFunction;
-use crate::runtime::BoxError;
+use bridge::function::QueueFunction;
+use bridge::runtime::BoxError;
 
 /// What one round of polling did.
 #[derive(Debug, Default)]
