@@ -83,6 +83,10 @@ pub enum Counter {
     MessagesQueued,
     MessagesFailed,
     IdempotentReplays,
+    MessagesEdited,
+    MessagesDeleted,
+    /// Changes (edits, deletes) delivered by the retry function.
+    ChangesDelivered,
     /// Retry jobs handed back to the queue for a later attempt.
     RetriesHandedBack,
     RoomsCreated,
@@ -96,6 +100,9 @@ impl Counter {
             Counter::MessagesQueued => "MessagesQueued",
             Counter::MessagesFailed => "MessagesFailed",
             Counter::IdempotentReplays => "IdempotentReplays",
+            Counter::MessagesEdited => "MessagesEdited",
+            Counter::MessagesDeleted => "MessagesDeleted",
+            Counter::ChangesDelivered => "ChangesDelivered",
             Counter::RetriesHandedBack => "RetriesHandedBack",
             Counter::RoomsCreated => "RoomsCreated",
             Counter::PuppetsRegistered => "PuppetsRegistered",

@@ -19,7 +19,10 @@ use crate::model::MessageId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// Send the message.
     Send,
+    /// Deliver the message's pending change (an edit or a delete).
+    Change,
 }
 
 /// One delivery job.
@@ -28,6 +31,9 @@ pub struct RetryJob {
     pub operation: Operation,
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
+    /// For a change: the message's change count when it was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<u32>,
 }
 
 impl RetryJob {
@@ -36,14 +42,27 @@ impl RetryJob {
             operation: Operation::Send,
             conversation_id,
             message_id,
+            change: None,
+        }
+    }
+
+    /// Delivering change number `change` of a message.
+    pub fn change(conversation_id: ConversationId, message_id: MessageId, change: u32) -> Self {
+        Self {
+            operation: Operation::Change,
+            conversation_id,
+            message_id,
+            change: Some(change),
         }
     }
 
     fn deduplication_id(&self) -> String {
-        let op = match self.operation {
-            Operation::Send => "send",
-        };
-        self.message_id.txn_id(op)
+        match self.operation {
+            Operation::Send => self.message_id.txn_id("send"),
+            Operation::Change => self
+                .message_id
+                .txn_id(&format!("change{}", self.change.unwrap_or_default())),
+        }
     }
 }
 

@@ -39,6 +39,8 @@ impl Event {
             "send-message-markdown" => include_str!("../events/send-message-markdown.json"),
             "history-list-messages" => include_str!("../events/history-list-messages.json"),
             "history-get-message" => include_str!("../events/history-get-message.json"),
+            "edit-message" => include_str!("../events/edit-message.json"),
+            "delete-message" => include_str!("../events/delete-message.json"),
             other => panic!("no event {other}"),
         };
         Self {
@@ -751,4 +753,306 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
         message.event_id.unwrap().as_str(),
         format!("${}", jobs[0].message_id.txn_id("send"))
     );
+}
+
+// ---------------------------------------------------------------- changes
+
+impl Bridge {
+    /// Sends `body` as `user` and returns the message's id.
+    async fn sent(&self, user: &str, body: &str) -> MessageId {
+        let response = self.send(user, body).await;
+        assert!(
+            matches!(response.status().as_u16(), 201 | 202),
+            "{:?}",
+            json_of(&response)
+        );
+        json_of(&response)["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// An edit of `message` by `user`, with an `Idempotency-Key` unless `None`.
+    async fn edit(
+        &self,
+        user: &str,
+        message: MessageId,
+        body: &str,
+        key: Option<&str>,
+    ) -> Response<Body> {
+        let mut event = Event::load("edit-message")
+            .by(user, false)
+            .path_param("message_id", &message.to_string())
+            .body(json!({ "body": body }));
+        event = match key {
+            Some(key) => event.header("idempotency-key", key),
+            None => event.without_header("idempotency-key"),
+        };
+        self.call("edit", event.request()).await
+    }
+
+    async fn delete(&self, user: &str, message: MessageId) -> Response<Body> {
+        let event = Event::load("delete-message")
+            .by(user, false)
+            .path_param("message_id", &message.to_string());
+        self.call("delete", event.request()).await
+    }
+
+    async fn stored_message(&self, id: MessageId) -> bridge::model::Message {
+        self.store
+            .message(&Self::conversation(), id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn redactions(&self) -> Vec<Call> {
+        self.matrix
+            .calls()
+            .into_iter()
+            .filter(|call| matches!(call, Call::Redact { .. }))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn an_edit_replaces_the_original_event_once() {
+    let bridge = Bridge::with_conversation().await;
+    let id = bridge.sent("alice", "See you at 7").await;
+    let original = bridge.stored_message(id).await.event_id.unwrap();
+    let sends = bridge.matrix.sends().len();
+
+    let edited = bridge
+        .edit("alice", id, "See you at **8**", Some("k1"))
+        .await;
+    assert_eq!(edited.status(), 200, "{:?}", json_of(&edited));
+    assert!(json_of(&edited)["edited_at"].is_string());
+    let all = bridge.matrix.sends();
+    assert_eq!(all.len(), sends + 1);
+    let Call::Send {
+        sender,
+        txn_id,
+        content,
+        ..
+    } = all.last().unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender, &puppet("alice"));
+    assert_eq!(txn_id, &id.txn_id("edit1"));
+    assert_eq!(content["m.relates_to"]["rel_type"], "m.replace");
+    assert_eq!(content["m.relates_to"]["event_id"], original.as_str());
+    assert_eq!(content["m.new_content"]["body"], "See you at **8**");
+    assert_eq!(content["body"], "* See you at **8**");
+
+    // The same request again is not a second edit; another body is a conflict.
+    let again = bridge
+        .edit("alice", id, "See you at **8**", Some("k1"))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(bridge.matrix.sends().len(), sends + 1);
+    let other = bridge.edit("alice", id, "See you at 9", Some("k1")).await;
+    assert_eq!(other.status(), 409);
+
+    // A second edit still replaces the original, with its own transaction.
+    assert_eq!(
+        bridge
+            .edit("alice", id, "See you at 9", None)
+            .await
+            .status(),
+        200
+    );
+    let Call::Send {
+        txn_id, content, ..
+    } = bridge.matrix.sends().last().unwrap().clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(txn_id, id.txn_id("edit2"));
+    assert_eq!(content["m.relates_to"]["event_id"], original.as_str());
+
+    let stored = bridge.stored_message(id).await;
+    assert_eq!(stored.body, "See you at 9");
+    assert!(stored.edited_at.is_some() && stored.pending_change.is_none());
+}
+
+#[tokio::test]
+async fn only_the_sender_edits_and_deleted_messages_stay_deleted() {
+    let bridge = Bridge::with_conversation().await;
+    let id = bridge.sent("alice", "mine").await;
+    assert_eq!(bridge.edit("bob", id, "yours?", None).await.status(), 403);
+    assert_eq!(bridge.edit("eve", id, "stranger", None).await.status(), 404);
+    let unknown = MessageId::new();
+    assert_eq!(bridge.edit("alice", unknown, "x", None).await.status(), 404);
+    let empty = bridge.edit("alice", id, "   ", None).await;
+    assert_eq!(empty.status(), 400);
+    let huge = bridge.edit("alice", id, &"x".repeat(40 * 1024), None).await;
+    assert_eq!(huge.status(), 413);
+    let malformed = Event::load("edit-message")
+        .by("alice", false)
+        .path_param("message_id", "not-an-id")
+        .body(json!({"body": "x"}));
+    assert_eq!(bridge.call("edit", malformed.request()).await.status(), 400);
+
+    assert_eq!(bridge.delete("alice", id).await.status(), 204);
+    assert_eq!(
+        bridge.edit("alice", id, "too late", None).await.status(),
+        409
+    );
+}
+
+#[tokio::test]
+async fn a_delete_is_one_redaction_by_the_sender_or_the_bot() {
+    let bridge = Bridge::with_conversation().await;
+    let own = bridge.sent("bob", "oops").await;
+    let event = bridge.stored_message(own).await.event_id.unwrap();
+    assert_eq!(bridge.delete("bob", own).await.status(), 204);
+    assert_eq!(
+        bridge.delete("bob", own).await.status(),
+        204,
+        "twice is fine"
+    );
+    let redactions = bridge.redactions();
+    assert_eq!(redactions.len(), 1, "one redaction: {redactions:?}");
+    let Call::Redact {
+        sender,
+        event_id,
+        reason,
+        ..
+    } = &redactions[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((sender, event_id), (&puppet("bob"), &event));
+    assert_eq!(reason.as_deref(), Some("posted in the wrong group"));
+    let stored = bridge.stored_message(own).await;
+    assert_eq!(stored.status, MessageStatus::Deleted);
+    assert!(stored.body.is_empty() && stored.deleted_at.is_some());
+
+    // A plain member may not delete others' messages; the owner may, as the bot.
+    let alices = bridge.sent("alice", "announcement").await;
+    assert_eq!(bridge.delete("bob", alices).await.status(), 403);
+    let bobs = bridge.sent("bob", "spam").await;
+    assert_eq!(bridge.delete("alice", bobs).await.status(), 204);
+    let Call::Redact { sender, .. } = bridge.redactions().last().unwrap().clone() else {
+        unreachable!()
+    };
+    assert_eq!(sender.localpart(), "bridgebot");
+    assert_eq!(bridge.delete("eve", bobs).await.status(), 404);
+
+    // History shows it deleted, without its text.
+    let one = Event::load("history-get-message")
+        .by("alice", false)
+        .path_param("message_id", &own.to_string());
+    let view = json_of(&bridge.call("history", one.request()).await);
+    assert_eq!(view["status"], "deleted");
+    assert!(view["deleted_at"].is_string());
+    assert!(view.get("body").is_none(), "{view}");
+}
+
+#[tokio::test]
+async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_order() {
+    let bridge = Bridge::with_conversation().await;
+    let first = bridge.sent("alice", "first").await;
+    let second = bridge.sent("alice", "second").await;
+    let first_event = bridge.stored_message(first).await.event_id.unwrap();
+
+    // The homeserver goes down: the edit is accepted and queued.
+    bridge.matrix.fail_next_send(Failure::Down);
+    let edit = bridge.edit("alice", first, "first, edited", None).await;
+    assert_eq!(edit.status(), 202, "{:?}", json_of(&edit));
+    assert_eq!(bridge.outbox().await, 1);
+    // While it waits, a delete of another message queues behind it.
+    assert_eq!(bridge.delete("alice", second).await.status(), 204);
+    assert_eq!(bridge.outbox().await, 2);
+    assert!(bridge.redactions().is_empty(), "nothing overtakes the edit");
+    // A second edit replaces the queued one: one job, the latest text.
+    assert_eq!(
+        bridge
+            .edit("alice", first, "first, edited twice", None)
+            .await
+            .status(),
+        202
+    );
+    let jobs = bridge.queue.jobs();
+    assert_eq!(
+        jobs.iter().map(|job| job.operation).collect::<Vec<_>>(),
+        [Operation::Change, Operation::Change]
+    );
+
+    let sends = bridge.matrix.sends().len();
+    let retry = bridge.retry(8).await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    let new_sends = bridge.matrix.sends()[sends..].to_vec();
+    assert_eq!(new_sends.len(), 1, "one edit, the latest: {new_sends:?}");
+    let Call::Send { content, .. } = &new_sends[0] else {
+        unreachable!()
+    };
+    assert_eq!(content["m.new_content"]["body"], "first, edited twice");
+    assert_eq!(content["m.relates_to"]["event_id"], first_event.as_str());
+    assert_eq!(bridge.redactions().len(), 1);
+    assert_eq!(bridge.outbox().await, 0);
+    // The order in Matrix: the edit, then the redaction.
+    let calls = bridge.matrix.calls();
+    let edit_at = calls
+        .iter()
+        .rposition(|c| matches!(c, Call::Send { .. }))
+        .unwrap();
+    let redact_at = calls
+        .iter()
+        .rposition(|c| matches!(c, Call::Redact { .. }))
+        .unwrap();
+    assert!(edit_at < redact_at);
+    // Delivered once: the same jobs again change nothing.
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 2)).await).is_empty());
+    assert_eq!(bridge.redactions().len(), 1);
+    assert_eq!(bridge.matrix.sends().len(), sends + 1);
+}
+
+#[tokio::test]
+async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let edited = bridge.sent("alice", "draft").await;
+    let cancelled = bridge.sent("alice", "never mind").await;
+    assert_eq!(bridge.outbox().await, 2);
+
+    // Still pending: the edit changes what will be sent, with no edit event.
+    assert_eq!(
+        bridge.edit("alice", edited, "final", None).await.status(),
+        200
+    );
+    // Deleting a pending message cancels it.
+    assert_eq!(bridge.delete("alice", cancelled).await.status(), 204);
+    assert_eq!(bridge.outbox().await, 1);
+
+    let sends = bridge.matrix.sends().len();
+    let retry = bridge.retry(8).await;
+    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    let delivered = bridge.matrix.sends()[sends..].to_vec();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let Call::Send { content, .. } = &delivered[0] else {
+        unreachable!()
+    };
+    assert_eq!(content["body"], "final");
+    assert!(content.get("m.relates_to").is_none());
+    assert!(bridge.redactions().is_empty());
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(
+        bridge.stored_message(cancelled).await.status,
+        MessageStatus::Deleted
+    );
+}
+
+#[tokio::test]
+async fn a_refused_change_is_failed_with_a_reason() {
+    let bridge = Bridge::with_conversation().await;
+    let id = bridge.sent("alice", "hello").await;
+    bridge.matrix.fail_next_send(Failure::Refused);
+    let edit = bridge.edit("alice", id, "hello again", None).await;
+    assert_eq!(edit.status(), 200);
+    let failure = json_of(&edit)["failure"].as_str().unwrap().to_owned();
+    assert!(
+        failure.starts_with("the change was not delivered"),
+        "{failure}"
+    );
+    assert!(!failure.contains("bad"), "no homeserver text: {failure}");
+    assert_eq!(bridge.outbox().await, 0);
 }

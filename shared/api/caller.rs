@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::ApiError;
-use crate::ids::AppUserId;
+use crate::ids::{AppUserId, ConversationId};
 
 /// The scope that makes a token a service (admin) token.
 pub const ADMIN_SCOPE: &str = "bridge.admin";
@@ -55,6 +55,19 @@ impl Caller {
             Some(_) => Err(ApiError::Forbidden(format!(
                 "only a service token (scope '{ADMIN_SCOPE}') may act as another user"
             ))),
+        }
+    }
+
+    /// The answer for acting as `user`, who is not a member of `id`: `404`
+    /// for users, so ids do not leak; `403` for a service token, which may
+    /// know the conversation.
+    pub fn not_a_member(&self, user: &AppUserId, id: &ConversationId) -> ApiError {
+        if self.admin {
+            ApiError::Forbidden(format!(
+                "user '{user}' is not a member of conversation '{id}'"
+            ))
+        } else {
+            ApiError::NotFound(format!("conversation '{id}' not found"))
         }
     }
 

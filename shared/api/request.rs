@@ -8,6 +8,7 @@ use http::HeaderMap;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 
@@ -18,6 +19,7 @@ use crate::ids::ConversationId;
 
 /// The largest JSON body any route accepts (a message body is at most 32 KiB).
 pub const MAX_JSON_BODY: usize = 64 * 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// An API request, parsed from an API Gateway HTTP API event.
 #[derive(Debug)]
@@ -183,6 +185,31 @@ impl ApiRequest {
                 })
             })
             .transpose()
+    }
+
+    /// The `Idempotency-Key` header, if any: 1 to 128 visible ASCII characters.
+    pub fn idempotency_key(&self) -> Result<Option<String>, ApiError> {
+        let Some(key) = self.header("idempotency-key") else {
+            return Ok(None);
+        };
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ApiError::InvalidRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            )));
+        }
+        Ok(Some(key.to_owned()))
+    }
+
+    /// The SHA-256 of the raw body, in hex: what "the same request" means
+    /// for an `Idempotency-Key`.
+    pub fn body_hash(&self) -> String {
+        Sha256::digest(&self.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

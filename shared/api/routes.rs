@@ -41,6 +41,8 @@ pub enum Route {
     CreateConversation,
     GetConversation,
     SendMessage,
+    EditMessage,
+    DeleteMessage,
     ListMessages,
     GetMessage,
 }
@@ -125,6 +127,20 @@ pub const ROUTES: &[RouteSpec] = &[
         method: Method::POST,
         path: "/v1/conversations/{id}/messages",
         function: "send",
+        auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::EditMessage,
+        method: Method::PUT,
+        path: "/v1/conversations/{id}/messages/{message_id}",
+        function: "edit",
+        auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::DeleteMessage,
+        method: Method::DELETE,
+        path: "/v1/conversations/{id}/messages/{message_id}",
+        function: "delete",
         auth: Auth::User,
     },
     RouteSpec {

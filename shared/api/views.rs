@@ -90,7 +90,9 @@ pub struct MessageView<'a> {
     id: MessageId,
     conversation_id: &'a ConversationId,
     sender: SenderView<'a>,
-    body: &'a str,
+    /// None once deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
     format: Format,
     #[serde(skip_serializing_if = "Option::is_none")]
     html: Option<&'a str>,
@@ -130,7 +132,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             id: message.id,
             conversation_id: &message.conversation_id,
             sender: SenderView::from(&message.sender),
-            body: &message.body,
+            body: (message.status != MessageStatus::Deleted).then_some(message.body.as_str()),
             format: message.format,
             html: message.html.as_deref(),
             reply_to: message.reply_to,

@@ -5,12 +5,17 @@
 //! Each function module has a `NAME`, a `function()` for the registry, and
 //! builds its own state from the [`Ports`](crate::ports::Ports).
 
+pub mod changes;
+pub mod delete;
+pub mod edit;
 pub mod history;
 pub mod outbound;
 pub mod provision;
 mod puppets;
 pub mod retry;
 pub mod send;
+mod target;
+mod text;
 
 use crate::function::Function;
 use crate::ports::Ports;
@@ -19,10 +24,12 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 4] {
+pub fn registry<P: Ports>() -> [Function<P>; 6] {
     [
         provision::function(),
         send::function(),
+        edit::function(),
+        delete::function(),
         history::function(),
         retry::function(),
     ]

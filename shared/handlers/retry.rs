@@ -16,11 +16,13 @@ use std::collections::HashSet;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
+use super::changes::{send_change, settle_change};
 use super::outbound::{send_as_sender, stored_content};
+use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
-use crate::model::MessageStatus;
+use crate::model::{Delivery, MessageStatus};
 use crate::ports::{InitError, Ports};
 use crate::queue::{Operation, RetryJob};
 use crate::store::{Store, StoreError};
@@ -121,16 +123,70 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             .get("ApproximateReceiveCount")
             .and_then(|count| count.parse().ok())
             .unwrap_or(1);
-        match job.operation {
-            Operation::Send => self.send(&job, attempt).await,
-        }
+        let outcome = match job.operation {
+            Operation::Send => self.try_send(&job, attempt).await,
+            Operation::Change => self.try_change(&job, attempt).await,
+        };
+        outcome.unwrap_or_else(|err| Outcome::Later(format!("the table is unavailable: {err}")))
     }
 
-    async fn send(&self, job: &RetryJob, attempt: u32) -> Outcome {
-        match self.try_send(job, attempt).await {
-            Ok(outcome) => outcome,
-            Err(err) => Outcome::Later(format!("the table is unavailable: {err}")),
+    /// Delivers a message's queued change (an edit or a delete). A newer
+    /// change that replaced it while it was delivered is delivered too.
+    async fn try_change(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        for _ in 0..3 {
+            let Some(message) = self
+                .store
+                .message(&job.conversation_id, job.message_id)
+                .await?
+            else {
+                tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+                return Ok(Outcome::Done);
+            };
+            // Delivered already, or a direct change its own request delivers.
+            if message
+                .pending_change
+                .as_ref()
+                .is_none_or(|change| change.delivery != Delivery::Queued)
+            {
+                return Ok(Outcome::Done);
+            }
+            let room_id = self
+                .store
+                .conversation(&job.conversation_id)
+                .await?
+                .and_then(|c| c.room_id);
+            let delivered = match room_id {
+                Some(room_id) => send_change(&self.matrix, &room_id, &message).await,
+                None => Err(Error::Inconsistent("the conversation has no room".into())),
+            };
+            let settled = match delivered {
+                Ok(()) => {
+                    self.metrics.count(Counter::ChangesDelivered);
+                    settle_change(&self.store, &message, None).await
+                }
+                Err(err) if err.is_transient() && attempt < self.max_attempts => {
+                    return Ok(Outcome::Later(err.to_string()));
+                }
+                Err(err) => {
+                    let reason = if err.is_transient() {
+                        format!("gave up after {attempt} attempts: {}", err.reason())
+                    } else {
+                        err.reason()
+                    };
+                    tracing::warn!(error = %err, message_id = %message.id, "change failed for good");
+                    self.metrics.count(Counter::MessagesFailed);
+                    let failure = format!("the change was not delivered: {reason}");
+                    settle_change(&self.store, &message, Some(failure)).await
+                }
+            };
+            match settled {
+                Ok(_) => return Ok(Outcome::Done),
+                // Changed again meanwhile: deliver the newer change.
+                Err(StoreError::Rejected) => continue,
+                Err(err) => return Err(err),
+            }
         }
+        Ok(Outcome::Later("the message kept changing".into()))
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {

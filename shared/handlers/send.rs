@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use lambda_http::{Body, Response};
 use ruma::OwnedRoomId;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
@@ -53,7 +52,6 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
 
 /// The largest message body, in bytes.
 pub const MAX_BODY: usize = 32 * 1024;
-const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Conversation -> room entries kept per container.
 const ROOM_CACHE_SIZE: usize = 10_000;
 
@@ -147,8 +145,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let conversation_id = request.conversation_id()?;
         let input: SendMessage = request.json()?;
         let user = request.caller.acting_user(input.as_user.clone())?;
-        let idempotency_key = idempotency_key(&request)?;
-        let body_hash = hex(&Sha256::digest(request.body()));
+        let idempotency_key = request.idempotency_key()?;
+        let body_hash = request.body_hash();
         if input.body.trim().is_empty() {
             return Err(ApiError::InvalidRequest("body must not be empty".into()));
         }
@@ -168,7 +166,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                     // Say "no such message" only to someone who may know.
                     let member = self.store.member(&conversation_id, &sender_id).await?;
                     if member.is_none() {
-                        return Err(not_a_member(&request, &user, &conversation_id));
+                        return Err(request.caller.not_a_member(&user, &conversation_id));
                     }
                     return Err(ApiError::InvalidRequest(format!(
                         "reply_to: no message '{reply_to}' in this conversation"
@@ -290,7 +288,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             .as_ref()
             .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
         let Some(member) = &context.member else {
-            return Err(not_a_member(request, user, id));
+            return Err(request.caller.not_a_member(user, id));
         };
         match conversation.status {
             ConversationStatus::Active => {}
@@ -396,36 +394,4 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             _ => api::json(201, &MessageView::from(&message)),
         }
     }
-}
-
-/// The answer for a sender who is not a member: `404` for users, so ids do
-/// not leak; `403` for a service token, which may know the conversation.
-fn not_a_member(request: &ApiRequest, user: &AppUserId, id: &ConversationId) -> ApiError {
-    if request.caller.admin {
-        ApiError::Forbidden(format!(
-            "user '{user}' is not a member of conversation '{id}'"
-        ))
-    } else {
-        ApiError::NotFound(format!("conversation '{id}' not found"))
-    }
-}
-
-/// The `Idempotency-Key` header, if any: 1 to 128 visible ASCII characters.
-fn idempotency_key(request: &ApiRequest) -> Result<Option<String>, ApiError> {
-    let Some(key) = request.header("idempotency-key") else {
-        return Ok(None);
-    };
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::InvalidRequest(format!(
-            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-        )));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

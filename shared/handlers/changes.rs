@@ -1,0 +1,194 @@
+//! A message's pending change (an edit or a delete) on its way to Matrix:
+//! what the edit and delete functions do on the spot and the retry function
+//! does later, in one place.
+//!
+//! A change is stored on the message before Matrix is called. It goes
+//! directly while the conversation's outbox is empty, else (or when the
+//! homeserver cannot take it) it joins the outbox and the retry function
+//! delivers it, in order after what was queued before. A later change of the
+//! same message replaces a queued one, so Matrix gets the latest edit once,
+//! or only the redaction.
+
+use ruma::RoomId;
+
+use crate::error::Error;
+use crate::matrix::Matrix;
+use crate::matrix::content::edit_content;
+use crate::model::{ChangeKind, Delivery, Message, PendingChange};
+use crate::queue::{RetryJob, RetryQueue};
+use crate::store::{Outbox, Store, StoreError};
+
+/// What became of a change the API accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Matrix has it (or nothing needed to reach Matrix).
+    Done(Message),
+    /// It waits in the outbox for the retry function.
+    Queued(Message),
+}
+
+/// Sends `message`'s pending change: an `m.replace` of its event with its
+/// current text, as its sender; or a redaction, by its sender or the bot.
+/// The transaction id is the change's, so a repeat is harmless.
+pub async fn send_change<M: Matrix>(
+    matrix: &M,
+    room: &RoomId,
+    message: &Message,
+) -> Result<(), Error> {
+    let Some(change) = &message.pending_change else {
+        return Ok(());
+    };
+    let event_id = message.event_id.as_ref().ok_or_else(|| {
+        Error::Inconsistent(format!("message {} changed before it was sent", message.id))
+    })?;
+    let txn_id = message.change_txn_id();
+    match &change.kind {
+        ChangeKind::Edit => {
+            let content = edit_content(
+                event_id,
+                &message.body,
+                message.html.as_deref(),
+                &message.id,
+            )?;
+            let sender = &message.sender.matrix_user_id;
+            matrix.send_message(room, sender, &txn_id, &content).await?;
+        }
+        ChangeKind::Delete { reason, by_bot } => {
+            let redactor = if *by_bot {
+                matrix.bot()
+            } else {
+                &message.sender.matrix_user_id
+            };
+            matrix
+                .redact(room, redactor, event_id, &txn_id, reason.as_deref())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that `read`'s pending change is over: it reached Matrix, or
+/// failed for good with `failure`. It leaves the outbox if it was queued.
+/// `Rejected` when the message changed since it was read.
+pub async fn settle_change<S: Store>(
+    store: &S,
+    read: &Message,
+    failure: Option<String>,
+) -> Result<Message, StoreError> {
+    let outbox = match read.pending_change.as_ref().map(|change| change.delivery) {
+        Some(Delivery::Queued) => Outbox::Leave,
+        _ => Outbox::Keep,
+    };
+    let mut settled = read.clone();
+    settled.pending_change = None;
+    if failure.is_some() {
+        settled.failure = failure;
+    }
+    store.update_message(read, &settled, outbox, None).await?;
+    settled.revision += 1;
+    Ok(settled)
+}
+
+/// Moves `read`'s direct pending change into the outbox and queues a job for it.
+async fn queue_change<S: Store, Q: RetryQueue>(
+    store: &S,
+    queue: &Q,
+    read: &Message,
+) -> Result<Message, Error> {
+    let mut queued = read.clone();
+    if let Some(change) = &mut queued.pending_change {
+        change.delivery = Delivery::Queued;
+    }
+    store
+        .update_message(read, &queued, Outbox::Enter, None)
+        .await?;
+    queued.revision += 1;
+    queue
+        .enqueue(&RetryJob::change(
+            queued.conversation_id.clone(),
+            queued.id,
+            queued.changes,
+        ))
+        .await?;
+    Ok(queued)
+}
+
+/// Stores `changed` (the message `read` with a new change of kind `kind`
+/// applied) and delivers the change: directly when nothing waits before it,
+/// else through the outbox. `idempotency` is the request's key, used once.
+/// `Err(Store(Rejected))` when the message or the outbox changed since they
+/// were read: read again and retry.
+pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
+    ports: (&S, &M, &Q),
+    room: &RoomId,
+    read: &Message,
+    mut changed: Message,
+    kind: ChangeKind,
+    outbox_empty: bool,
+    idempotency: Option<&crate::model::IdempotencyRecord>,
+) -> Result<Accepted, Error> {
+    let (store, matrix, queue) = ports;
+    changed.changes = read.changes + 1;
+    // A queued change is replaced: its job delivers the latest one.
+    let already_queued = read
+        .pending_change
+        .as_ref()
+        .is_some_and(|change| change.delivery == Delivery::Queued);
+    let (delivery, outbox) = if already_queued {
+        (Delivery::Queued, Outbox::Keep)
+    } else if outbox_empty {
+        (Delivery::Direct, Outbox::RequireEmpty)
+    } else {
+        (Delivery::Queued, Outbox::Enter)
+    };
+    changed.pending_change = Some(PendingChange { kind, delivery });
+    store
+        .update_message(read, &changed, outbox, idempotency)
+        .await?;
+    changed.revision = read.revision + 1;
+    match (delivery, already_queued) {
+        (Delivery::Queued, true) => return Ok(Accepted::Queued(changed)),
+        (Delivery::Queued, false) => {
+            queue
+                .enqueue(&RetryJob::change(
+                    changed.conversation_id.clone(),
+                    changed.id,
+                    changed.changes,
+                ))
+                .await?;
+            return Ok(Accepted::Queued(changed));
+        }
+        (Delivery::Direct, _) => {}
+    }
+    match send_change(matrix, room, &changed).await {
+        Ok(()) => Ok(Accepted::Done(settle_or_leave(store, &changed, None).await)),
+        Err(err) if err.is_transient() => {
+            tracing::warn!(error = %err, message_id = %changed.id, "homeserver unavailable; queueing the change");
+            Ok(Accepted::Queued(
+                queue_change(store, queue, &changed).await?,
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, message_id = %changed.id, "homeserver refused the change");
+            let failure = format!("the change was not delivered: {}", err.reason());
+            Ok(Accepted::Done(
+                settle_or_leave(store, &changed, Some(failure)).await,
+            ))
+        }
+    }
+}
+
+/// Settles a direct change; if that write fails, the change stays pending
+/// on the message (delivered all the same), which the next change or the
+/// sweeper clears, and the caller still gets its answer.
+async fn settle_or_leave<S: Store>(store: &S, read: &Message, failure: Option<String>) -> Message {
+    match settle_change(store, read, failure.clone()).await {
+        Ok(settled) => settled,
+        Err(err) => {
+            tracing::error!(error = %err, message_id = %read.id, "change delivered but not settled");
+            let mut shown = read.clone();
+            shown.failure = failure.or(shown.failure);
+            shown
+        }
+    }
+}
