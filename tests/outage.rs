@@ -3,8 +3,12 @@
 //! the conversation queue behind it instead of overtaking it, and once the
 //! homeserver is back the retry function delivers them all, in order.
 //!
+//! Edits and deletes accepted meanwhile wait in the same outbox and are
+//! delivered after what was queued before them.
+//!
 //! This stops the real Synapse, so it is a test binary of its own (cargo runs
-//! test binaries one after another) and restarts Synapse when it ends.
+//! test binaries one after another), its tests take turns, and it restarts
+//! Synapse when it ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "stack/client.rs"]
@@ -25,6 +29,9 @@ use bridge::store::DynamoStore;
 use bridge_dev::retry_poller::drain_once;
 use client::{Api, MatrixUser, token, unique};
 use support::{sdk_config, var};
+
+/// One outage at a time: the tests of this binary take turns.
+static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Stops Synapse for the life of the guard; starts it again on drop, also
 /// when the test fails.
@@ -107,6 +114,7 @@ impl RetryLoop {
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn sends_accepted_while_the_homeserver_is_down_are_delivered_later_in_order() {
+    let _turn = OUTAGE.lock().await;
     let api = Api::new();
     let alice = unique("alice");
     let conversation = unique("outage");
@@ -226,5 +234,96 @@ async fn sends_accepted_while_the_homeserver_is_down_are_delivered_later_in_orde
         (third.status, third.body["status"].as_str()),
         (201, Some("sent")),
         "the outbox is empty again"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn edits_and_deletes_accepted_while_the_homeserver_is_down_are_delivered_in_order() {
+    let _turn = OUTAGE.lock().await;
+    let api = Api::new();
+    let alice = unique("alice");
+    let conversation = unique("outage");
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let user = token(&alice, false);
+    let carol = MatrixUser::register(&unique("carol")).await;
+    let created = api
+        .provision(&json!({"id": conversation, "kind": "group", "members": [
+            {"user_id": alice, "role": "owner"}, {"matrix_user_id": carol.user_id}]}))
+        .await;
+    let room_id = created["room_id"].as_str().unwrap().to_owned();
+    carol.join(&room_id).await;
+    let send = |body: &'static str| {
+        let (api, path, user) = (&api, &path, &user);
+        async move { api.json("POST", path, user, &json!({ "body": body })).await }
+    };
+    let edited = send("edit me").await;
+    let deleted = send("delete me").await;
+    assert_eq!((edited.status, deleted.status), (201, 201));
+    let message_path =
+        |reply: &client::Reply| format!("{path}/{}", reply.body["id"].as_str().unwrap());
+
+    let down = HomeserverDown::stop().await;
+    let edit = api
+        .json(
+            "PUT",
+            &message_path(&edited),
+            &user,
+            &json!({"body": "edited while down"}),
+        )
+        .await;
+    assert_eq!(edit.status, 202, "{edit:?}");
+    let delete = api
+        .call("DELETE", &message_path(&deleted), Some(&user), &[], None)
+        .await;
+    assert_eq!(delete.status, 204, "{delete:?}");
+    let after = send("sent after both").await;
+    assert_eq!(
+        (after.status, after.body["status"].as_str()),
+        (202, Some("pending"))
+    );
+    // The history shows the accepted changes already.
+    let now = api.get(&message_path(&edited), &user).await;
+    assert_eq!(now.body["body"], "edited while down");
+    let gone = api.get(&message_path(&deleted), &user).await;
+    assert_eq!(gone.body["status"], "deleted");
+    drop(down);
+
+    // The retry function delivers the edit, the redaction, then the send.
+    let retry = RetryLoop::new().await;
+    let started = Instant::now();
+    loop {
+        retry.once().await;
+        let last = api.get(&message_path(&after), &user).await;
+        if last.body["status"] == "sent" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not delivered: {last:?}"
+        );
+    }
+    let timeline = carol.timeline(&room_id).await;
+    let position = |wanted: &dyn Fn(&Value) -> bool| {
+        let found: Vec<usize> = timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| wanted(event))
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one: {timeline:?}");
+        found[0]
+    };
+    let edit_at = position(&|event| {
+        event["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            && event["content"]["m.new_content"]["body"] == "edited while down"
+            && event["content"]["m.relates_to"]["event_id"] == edited.body["event_id"]
+    });
+    let redaction_at = position(&|event| event["type"] == "m.room.redaction");
+    let send_at = position(&|event| event["content"]["body"] == "sent after both");
+    // In order: the edit, the redaction, then the later send.
+    assert!(
+        edit_at < redaction_at && redaction_at < send_at,
+        "{edit_at} {redaction_at} {send_at}"
     );
 }

@@ -7,11 +7,12 @@
 mod support;
 
 use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
+use bridge::model::{ChangeKind, PendingChange};
 use bridge::model::{
     Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
     Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender,
 };
-use bridge::store::{Claim, DynamoStore, MemoryStore, Store, StoreError};
+use bridge::store::{Claim, DynamoStore, MemoryStore, Outbox, Store, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
 
@@ -488,6 +489,91 @@ async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Sto
     assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
 }
 
+async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let original = message(&id, "alice", "before", Delivery::Direct);
+    store.insert_message(&original, None).await.unwrap();
+    store
+        .mark_sent(&original, event_id!("$orig"))
+        .await
+        .unwrap();
+    let read = store.message(&id, original.id).await.unwrap().unwrap();
+
+    // An edit that waits in the outbox: counted in, with its key used once.
+    let mut edited = read.clone();
+    edited.body = "after".into();
+    edited.changes = 1;
+    edited.pending_change = Some(PendingChange {
+        kind: ChangeKind::Edit,
+        delivery: Delivery::Queued,
+    });
+    let key = IdempotencyRecord {
+        scope: format!("edit:alice/{id}/k"),
+        body_hash: "h".into(),
+        message_id: read.id,
+        conversation_id: id.clone(),
+        expires_at: OffsetDateTime::now_utc() + Duration::hours(1),
+    };
+    store
+        .update_message(&read, &edited, Outbox::Enter, Some(&key))
+        .await
+        .unwrap();
+    let stored = store.message(&id, read.id).await.unwrap().unwrap();
+    assert_eq!((stored.body.as_str(), stored.revision), ("after", 1));
+    assert_eq!(stored.pending_change, edited.pending_change);
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+
+    // A stale copy, a used key, or a direct change past a queued one: refused.
+    assert!(matches!(
+        store
+            .update_message(&read, &edited, Outbox::Keep, None)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(matches!(
+        store
+            .update_message(&stored, &edited, Outbox::Keep, Some(&key))
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(matches!(
+        store
+            .update_message(&stored, &edited, Outbox::RequireEmpty, None)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    let unchanged = store.message(&id, read.id).await.unwrap().unwrap();
+    assert_eq!(unchanged.revision, 1, "nothing was written");
+
+    // Delivered: out of the outbox.
+    let mut delivered = stored.clone();
+    delivered.pending_change = None;
+    store
+        .update_message(&stored, &delivered, Outbox::Leave, None)
+        .await
+        .unwrap();
+    let done = store.message(&id, read.id).await.unwrap().unwrap();
+    assert_eq!((done.pending_change.clone(), done.revision), (None, 2));
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    // A status that changed under a copy makes it stale too.
+    store
+        .mark_failed(&done, "ignored: not pending")
+        .await
+        .unwrap();
+    let mut deleted = done.clone();
+    deleted.status = MessageStatus::Deleted;
+    store
+        .update_message(&done, &deleted, Outbox::RequireEmpty, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_message(&done, &deleted, Outbox::Keep, None)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+}
+
 async fn history_pages_newest_first(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let mut sent = Vec::new();
@@ -573,5 +659,6 @@ both_adapters!(
     idempotency_keys_are_used_once,
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
+    updates_hold_only_while_the_message_is_as_read,
     history_pages_newest_first,
 );

@@ -4,6 +4,7 @@
 //! `Authorization` header and the puppet in `?user_id=`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -59,13 +60,15 @@ impl PathInput for SinglePath {
 }
 
 /// The appservice's client-server API client.
+/// Clones share their HTTP connections and their request count.
+#[derive(Clone)]
 pub struct AppserviceClient {
     http: reqwest::Client,
     base_url: String,
     as_token: Secret,
     bot: OwnedUserId,
     versions: SupportedVersions,
-    requests: AtomicU64,
+    requests: Arc<AtomicU64>,
 }
 
 impl AppserviceClient {
@@ -82,7 +85,7 @@ impl AppserviceClient {
             as_token: config.as_token.clone(),
             bot: config.bot_user_id.clone(),
             versions,
-            requests: AtomicU64::new(0),
+            requests: Arc::new(AtomicU64::new(0)),
         }
     }
 

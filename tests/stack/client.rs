@@ -205,20 +205,39 @@ impl MatrixUser {
 
     /// The room's `m.room.message` events, oldest first, as this user sees them.
     pub async fn messages(&self, room_id: &str) -> Vec<Value> {
+        self.events(room_id, "m.room.message").await
+    }
+
+    /// The room's latest 100 events of `event_type`, oldest first.
+    pub async fn events(&self, room_id: &str, event_type: &str) -> Vec<Value> {
+        self.timeline(room_id)
+            .await
+            .into_iter()
+            .filter(|event| event["type"] == event_type)
+            .collect()
+    }
+
+    /// The room's latest 100 events, oldest first.
+    pub async fn timeline(&self, room_id: &str) -> Vec<Value> {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
             encode(room_id)
         );
         let reply = self.request(reqwest::Method::GET, &path, None).await;
-        let mut events: Vec<Value> = reply["chunk"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|event| event["type"] == "m.room.message")
-            .cloned()
-            .collect();
+        let mut events = reply["chunk"].as_array().unwrap().clone();
         events.reverse();
         events
+    }
+
+    /// One event, as the server serves it (with its aggregations, or
+    /// redacted).
+    pub async fn event(&self, room_id: &str, event_id: &str) -> Value {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            encode(room_id),
+            encode(event_id)
+        );
+        self.request(reqwest::Method::GET, &path, None).await
     }
 
     pub async fn state(&self, room_id: &str, event_type: &str, state_key: &str) -> Value {

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod changes;
 mod client;
 mod flows;
 mod guards;
