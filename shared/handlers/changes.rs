@@ -12,11 +12,40 @@
 use ruma::RoomId;
 
 use crate::error::Error;
+use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
 use crate::matrix::content::edit_content;
+use crate::metrics::Metrics;
 use crate::model::{ChangeKind, Delivery, Message, PendingChange};
+use crate::ports::{InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{Outbox, Store, StoreError};
+
+/// The state of a function that changes messages (edit, delete), built
+/// once per container.
+pub struct Changer<S, M, Q> {
+    pub store: S,
+    pub matrix: M,
+    pub queue: Q,
+    pub namer: PuppetNamer,
+    pub metrics: Metrics,
+}
+
+impl<S, M, Q> Changer<S, M, Q> {
+    /// The state of the function `name`.
+    pub async fn build<P>(ports: &P, name: &'static str) -> Result<Self, InitError>
+    where
+        P: Ports<Store = S, Matrix = M, Queue = Q>,
+    {
+        Ok(Self {
+            store: ports.store().await?,
+            matrix: ports.matrix()?,
+            queue: ports.queue().await?,
+            namer: ports.namer()?,
+            metrics: ports.metrics(name),
+        })
+    }
+}
 
 /// What became of a change the API accepted.
 #[derive(Debug, PartialEq, Eq)]

@@ -168,11 +168,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                     return Ok(Outcome::Later(err.to_string()));
                 }
                 Err(err) => {
-                    let reason = if err.is_transient() {
-                        format!("gave up after {attempt} attempts: {}", err.reason())
-                    } else {
-                        err.reason()
-                    };
+                    let reason = final_reason(&err, attempt);
                     tracing::warn!(error = %err, message_id = %message.id, "change failed for good");
                     self.metrics.count(Counter::MessagesFailed);
                     let failure = format!("the change was not delivered: {reason}");
@@ -251,11 +247,8 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Ok(Outcome::Later(err.to_string()))
             }
             Err(err) => {
-                let reason = if err.is_transient() {
-                    format!("gave up after {attempt} attempts: {}", err.reason())
-                } else {
-                    err.reason()
-                };
+                let err = Error::from(err);
+                let reason = final_reason(&err, attempt);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.store.mark_failed(&message, &reason).await?;
                 self.metrics.count(Counter::MessagesFailed);
@@ -263,5 +256,15 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Ok(Outcome::Done)
             }
         }
+    }
+}
+
+/// Why a delivery failed for good: the refusal, or the last of `attempt`
+/// transient failures.
+fn final_reason(err: &Error, attempt: u32) -> String {
+    if err.is_transient() {
+        format!("gave up after {attempt} attempts: {}", err.reason())
+    } else {
+        err.reason()
     }
 }
