@@ -358,6 +358,12 @@ impl IdempotencyRecord {
     /// How long a key is remembered.
     pub const LIFETIME: time::Duration = time::Duration::hours(24);
 
+    /// Whether the key is still remembered at `now`. DynamoDB deletes
+    /// expired items days late, so an expired record counts as absent.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_at > now
+    }
+
     pub fn scope(caller: &AppUserId, conversation: &ConversationId, key: &str) -> String {
         format!("{caller}/{conversation}/{key}")
     }

@@ -574,6 +574,91 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     ));
 }
 
+async fn the_outbox_counts_what_is_stored_not_a_stale_copy(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let direct = message(&id, "alice", "answer lost", Delivery::Direct);
+    store.insert_message(&direct, None).await.unwrap();
+    // Another request moved it to the outbox; this copy still says direct.
+    store.mark_queued(&direct).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    store.mark_sent(&direct, event_id!("$stale")).await.unwrap();
+    assert_eq!(
+        store.conversation(&id).await.unwrap().unwrap().outbox,
+        0,
+        "out of the outbox, as stored"
+    );
+    // And a queued copy of a direct message does not count it out.
+    let other = message(&id, "alice", "direct", Delivery::Direct);
+    store.insert_message(&other, None).await.unwrap();
+    let mut stale_queued = other.clone();
+    stale_queued.delivery = Delivery::Queued;
+    store
+        .mark_failed(&stale_queued, "the homeserver refused it (M_BAD_JSON)")
+        .await
+        .unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+}
+
+async fn expired_idempotency_keys_count_as_absent(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "yesterday", Delivery::Direct);
+    let scope = format!("alice/{id}/old-key");
+    let expired = IdempotencyRecord {
+        scope: scope.clone(),
+        body_hash: "h".into(),
+        message_id: first.id,
+        conversation_id: id.clone(),
+        expires_at: OffsetDateTime::now_utc() - Duration::minutes(1),
+    };
+    store.insert_message(&first, Some(&expired)).await.unwrap();
+    store.mark_sent(&first, event_id!("$y")).await.unwrap();
+    let context = store
+        .send_context(&id, &puppet_id("alice"), Some(&scope))
+        .await
+        .unwrap();
+    assert_eq!(context.idempotency, None, "expired: not remembered");
+    let second = message(&id, "alice", "today", Delivery::Direct);
+    let fresh = IdempotencyRecord {
+        message_id: second.id,
+        expires_at: OffsetDateTime::now_utc() + Duration::hours(24),
+        ..expired
+    };
+    store.insert_message(&second, Some(&fresh)).await.unwrap();
+    let context = store
+        .send_context(&id, &puppet_id("alice"), Some(&scope))
+        .await
+        .unwrap();
+    assert_eq!(context.idempotency.map(|r| r.message_id), Some(second.id));
+}
+
+async fn history_pages_past_a_megabyte(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    // 40 messages of 30 KiB: more than one 1 MB page of the table.
+    for n in 0..40 {
+        let m = message(
+            &id,
+            "alice",
+            &format!("{n:02}{}", "x".repeat(30 * 1024)),
+            Delivery::Direct,
+        );
+        store.insert_message(&m, None).await.unwrap();
+        store
+            .mark_sent(
+                &m,
+                &ruma::OwnedEventId::try_from(format!("$big{n}")).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let page = store.messages(&id, 38, None).await.unwrap();
+    assert_eq!(page.messages.len(), 38);
+    assert!(page.next.is_some(), "two older messages are left");
+    let rest = store.messages(&id, 38, page.next).await.unwrap();
+    assert_eq!(rest.messages.len(), 2);
+    assert_eq!(rest.next, None);
+    assert!(rest.messages[1].body.starts_with("00"));
+}
+
 async fn history_pages_newest_first(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let mut sent = Vec::new();
@@ -660,5 +745,8 @@ both_adapters!(
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
     updates_hold_only_while_the_message_is_as_read,
+    the_outbox_counts_what_is_stored_not_a_stale_copy,
+    expired_idempotency_keys_count_as_absent,
+    history_pages_past_a_megabyte,
     history_pages_newest_first,
 );

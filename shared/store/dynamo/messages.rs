@@ -5,10 +5,11 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use ruma::{EventId, UserId};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::DynamoStore;
 use super::idempotency::remember_once;
-use super::table::{Write, item, key_of, n, record, s, unless_rejected};
+use super::table::{Write, item, key_of, n, record, s};
 use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
@@ -43,27 +44,37 @@ fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write
 }
 
 impl DynamoStore {
-    /// Applies `update` (which has no condition of its own) to a message that
-    /// is still pending, with `also` in the same transaction, taking it out
-    /// of the outbox if it was queued. A message that is no longer pending is
-    /// left alone, and that is no error.
+    /// Applies `outcome` (an update with no condition of its own) to a
+    /// message that is still pending, with `also` in the same transaction,
+    /// taking it out of the outbox if the *stored* message was queued. A
+    /// message that is no longer pending is left alone, and that is no error.
     async fn settle(
         &self,
         message: &Message,
-        update: Write,
-        also: Option<Write>,
+        outcome: impl Fn() -> Result<(Write, Option<Write>), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut writes = vec![
-            update
-                .when("#status = :pending")
-                .name("#status", "status")
-                .value(":pending", s(MessageStatus::Pending.as_str())),
-        ];
-        writes.extend(also);
-        if message.delivery == Delivery::Queued {
-            writes.push(outbox_change(&message.conversation_id, -1, false));
+        // Which delivery the stored message has decides the outbox change;
+        // the condition names it, so a stale copy cannot miscount.
+        for delivery in [Delivery::Queued, Delivery::Direct] {
+            let (update, also) = outcome()?;
+            let mut writes = vec![
+                update
+                    .when("#status = :pending AND #delivery = :delivery")
+                    .name("#status", "status")
+                    .name("#delivery", "delivery")
+                    .value(":pending", s(MessageStatus::Pending.as_str()))
+                    .value(":delivery", s(delivery.as_str())),
+            ];
+            writes.extend(also);
+            if delivery == Delivery::Queued {
+                writes.push(outbox_change(&message.conversation_id, -1, false));
+            }
+            match self.table.transact(writes).await {
+                Err(StoreError::Rejected) => continue,
+                other => return other,
+            }
         }
-        unless_rejected(self.table.transact(writes).await)
+        Ok(())
     }
 }
 
@@ -124,7 +135,8 @@ impl MessageStore for DynamoStore {
             } else if key == member {
                 context.member = Some(record(item)?);
             } else if idempotency.as_ref() == Some(&key) {
-                context.idempotency = Some(record(item)?);
+                let found: IdempotencyRecord = record(item)?;
+                context.idempotency = found.is_live(OffsetDateTime::now_utc()).then_some(found);
             }
         }
         Ok(context)
@@ -135,26 +147,34 @@ impl MessageStore for DynamoStore {
             conversation_id: message.conversation_id.clone(),
             message_id: message.id,
         };
-        let sent = Write::update(
-            keys::message(&message.conversation_id, message.id),
-            "SET #status = :sent, #event = :event",
-        )
-        .name("#event", "event_id")
-        .value(":sent", s(MessageStatus::Sent.as_str()))
-        .value(":event", s(event_id.as_str()));
-        let lookup = Write::put(item(keys::event(event_id), &lookup)?);
-        self.settle(message, sent, Some(lookup)).await
+        self.settle(message, || {
+            let sent = Write::update(
+                keys::message(&message.conversation_id, message.id),
+                "SET #status = :sent, #event = :event",
+            )
+            .name("#event", "event_id")
+            .value(":sent", s(MessageStatus::Sent.as_str()))
+            .value(":event", s(event_id.as_str()));
+            Ok((
+                sent,
+                Some(Write::put(item(keys::event(event_id), &lookup)?)),
+            ))
+        })
+        .await
     }
 
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
-        let failed = Write::update(
-            keys::message(&message.conversation_id, message.id),
-            "SET #status = :failed, #failure = :reason",
-        )
-        .name("#failure", "failure")
-        .value(":failed", s(MessageStatus::Failed.as_str()))
-        .value(":reason", s(reason));
-        self.settle(message, failed, None).await
+        self.settle(message, || {
+            let failed = Write::update(
+                keys::message(&message.conversation_id, message.id),
+                "SET #status = :failed, #failure = :reason",
+            )
+            .name("#failure", "failure")
+            .value(":failed", s(MessageStatus::Failed.as_str()))
+            .value(":reason", s(reason));
+            Ok((failed, None))
+        })
+        .await
     }
 
     async fn update_message(

@@ -10,6 +10,13 @@ use crate::model::{
 use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 impl State {
+    /// Whether a key is remembered: recorded and not expired.
+    fn remembers(&self, scope: &str) -> bool {
+        self.idempotency
+            .get(scope)
+            .is_some_and(|record| record.is_live(time::OffsetDateTime::now_utc()))
+    }
+
     /// Applies `outcome` to a message that is still pending, taking it out
     /// of the outbox if it was queued; whether it was pending.
     fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
@@ -21,8 +28,9 @@ impl State {
         else {
             return false;
         };
+        let queued = stored.delivery == Delivery::Queued;
         outcome(stored);
-        if message.delivery == Delivery::Queued {
+        if queued {
             if let Some(conversation) = self.conversations.get_mut(id) {
                 conversation.outbox -= 1;
             }
@@ -49,7 +57,7 @@ impl MessageStore for MemoryStore {
                 Delivery::Direct => member.joined && conversation.outbox == 0,
                 Delivery::Queued => true,
             }
-            && idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope))
+            && idempotency.is_none_or(|record| !state.remembers(&record.scope))
             && !state.messages.contains_key(&(id.clone(), message.id));
         if !allowed {
             return Err(StoreError::Rejected);
@@ -80,7 +88,9 @@ impl MessageStore for MemoryStore {
         Ok(SendContext {
             conversation: state.conversations.get(id).cloned(),
             member: state.members.get(&member_key(id, user)).cloned(),
-            idempotency: idempotency_scope.and_then(|scope| state.idempotency.get(scope).cloned()),
+            idempotency: idempotency_scope
+                .filter(|scope| state.remembers(scope))
+                .and_then(|scope| state.idempotency.get(scope).cloned()),
         })
     }
 
@@ -128,8 +138,7 @@ impl MessageStore for MemoryStore {
             Outbox::RequireEmpty => outbox_now.is_none_or(|count| count <= 0),
             Outbox::Keep | Outbox::Enter | Outbox::Leave => outbox_now.is_some(),
         };
-        let key_free =
-            idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope));
+        let key_free = idempotency.is_none_or(|record| !state.remembers(&record.scope));
         if !(unchanged && outbox_allows && key_free) {
             return Err(StoreError::Rejected);
         }
