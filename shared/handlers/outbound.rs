@@ -4,7 +4,7 @@
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use crate::error::Error;
-use crate::matrix::content::text_content;
+use crate::matrix::content::{media_content, text_content};
 use crate::matrix::{Matrix, MatrixError};
 use crate::model::Message;
 use crate::store::Store;
@@ -15,11 +15,23 @@ pub fn send_txn_id(message: &Message) -> String {
     message.id.txn_id("send")
 }
 
-/// The `m.room.message` content for a message, with its reply relation.
+/// The `m.room.message` content for a message, with its reply relation: a
+/// file's (its body the caption) when it has an attachment, else text.
 pub fn event_content(
     message: &Message,
     reply_to_event: Option<&ruma::EventId>,
 ) -> Result<serde_json::Value, Error> {
+    if let Some(file) = message.attachments.first() {
+        return media_content(
+            &file.info,
+            &file.content_uri,
+            &file.filename,
+            Some(&message.body),
+            message.html.as_deref(),
+            reply_to_event,
+            &message.id,
+        );
+    }
     text_content(
         &message.body,
         message.html.as_deref(),

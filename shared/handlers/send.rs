@@ -18,6 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::attachments::{self, AttachmentRef};
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
@@ -60,10 +61,14 @@ const ROOM_CACHE_SIZE: usize = 10_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendMessage {
+    /// With an attachment, its caption (which may be empty).
+    #[serde(default)]
     body: String,
     #[serde(default)]
     format: Format,
     reply_to: Option<MessageId>,
+    #[serde(default)]
+    attachments: Vec<AttachmentRef>,
     as_user: Option<AppUserId>,
 }
 
@@ -149,8 +154,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let user = request.caller.acting_user(input.as_user.clone())?;
         let idempotency_key = idempotency_key(&request)?;
         let body_hash = hex(&Sha256::digest(request.body()));
-        if input.body.trim().is_empty() {
-            return Err(ApiError::InvalidRequest("body must not be empty".into()));
+        if input.body.trim().is_empty() && input.attachments.is_empty() {
+            return Err(ApiError::InvalidRequest(
+                "body must not be empty (it may be, as a caption, with an attachment)".into(),
+            ));
         }
         if input.body.len() > MAX_BODY {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -177,6 +184,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             },
             None => None,
         };
+        let attachments = attachments::resolve(
+            &self.store,
+            &request,
+            &user,
+            &sender_id,
+            &conversation_id,
+            &input.attachments,
+        )
+        .await?;
         let html = match input.format {
             Format::Markdown => markdown::render(&input.body),
             Format::Plain => None,
@@ -193,6 +209,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             format: input.format,
             html,
             reply_to: input.reply_to,
+            attachments,
             status: MessageStatus::Pending,
             delivery: Delivery::Direct,
             event_id: None,
@@ -397,7 +414,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
 
 /// The answer for a sender who is not a member: `404` for users, so ids do
 /// not leak; `403` for a service token, which may know the conversation.
-fn not_a_member(request: &ApiRequest, user: &AppUserId, id: &ConversationId) -> ApiError {
+pub(super) fn not_a_member(
+    request: &ApiRequest,
+    user: &AppUserId,
+    id: &ConversationId,
+) -> ApiError {
     if request.caller.admin {
         ApiError::Forbidden(format!(
             "user '{user}' is not a member of conversation '{id}'"

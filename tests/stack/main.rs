@@ -10,4 +10,5 @@ mod client;
 mod flows;
 mod guards;
 mod matrix_ops;
+mod media_activity;
 mod round_trips;

@@ -23,15 +23,15 @@ fn encode(segment: &str) -> String {
 
 /// A plain Matrix user with its own access token, registered with Synapse's
 /// shared-secret admin API, reading what Element would.
-struct Person {
-    user_id: OwnedUserId,
+pub(crate) struct Person {
+    pub(crate) user_id: OwnedUserId,
     token: String,
     http: reqwest::Client,
     base: String,
 }
 
 impl Person {
-    async fn register() -> Self {
+    pub(crate) async fn register() -> Self {
         let name = unique("reader");
         let http = reqwest::Client::new();
         let base = var("MATRIX_HOMESERVER_URL");
@@ -81,14 +81,14 @@ impl Person {
         body
     }
 
-    async fn join(&self, room: &RoomId) {
+    pub(crate) async fn join(&self, room: &RoomId) {
         let path = format!("/_matrix/client/v3/join/{}", encode(room.as_str()));
         self.call(reqwest::Method::POST, &path, Some(json!({})))
             .await;
     }
 
     /// An event as this user sees it, with the server's bundled aggregations.
-    async fn event(&self, room: &RoomId, event_id: &str) -> Value {
+    pub(crate) async fn event(&self, room: &RoomId, event_id: &str) -> Value {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/event/{}",
             encode(room.as_str()),
@@ -99,7 +99,7 @@ impl Person {
 
     /// Downloads a file with authenticated media (Synapse serves new media
     /// only there).
-    async fn download(&self, mxc: &str) -> (String, Vec<u8>) {
+    pub(crate) async fn download(&self, mxc: &str) -> (String, Vec<u8>) {
         let path = mxc.strip_prefix("mxc://").unwrap();
         let url = format!("{}/_matrix/client/v1/media/download/{path}", self.base);
         let response = self
@@ -118,7 +118,7 @@ impl Person {
     }
 
     /// One `/sync` of `room` since `since`, waiting up to 5 s for news.
-    async fn sync(&self, room: &RoomId, since: Option<&str>) -> Value {
+    pub(crate) async fn sync(&self, room: &RoomId, since: Option<&str>) -> Value {
         let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 5}}}).to_string();
         let mut path = format!(
             "/_matrix/client/v3/sync?timeout=5000&filter={}",
@@ -132,7 +132,7 @@ impl Person {
 
     /// Syncs until an ephemeral event of `room` satisfies `found`, for up to
     /// 30 s; answers that event and the token to sync on from.
-    async fn sync_until(
+    pub(crate) async fn sync_until(
         &self,
         room: &RoomId,
         since: &str,
@@ -218,7 +218,7 @@ impl Room {
 /// A real PNG of `width` x `height` opaque red pixels: IHDR, one IDAT of
 /// stored (uncompressed) deflate blocks, IEND, with their CRCs, so Synapse
 /// can thumbnail it.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
         for byte in bytes {
@@ -286,8 +286,16 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
         .unwrap();
     assert_eq!(url.server_name().unwrap(), "localhost");
     let message_id = MessageId::new();
-    let content =
-        media_content(&info, &url, "red.png", Some("a red rectangle"), &message_id).unwrap();
+    let content = media_content(
+        &info,
+        &url,
+        "red.png",
+        Some("a red rectangle"),
+        None,
+        None,
+        &message_id,
+    )
+    .unwrap();
     let event_id = room
         .matrix
         .send_message(
