@@ -7,12 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::ids::{AppUserId, ConversationId};
+use crate::media::MediaInfo;
 
 /// What a conversation is in the application; it decides the room's preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +142,15 @@ pub struct Member {
     /// users are invited and join on their own, so it stays false for them.
     #[serde(default)]
     pub joined: bool,
+    /// Until when the homeserver was last told the member is typing (epoch
+    /// milliseconds, so the table can compare it in a condition): a repeat
+    /// within the window is not passed on.
+    #[serde(
+        default,
+        with = "time::serde::timestamp::milliseconds_i64::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub typing_until: Option<OffsetDateTime>,
 }
 
 /// An application user and its Matrix puppet.
@@ -274,6 +284,9 @@ pub struct Message {
     pub html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The file the message carries (Matrix events carry at most one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     pub status: MessageStatus,
     #[serde(default)]
     pub delivery: Delivery,
@@ -339,6 +352,70 @@ pub enum ChangeKind {
 pub struct PendingChange {
     pub kind: ChangeKind,
     pub delivery: Delivery,
+}
+
+/// A media id: a UUIDv7, like a message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MediaId(Uuid);
+
+impl MediaId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for MediaId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MediaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for MediaId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// A file a member uploaded into a conversation, in the homeserver's media
+/// repository. Only its uploader may attach it, and only in that conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub media_id: MediaId,
+    pub conversation_id: ConversationId,
+    pub uploader: AppUserId,
+    pub content_uri: OwnedMxcUri,
+    pub info: MediaInfo,
+    pub filename: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A file as a message carries it: what its event says about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub media_id: MediaId,
+    pub content_uri: OwnedMxcUri,
+    pub info: MediaInfo,
+    pub filename: String,
+}
+
+impl From<&MediaRecord> for Attachment {
+    fn from(media: &MediaRecord) -> Self {
+        Self {
+            media_id: media.media_id,
+            content_uri: media.content_uri.clone(),
+            info: media.info.clone(),
+            filename: media.filename.clone(),
+        }
+    }
 }
 
 /// What an `Idempotency-Key` was first used for.

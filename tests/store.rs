@@ -7,11 +7,13 @@
 mod support;
 
 use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
-use bridge::model::{ChangeKind, PendingChange};
+use bridge::media::MediaInfo;
 use bridge::model::{
-    Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
-    Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender,
+    Attachment, Conversation, ConversationKind, ConversationStatus, Delivery, Format,
+    IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
+    Puppet, Role, Sender,
 };
+use bridge::model::{ChangeKind, PendingChange};
 use bridge::store::{Claim, DynamoStore, MemoryStore, Outbox, Store, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
@@ -49,6 +51,7 @@ fn member(id: &ConversationId, name: &str, joined: bool) -> Member {
         role: Role::Member,
         display_name: Some(name.to_uppercase()),
         joined,
+        typing_until: None,
     }
 }
 
@@ -69,6 +72,7 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         format: Format::Plain,
         html: None,
         reply_to: None,
+        attachments: Vec::new(),
         status: MessageStatus::Pending,
         delivery,
         event_id: None,
@@ -693,6 +697,125 @@ async fn history_pages_newest_first(store: &impl Store) {
     );
 }
 
+fn upload(id: &ConversationId, by: &str) -> MediaRecord {
+    MediaRecord {
+        media_id: MediaId::new(),
+        conversation_id: id.clone(),
+        uploader: user(by),
+        content_uri: "mxc://localhost/abcdef".into(),
+        info: MediaInfo {
+            mimetype: "image/png".into(),
+            size: 1234,
+            width: Some(640),
+            height: Some(480),
+        },
+        filename: "cat.png".into(),
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+async fn media_are_recorded_once_in_their_conversation(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let image = upload(&id, "alice");
+    store.put_media(&image).await.unwrap();
+    assert_eq!(
+        store.media(&id, image.media_id).await.unwrap(),
+        Some(image.clone())
+    );
+    assert!(
+        matches!(store.put_media(&image).await, Err(StoreError::Rejected)),
+        "an id is recorded once"
+    );
+    assert_eq!(
+        store.media(&fresh_id(), image.media_id).await.unwrap(),
+        None,
+        "not found from another conversation"
+    );
+    assert_eq!(store.media(&id, MediaId::new()).await.unwrap(), None);
+
+    let pdf = MediaRecord {
+        info: MediaInfo {
+            mimetype: "application/pdf".into(),
+            size: 9,
+            width: None,
+            height: None,
+        },
+        filename: "notes.pdf".into(),
+        ..upload(&id, "bob")
+    };
+    store.put_media(&pdf).await.unwrap();
+    assert_eq!(store.media(&id, pdf.media_id).await.unwrap(), Some(pdf));
+
+    // Media share the conversation's partition with its members and
+    // messages, and stay out of their reads.
+    let mut with_file = message(&id, "alice", "a caption", Delivery::Direct);
+    with_file.attachments = vec![Attachment::from(&image)];
+    store.insert_message(&with_file, None).await.unwrap();
+    let (_, members) = store.conversation_with_members(&id).await.unwrap().unwrap();
+    assert_eq!(members.len(), 2);
+    let page = store.messages(&id, 10, None).await.unwrap();
+    assert_eq!(
+        page.messages,
+        vec![with_file.clone()],
+        "the message keeps its file"
+    );
+}
+
+async fn typing_windows_open_once_until_they_end(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let alice = puppet_id("alice");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::seconds(10);
+    assert!(store.start_typing(&id, &alice, now, until).await.unwrap());
+    let stored = store.member(&id, &alice).await.unwrap().unwrap();
+    assert_eq!(
+        stored
+            .typing_until
+            .map(|t| t.unix_timestamp_nanos() / 1_000_000),
+        Some(until.unix_timestamp_nanos() / 1_000_000),
+        "kept to the millisecond"
+    );
+    let later = now + Duration::seconds(5);
+    assert!(
+        !store
+            .start_typing(&id, &alice, later, later + Duration::seconds(10))
+            .await
+            .unwrap(),
+        "within the window: nothing to tell"
+    );
+    let after = until + Duration::milliseconds(1);
+    assert!(
+        store
+            .start_typing(&id, &alice, after, after + Duration::seconds(10))
+            .await
+            .unwrap(),
+        "the window ended: a new one"
+    );
+    assert!(store.stop_typing(&id, &alice).await.unwrap());
+    assert!(
+        !store.stop_typing(&id, &alice).await.unwrap(),
+        "closed once"
+    );
+    assert_eq!(
+        store.member(&id, &alice).await.unwrap().unwrap(),
+        member(&id, "alice", true),
+        "nothing else of the member changed"
+    );
+    assert!(
+        store.start_typing(&id, &alice, now, until).await.unwrap(),
+        "closed: a new one at once"
+    );
+
+    let carol = puppet_id("carol");
+    assert!(!store.start_typing(&id, &carol, now, until).await.unwrap());
+    assert!(!store.stop_typing(&id, &carol).await.unwrap());
+    assert_eq!(
+        store.member(&id, &carol).await.unwrap(),
+        None,
+        "no member made up"
+    );
+}
+
 async fn memory() -> MemoryStore {
     MemoryStore::new()
 }
@@ -749,4 +872,6 @@ both_adapters!(
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,
+    media_are_recorded_once_in_their_conversation,
+    typing_windows_open_once_until_they_end,
 );

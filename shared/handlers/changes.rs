@@ -12,9 +12,10 @@
 use ruma::RoomId;
 
 use crate::error::Error;
+use crate::handlers::outbound::own_content;
 use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
-use crate::matrix::content::edit_content;
+use crate::matrix::content::replacement;
 use crate::metrics::Metrics;
 use crate::model::{ChangeKind, Delivery, Message, PendingChange};
 use crate::ports::{InitError, Ports};
@@ -73,12 +74,9 @@ pub async fn send_change<M: Matrix>(
     let txn_id = message.change_txn_id();
     match &change.kind {
         ChangeKind::Edit => {
-            let content = edit_content(
-                event_id,
-                &message.body,
-                message.html.as_deref(),
-                &message.id,
-            )?;
+            // The message's whole new content: its text, or its file with
+            // the new caption.
+            let content = replacement(event_id, own_content(message), &message.id)?;
             let sender = &message.sender.matrix_user_id;
             matrix.send_message(room, sender, &txn_id, &content).await?;
         }

@@ -72,7 +72,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
     async fn edit(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
         let input: EditMessage = request.json()?;
         let user = request.caller.acting_user(input.as_user.clone())?;
-        let html = text::checked(&input.body, input.format)?;
+        let html = text::checked(&input.body, input.format, false)?;
         // A message changed by someone else in between is read again.
         for _ in 0..3 {
             let target =

@@ -1,11 +1,12 @@
 //! The table's key layout, and the only place that knows it: one partition
-//! per conversation (its record, members and messages, so history is one
-//! query), and one item per reverse lookup, puppet and idempotency record.
+//! per conversation (its record, members, messages and uploaded media, so
+//! history is one query), and one item per reverse lookup, puppet and
+//! idempotency record.
 
 use ruma::{EventId, RoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::MessageId;
+use crate::model::{MediaId, MessageId};
 
 const CONVERSATION: &str = "CONV#";
 const MEMBER: &str = "MEMBER#";
@@ -14,6 +15,9 @@ const ROOM: &str = "ROOM#";
 const EVENT: &str = "EVENT#";
 const USER: &str = "USER#";
 const IDEMPOTENCY: &str = "IDEM#";
+/// Uploaded media, in their conversation's partition: `MEDIA#…` sorts
+/// before `MEMBER#…`, so no range of members, the record or messages holds it.
+const MEDIA: &str = "MEDIA#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -64,6 +68,11 @@ pub fn member(id: &ConversationId, user: &UserId) -> Key {
 
 pub fn message(id: &ConversationId, message: MessageId) -> Key {
     Key::new(conversation_pk(id), format!("{MESSAGE}{message}"))
+}
+
+/// A file uploaded into a conversation.
+pub fn media(id: &ConversationId, media: MediaId) -> Key {
+    Key::new(conversation_pk(id), format!("{MEDIA}{media}"))
 }
 
 /// The room -> conversation lookup.
@@ -121,5 +130,23 @@ mod tests {
             panic!("a range")
         };
         assert!(from <= member && member < record && record <= to && to < message);
+    }
+
+    #[test]
+    fn media_are_in_no_range_of_members_or_messages() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let media = media(&id, MediaId::new()).sk;
+        let SortKeys::Between(from, _) = members_and_conversation(&id).sk else {
+            panic!("a range")
+        };
+        assert!(media < from, "{media} sorts before the members");
+        let SortKeys::Prefix(prefix) = messages(&id, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(!media.starts_with(&prefix));
+        let SortKeys::Between(from, _) = messages(&id, Some(MessageId::new())).sk else {
+            panic!("a range")
+        };
+        assert!(media < from);
     }
 }

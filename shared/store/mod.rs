@@ -5,7 +5,8 @@
 //! - [`MemberStore`]: members of a conversation and application puppets;
 //! - [`MessageStore`]: messages, the outbox and the lookups that lead to them
 //!   (idempotency records included: they have no trait of their own, see
-//!   [`MessageStore`]).
+//!   [`MessageStore`]);
+//! - [`MediaStore`]: files uploaded into a conversation, for attachments.
 //!
 //! [`DynamoStore`] is the real adapter (one DynamoDB table, single-table
 //! design); [`MemoryStore`] is the in-memory fake for unit tests. Both pass
@@ -22,19 +23,21 @@
 mod conversations;
 mod dynamo;
 mod keys;
+mod media;
 mod members;
 mod memory;
 mod messages;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
+pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MemberStore, MessageStore, Store};
+    pub use super::{ConversationStore, MediaStore, MemberStore, MessageStore, Store};
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +57,6 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore {}
+pub trait Store: ConversationStore + MemberStore + MessageStore + MediaStore {}
 
-impl<T: ConversationStore + MemberStore + MessageStore> Store for T {}
+impl<T: ConversationStore + MemberStore + MessageStore + MediaStore> Store for T {}

@@ -11,4 +11,5 @@ mod client;
 mod flows;
 mod guards;
 mod matrix_ops;
+mod media_activity;
 mod round_trips;

@@ -83,7 +83,7 @@ impl Room {
 /// A real PNG of `width` x `height` opaque red pixels: IHDR, one IDAT of
 /// stored (uncompressed) deflate blocks, IEND, with their CRCs, so Synapse
 /// can thumbnail it.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
         for byte in bytes {
@@ -151,8 +151,16 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
         .unwrap();
     assert_eq!(url.server_name().unwrap(), "localhost");
     let message_id = MessageId::new();
-    let content =
-        media_content(&info, &url, "red.png", Some("a red rectangle"), &message_id).unwrap();
+    let content = media_content(
+        &info,
+        &url,
+        "red.png",
+        Some("a red rectangle"),
+        None,
+        None,
+        &message_id,
+    )
+    .unwrap();
     let event_id = room
         .matrix
         .send_message(

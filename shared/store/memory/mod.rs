@@ -4,6 +4,7 @@
 //! module on it.
 
 mod conversations;
+mod media;
 mod members;
 mod messages;
 
@@ -13,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::{Conversation, IdempotencyRecord, Member, Message, MessageId, Puppet};
+use crate::model::{
+    Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, Puppet,
+};
 
 #[derive(Default)]
 struct State {
@@ -24,6 +27,7 @@ struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     rooms: HashMap<OwnedRoomId, ConversationId>,
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    media: HashMap<(ConversationId, MediaId), MediaRecord>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a
