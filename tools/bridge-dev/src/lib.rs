@@ -5,6 +5,7 @@
 //! binary (`src/main.rs`) is its command line; the integration tests of
 //! `matrix-bridge` use the library.
 
+pub mod fault;
 pub mod gateway;
 pub mod retry_poller;
 pub mod setup;

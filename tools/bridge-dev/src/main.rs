@@ -10,6 +10,7 @@
 //!   function's handler as the SQS event source mapping would, until the queue
 //!   is empty (or for good, with `--follow`);
 //! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT;
+//! - `bridge-dev fault-proxy ...`: the fault proxies (see [`bridge_dev::fault`]);
 //! - `bridge-dev functions`: lists the registered functions, one name a line
 //!   (what `scripts/package` and `scripts/bench` build).
 
@@ -22,6 +23,7 @@ use bridge::function::Handler;
 use bridge::handlers::{registry, retry};
 use bridge::ids::AppUserId;
 use bridge::runtime::{self, Adapters, BoxError, InitError};
+use bridge_dev::fault;
 use bridge_dev::gateway::{self, Gateway};
 use bridge_dev::stack;
 use bridge_dev::token::TokenConfig;
@@ -29,7 +31,8 @@ use bridge_dev::{retry_poller, setup};
 
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
        bridge-dev gateway | setup | retry [--follow] | functions
-       bridge-dev token <user_id> [--admin] [--ttl <seconds>]";
+       bridge-dev token <user_id> [--admin] [--ttl <seconds>]
+       bridge-dev fault-proxy [--help]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +49,10 @@ fn main() -> ExitCode {
         Some("stack") => match stack::main(&runtime, &args[1..]) {
             Ok(code) => return code,
             Err(err) => return fail("stack", err),
+        },
+        Some("fault-proxy") => match fault::main(&runtime, &args[1..]) {
+            Ok(code) => return code,
+            Err(err) => return fail("fault-proxy", err),
         },
         Some("gateway") => runtime.block_on(run_gateway()),
         Some("setup") => runtime.block_on(run_setup()),
