@@ -6,12 +6,20 @@
 
 use std::io;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// The longest head read.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The longest body read (the bridge uploads at most a few MiB).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// How long connecting to an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an upstream may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Headers a proxy does not pass on (hop-by-hop, or recomputed).
 const HOP_BY_HOP: [&str; 8] = [
@@ -317,10 +325,46 @@ pub fn json_response(
     )
 }
 
+/// Forwards a request to `upstream` (`host:port`) on a connection of its
+/// own (`Connection: close`) and reads the whole answer. `host`: the
+/// `Host` header to send (else the request's own).
+pub async fn exchange(
+    upstream: &str,
+    head: &Head,
+    body: &[u8],
+    host: Option<&str>,
+) -> io::Result<(Head, Vec<u8>)> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    let _ = stream.set_nodelay(true);
+    let mut headers: Vec<(String, String)> = head
+        .end_to_end()
+        .filter(|(name, _)| host.is_none() || !name.eq_ignore_ascii_case("host"))
+        .cloned()
+        .collect();
+    if let Some(host) = host {
+        headers.insert(0, ("host".into(), host.to_owned()));
+    }
+    let request = render(&head.start, &headers, true, body);
+    let exchange = async {
+        stream.write_all(&request).await?;
+        let mut reader = BufReader::new(&mut stream);
+        let response = read_head(&mut reader)
+            .await?
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let framing = response.response_framing(head.method())?;
+        let body = read_body(&mut reader, framing).await?;
+        Ok::<_, io::Error>((response, body))
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::BufReader;
 
     async fn parse(bytes: &[u8], method: Option<&str>) -> (Head, Vec<u8>) {
         let mut reader = BufReader::new(bytes);

@@ -13,7 +13,7 @@
 //! bridge-dev fault-proxy [--listen 127.0.0.1:18009] [--upstream http://127.0.0.1:18008]
 //!                        [--seed N] [--schedule default] [--refuse-body TEXT] [--upstream-down 502|close]
 //! bridge-dev fault-proxy --tcp [--listen 127.0.0.1:15001] --upstream 127.0.0.1:15000
-//!                        [--refuse-every SECS --refuse-for SECS]
+//!                        [--refuse-every SECS --refuse-for SECS] [--dynamodb-one-at-a-time]
 //! ```
 //!
 //! Point `MATRIX_HOMESERVER_URL` of the functions (the front door, the retry
@@ -34,12 +34,13 @@ use bridge::runtime::BoxError;
 use tokio::signal::unix::{SignalKind, signal};
 
 use proxy::{DownAnswer, FaultProxy, ProxyConfig};
-use refuser::Refuser;
+use refuser::{Carry, Refuser};
 use schedule::{Profile, Schedule};
 
 pub const USAGE: &str = "usage: bridge-dev fault-proxy [--listen ADDR] [--upstream URL] [--seed N] [--schedule SPEC]
                               [--refuse-body TEXT] [--upstream-down 502|close]
        bridge-dev fault-proxy --tcp [--listen ADDR] --upstream HOST:PORT [--refuse-every SECS --refuse-for SECS]
+                              [--dynamodb-one-at-a-time]
 SPEC: a preset (none, mild, default, harsh), then name=value overrides, e.g.
       default,stall=0,drop_after=5,delay_ms=20-800 (chances in percent, parameters in ms);
       faults: delay stall drop_before drop_after reset server_error gateway_timeout rate_limit";
@@ -69,6 +70,7 @@ struct Options {
     upstream_down: DownAnswer,
     refuse_every: Option<Duration>,
     refuse_for: Option<Duration>,
+    serialize_dynamodb: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, BoxError> {
@@ -82,11 +84,16 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
         upstream_down: DownAnswer::BadGateway,
         refuse_every: None,
         refuse_for: None,
+        serialize_dynamodb: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "--tcp" {
             options.tcp = true;
+            continue;
+        }
+        if arg == "--dynamodb-one-at-a-time" {
+            options.serialize_dynamodb = true;
             continue;
         }
         let value = args
@@ -155,7 +162,12 @@ pub fn main(runtime: &tokio::runtime::Runtime, args: &[String]) -> Result<ExitCo
                     .as_deref()
                     .ok_or("--tcp needs --upstream HOST:PORT")?,
             )?;
-            let refuser = Refuser::start(listen, upstream.clone()).await?;
+            let carry = if options.serialize_dynamodb {
+                Carry::DynamoDbOneAtATime
+            } else {
+                Carry::Bytes
+            };
+            let refuser = Refuser::start(listen, upstream.clone(), carry).await?;
             eprintln!("fault-proxy: tcp {} -> {upstream}", refuser.addr());
             let periodic = async {
                 match (options.refuse_every, options.refuse_for) {

@@ -35,11 +35,6 @@ use tokio::task::JoinSet;
 use super::http::{self, Head};
 use super::schedule::{Fault, FaultKind, Schedule};
 
-/// How long connecting to the homeserver may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the homeserver may take to answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What the proxy answers while the homeserver does not accept connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DownAnswer {
@@ -134,11 +129,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Writes a line, after the time (UTC, as the functions' logs have it).
     fn log(&self, line: fmt::Arguments<'_>) {
         if let Ok(mut sink) = self.log.lock()
             && let Some(sink) = sink.as_mut()
         {
-            let _ = writeln!(sink, "{line}");
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let _ = writeln!(sink, "{now} {line}");
             let _ = sink.flush();
         }
     }
@@ -352,7 +351,7 @@ async fn handle(shared: &Shared, head: &Head, body: Vec<u8>, close: bool) -> The
         if let Fault::Delay(wait) | Fault::Stall(wait) = fault {
             tokio::time::sleep(wait).await;
         }
-        Some(forward(&shared.upstream, head, &body).await)
+        Some(http::exchange(&shared.upstream, head, &body, Some(&shared.upstream)).await)
     } else {
         None
     };
@@ -438,34 +437,6 @@ fn control(shared: &Shared, method: &str, command: &str, close: bool) -> Vec<u8>
             close,
         ),
     }
-}
-
-/// Forwards a request on a connection of its own; the homeserver's answer.
-async fn forward(upstream: &str, head: &Head, body: &[u8]) -> io::Result<(Head, Vec<u8>)> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    let _ = stream.set_nodelay(true);
-    let mut headers: Vec<(String, String)> = head
-        .end_to_end()
-        .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
-        .cloned()
-        .collect();
-    headers.insert(0, ("host".into(), upstream.to_owned()));
-    let request = http::render(&head.start, &headers, true, body);
-    let exchange = async {
-        stream.write_all(&request).await?;
-        let mut reader = BufReader::new(&mut stream);
-        let response = http::read_head(&mut reader)
-            .await?
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let framing = response.response_framing(head.method())?;
-        let body = http::read_body(&mut reader, framing).await?;
-        Ok::<_, io::Error>((response, body))
-    };
-    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
 #[cfg(test)]

@@ -1,9 +1,19 @@
-//! A TCP proxy in front of the emulator (moto) that, on demand, refuses
+//! A proxy in front of the emulator (moto) that, on demand, refuses
 //! connections for a while: it stops listening (a connect is refused) and
 //! cuts the connections it carries, then listens again on the same port.
 //! moto itself keeps running, so no state is lost: this is the emulator
 //! "briefly refusing connections", as DynamoDB and SQS unreachable from a
 //! function look.
+//!
+//! It carries bytes as they are ([`Carry::Bytes`]), or HTTP requests with
+//! DynamoDB's taken one at a time ([`Carry::DynamoDbOneAtATime`]). moto
+//! serves requests on threads but its `TransactWriteItems` is not safe
+//! under concurrency: it snapshots the whole table, and when any condition
+//! fails it puts the snapshot back, undoing other requests' writes made
+//! meanwhile (and a snapshot taken while another request writes fails with
+//! a 500). DynamoDB itself applies each request atomically, so taking
+//! DynamoDB requests one at a time is what makes moto behave like it under
+//! concurrent load. SQS requests (long polls) pass alongside.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,18 +21,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
+
+use super::http;
 
 /// How long connecting to the emulator may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the proxy carries a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// Bytes both ways, as they come.
+    Bytes,
+    /// HTTP/1.1 requests, each to a connection of its own upstream, those
+    /// to DynamoDB (`X-Amz-Target: DynamoDB_...`) one at a time.
+    DynamoDbOneAtATime,
+}
 
 #[derive(Debug, Default)]
 struct Counts {
     windows: AtomicU64,
     cut: AtomicU64,
     carried: AtomicU64,
+    /// DynamoDB requests carried one at a time, and the time the emulator
+    /// took for them.
+    dynamodb: AtomicU64,
+    dynamodb_micros: AtomicU64,
 }
 
 /// A running refusing proxy. Dropping it stops it.
@@ -35,12 +62,17 @@ pub struct Refuser {
 
 impl Refuser {
     /// Listens on `listen` (port 0: any free port) and carries connections
-    /// to `upstream` (`host:port`).
-    pub async fn start(listen: SocketAddr, upstream: String) -> io::Result<Self> {
+    /// to `upstream` (`host:port`) as `carry` says.
+    pub async fn start(listen: SocketAddr, upstream: String, carry: Carry) -> io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
+        let upstream = Upstream {
+            addr: upstream,
+            carry,
+            one_at_a_time: Arc::new(Mutex::new(())),
+        };
         let task = tokio::spawn(run(listener, addr, upstream, receiver, counts.clone()));
         Ok(Self {
             addr,
@@ -65,6 +97,22 @@ impl Refuser {
         let _ = self.commands.send(window);
     }
 
+    /// A handle that opens refusal windows from another task.
+    pub fn handle(&self) -> RefuserHandle {
+        RefuserHandle(self.commands.clone())
+    }
+
+    /// DynamoDB requests carried one at a time, and the mean time the
+    /// emulator took for one.
+    pub fn dynamodb(&self) -> (u64, Duration) {
+        let count = self.counts.dynamodb.load(Ordering::Relaxed);
+        let micros = self.counts.dynamodb_micros.load(Ordering::Relaxed);
+        (
+            count,
+            Duration::from_micros(micros.checked_div(count).unwrap_or(0)),
+        )
+    }
+
     /// Windows begun, connections cut, connections carried.
     pub fn counts(&self) -> (u64, u64, u64) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -76,16 +124,35 @@ impl Refuser {
     }
 }
 
+/// Opens refusal windows on a [`Refuser`] (cloneable, for other tasks).
+#[derive(Clone, Debug)]
+pub struct RefuserHandle(mpsc::UnboundedSender<Duration>);
+
+impl RefuserHandle {
+    /// As [`Refuser::refuse_for`].
+    pub fn refuse_for(&self, window: Duration) {
+        let _ = self.0.send(window);
+    }
+}
+
 impl Drop for Refuser {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
+/// Where and how connections are carried.
+#[derive(Clone)]
+struct Upstream {
+    addr: String,
+    carry: Carry,
+    one_at_a_time: Arc<Mutex<()>>,
+}
+
 async fn run(
     listener: TcpListener,
     addr: SocketAddr,
-    upstream: String,
+    upstream: Upstream,
     mut commands: mpsc::UnboundedReceiver<Duration>,
     counts: Arc<Counts>,
 ) {
@@ -96,7 +163,7 @@ async fn run(
             accepted = listener.accept() => {
                 if let Ok((client, _)) = accepted {
                     counts.carried.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(carry(client, upstream.clone()));
+                    connections.spawn(carry(client, upstream.clone(), counts.clone()));
                 }
             }
             command = commands.recv() => {
@@ -120,15 +187,52 @@ async fn run(
     }
 }
 
-async fn carry(mut client: TcpStream, upstream: String) {
+async fn carry(mut client: TcpStream, upstream: Upstream, counts: Arc<Counts>) {
+    let _ = client.set_nodelay(true);
+    if upstream.carry == Carry::DynamoDbOneAtATime {
+        return carry_requests(client, upstream, counts).await;
+    }
     let Ok(Ok(mut server)) =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&upstream)).await
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&upstream.addr)).await
     else {
         return;
     };
-    let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+}
+
+/// Carries a connection's requests one by one; DynamoDB's under the lock.
+async fn carry_requests(client: TcpStream, upstream: Upstream, counts: Arc<Counts>) {
+    let (read, mut write) = client.into_split();
+    let mut reader = BufReader::new(read);
+    while let Ok(Some(head)) = http::read_head(&mut reader).await {
+        let body = match head.request_framing() {
+            Ok(framing) => http::read_body(&mut reader, framing).await,
+            Err(err) => Err(err),
+        };
+        let Ok(body) = body else { return };
+        let dynamodb = head
+            .header("x-amz-target")
+            .is_some_and(|target| target.starts_with("DynamoDB"));
+        let answer = if dynamodb {
+            let _turn = upstream.one_at_a_time.lock().await;
+            let started = std::time::Instant::now();
+            let answer = http::exchange(&upstream.addr, &head, &body, None).await;
+            counts.dynamodb.fetch_add(1, Ordering::Relaxed);
+            counts
+                .dynamodb_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            answer
+        } else {
+            http::exchange(&upstream.addr, &head, &body, None).await
+        };
+        let Ok((response, body)) = answer else { return };
+        let close = head.wants_close();
+        let bytes = http::render(&response.start, response.end_to_end(), close, &body);
+        if write.write_all(&bytes).await.is_err() || close {
+            return;
+        }
+    }
 }
 
 /// Refuses for `window` every `every`, for good (the command line's
@@ -172,10 +276,89 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dynamodb_requests_are_carried_one_at_a_time() {
+        // An upstream that answers after 100 ms and counts how many it
+        // serves at once.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let (now, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (now_up, most_up) = (now.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (now, most) = (now_up.clone(), most_up.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = BufReader::new(read);
+                    let head = http::read_head(&mut reader).await.unwrap().unwrap();
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let host = head.header("host").unwrap_or_default().to_owned();
+                    let answer =
+                        http::json_response(200, &[], &serde_json::json!({"host": host}), true);
+                    write.write_all(&answer).await.unwrap();
+                });
+            }
+        });
+        let refuser = Refuser::start(
+            "127.0.0.1:0".parse().unwrap(),
+            upstream.to_string(),
+            Carry::DynamoDbOneAtATime,
+        )
+        .await
+        .unwrap();
+        let call = |target: &'static str| {
+            let addr = refuser.addr();
+            async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let headers = [
+                    ("Host".to_owned(), "signed.example:1".to_owned()),
+                    ("X-Amz-Target".to_owned(), target.to_owned()),
+                ];
+                let request = http::render("POST / HTTP/1.1", &headers, false, b"{}");
+                stream.write_all(&request).await.unwrap();
+                let mut reader = BufReader::new(&mut stream);
+                let head = http::read_head(&mut reader).await.unwrap().unwrap();
+                let framing = head.response_framing("POST").unwrap();
+                let body = http::read_body(&mut reader, framing).await.unwrap();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            }
+        };
+        let answers = futures_join(
+            (0..4).map(|_| tokio::spawn(call("DynamoDB_20120810.TransactWriteItems"))),
+        )
+        .await;
+        assert_eq!(
+            answers[0]["host"], "signed.example:1",
+            "the signed Host is kept"
+        );
+        assert_eq!(most.load(Ordering::SeqCst), 1, "DynamoDB one at a time");
+        assert_eq!(refuser.dynamodb().0, 4);
+        assert!(refuser.dynamodb().1 >= Duration::from_millis(100));
+        most.store(0, Ordering::SeqCst);
+        futures_join((0..4).map(|_| tokio::spawn(call("AmazonSQS.ReceiveMessage")))).await;
+        assert!(most.load(Ordering::SeqCst) > 1, "SQS alongside");
+    }
+
+    async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for task in tasks.collect::<Vec<_>>() {
+            out.push(task.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
     async fn it_refuses_for_a_window_then_carries_again() {
-        let refuser = Refuser::start("127.0.0.1:0".parse().unwrap(), echo().await.to_string())
-            .await
-            .unwrap();
+        let refuser = Refuser::start(
+            "127.0.0.1:0".parse().unwrap(),
+            echo().await.to_string(),
+            Carry::Bytes,
+        )
+        .await
+        .unwrap();
         let mut open = TcpStream::connect(refuser.addr()).await.unwrap();
         round_trip(&mut open).await.unwrap();
 
