@@ -229,6 +229,34 @@ impl MatrixUser {
         events
     }
 
+    /// Every event of the room, oldest first: all pages of `/messages`
+    /// (redacted events included, as the server serves them).
+    pub async fn all_events(&self, room_id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+                encode(room_id)
+            );
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={}", encode(from)));
+            }
+            let reply = self.request(reqwest::Method::GET, &path, None).await;
+            let chunk = reply["chunk"].as_array().cloned().unwrap_or_default();
+            if chunk.is_empty() {
+                break;
+            }
+            events.extend(chunk);
+            match reply["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => break,
+            }
+        }
+        events.reverse();
+        events
+    }
+
     /// One event, as the server serves it (with its aggregations, or
     /// redacted).
     pub async fn event(&self, room_id: &str, event_id: &str) -> Value {
