@@ -38,7 +38,8 @@ pub struct Settings {
     pub conversations: usize,
     /// `FAULT_CALM_MS`: the pause between a user's requests outside bursts.
     pub calm_ms: (u64, u64),
-    /// `FAULT_DRAIN_SECS`: how long after the load everything must be settled.
+    /// `FAULT_DRAIN_SECS`: how long after the load (and the faults, which
+    /// stop with it) everything must be settled.
     pub drain: Duration,
     /// `FAULT_RETRY_HOLD_SECS`: the visibility timeout the retry consumers
     /// receive with (the template's is 180 s; compressed here).
@@ -426,11 +427,12 @@ async fn nothing_is_lost_doubled_reordered_or_stranded_under_faults() {
         outage.await.unwrap();
     }
     let load_ended = started.elapsed();
-    progress(began, "load over; draining");
+    // The storm is over: the drain measures how the bridge recovers.
+    progress(began, "load over; the faults stop; draining");
     harness.proxy.note("load over; draining");
+    harness.proxy.set_active(false);
     let drained = drain(&harness, &caller, &rooms, settings.drain, settings.idle).await;
     harness.stop_consumers().await;
-    harness.proxy.set_active(false);
     progress(began, "drained (or the deadline passed); checking");
 
     let mut report = checker::check(
