@@ -163,7 +163,13 @@ impl Harness {
     /// Starts the emulator and the proxies (the fault proxy paused), makes
     /// the table and queues, builds the functions and serves the front
     /// door. The fault proxy's log and the emulator's go to `dir`.
-    pub async fn start(schedule: Schedule, dir: &std::path::Path) -> Self {
+    /// `conflict_window`: cancel overlapping transactions as DynamoDB does
+    /// (`Carry::DynamoDb`).
+    pub async fn start(
+        schedule: Schedule,
+        dir: &std::path::Path,
+        conflict_window: Option<Duration>,
+    ) -> Self {
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let emulator = Emulator::start(&dir.join("moto.log")).await;
         let log = Box::new(std::fs::File::create(dir.join("proxy.log")).unwrap());
@@ -184,9 +190,10 @@ impl Harness {
             "127.0.0.1:0".parse().unwrap(),
             authority(&emulator.url).unwrap(),
             // moto undoes concurrent writes when a transaction's condition
-            // fails (see `Carry`): without this, moto, not the bridge, loses
-            // updates under load.
-            Carry::DynamoDbOneAtATime,
+            // fails (see `Carry`): without taking DynamoDB requests one at a
+            // time, moto, not the bridge, would lose updates under load. And
+            // as DynamoDB, transactions on an item under way are cancelled.
+            Carry::DynamoDb { conflict_window },
         )
         .await
         .unwrap();

@@ -39,7 +39,8 @@ pub struct Settings {
     /// `FAULT_CALM_MS`: the pause between a user's requests outside bursts.
     pub calm_ms: (u64, u64),
     /// `FAULT_DRAIN_SECS`: how long after the load (and the faults, which
-    /// stop with it) everything must be settled.
+    /// stop with it unless `FAULT_WHILE_DRAINING=1`) everything must be
+    /// settled.
     pub drain: Duration,
     /// `FAULT_RETRY_HOLD_SECS`: the visibility timeout the retry consumers
     /// receive with (the template's is 180 s; compressed here).
@@ -49,6 +50,15 @@ pub struct Settings {
     /// which with a compressed visibility timeout only a single consumer
     /// guarantees (a batch may take longer than `hold`).
     pub consumers: usize,
+    /// `FAULT_DYNAMODB_CONFLICT_MS` (30; 0: none): a transaction that
+    /// arrives within this long of another touching one of its items (and
+    /// before that one's answer) is cancelled with `TransactionConflict`, as
+    /// DynamoDB does (moto never does).
+    pub conflicts: Option<Duration>,
+    /// `FAULT_WHILE_DRAINING` (0): keep the fault proxy misbehaving after
+    /// the load, while the retry function drains the queue (outages and
+    /// refusals end with the load either way).
+    pub faults_while_draining: bool,
     /// `FAULT_IDLE_SECS`: the drain gives up early when the retry queue
     /// has been empty this long and messages are still pending (no job is
     /// left that could deliver them).
@@ -89,6 +99,12 @@ impl Settings {
             hold: Duration::from_secs(setting("FAULT_RETRY_HOLD_SECS", 2)),
             consumers: setting("FAULT_CONSUMERS", 1),
             idle: Duration::from_secs(setting("FAULT_IDLE_SECS", 20)),
+            faults_while_draining: setting("FAULT_WHILE_DRAINING", 0u8) == 1,
+            conflicts: Some(Duration::from_millis(setting(
+                "FAULT_DYNAMODB_CONFLICT_MS",
+                30,
+            )))
+            .filter(|window| !window.is_zero()),
             load_senders: setting("FAULT_LOAD_SENDERS", 50),
             load_rounds: setting("FAULT_LOAD_ROUNDS", 1),
             load_conversations: setting("FAULT_LOAD_CONVERSATIONS", 20),
@@ -380,7 +396,12 @@ async fn nothing_is_lost_doubled_reordered_or_stranded_under_faults() {
     let settings = Settings::from_env();
     let seed = settings.seed;
     let dir = run_dir("faults", seed);
-    let mut harness = Harness::start(Schedule::seeded(seed, settings.profile.clone()), &dir).await;
+    let mut harness = Harness::start(
+        Schedule::seeded(seed, settings.profile.clone()),
+        &dir,
+        settings.conflicts,
+    )
+    .await;
     let caller = Caller::new(&harness.api, 12);
 
     let checker = MatrixUser::register(&unique("checker")).await;
@@ -427,10 +448,11 @@ async fn nothing_is_lost_doubled_reordered_or_stranded_under_faults() {
         outage.await.unwrap();
     }
     let load_ended = started.elapsed();
-    // The storm is over: the drain measures how the bridge recovers.
-    progress(began, "load over; the faults stop; draining");
+    // The storm is over: the drain measures how the bridge recovers (with
+    // the proxy's faults still on if asked).
+    progress(began, "load over; draining");
     harness.proxy.note("load over; draining");
-    harness.proxy.set_active(false);
+    harness.proxy.set_active(settings.faults_while_draining);
     let drained = drain(&harness, &caller, &rooms, settings.drain, settings.idle).await;
     harness.stop_consumers().await;
     progress(began, "drained (or the deadline passed); checking");
@@ -462,8 +484,10 @@ fn emulator_line(harness: &Harness) -> String {
     let (dynamodb, mean) = harness.refuser.dynamodb();
     format!(
         "emulator proxy: {carried} connections carried, {windows} refusal windows, {cut} connections cut; \
-         {dynamodb} DynamoDB requests one at a time, {} ms each on average; moto at {} MiB",
+         {dynamodb} DynamoDB requests one at a time, {} ms each on average, {} transactions \
+         cancelled as conflicting; moto at {} MiB",
         mean.as_millis(),
+        harness.refuser.conflicts(),
         harness.emulator.memory_mib()
     )
 }
@@ -518,7 +542,12 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
     }
     let settings = Settings::from_env();
     let dir = run_dir("load", settings.seed);
-    let mut harness = Harness::start(Schedule::seeded(settings.seed, Profile::none()), &dir).await;
+    let mut harness = Harness::start(
+        Schedule::seeded(settings.seed, Profile::none()),
+        &dir,
+        settings.conflicts,
+    )
+    .await;
     let caller = Caller::new(&harness.api, 6);
     let checker = MatrixUser::register(&unique("checker")).await;
 

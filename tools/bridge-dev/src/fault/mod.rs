@@ -13,7 +13,8 @@
 //! bridge-dev fault-proxy [--listen 127.0.0.1:18009] [--upstream http://127.0.0.1:18008]
 //!                        [--seed N] [--schedule default] [--refuse-body TEXT] [--upstream-down 502|close]
 //! bridge-dev fault-proxy --tcp [--listen 127.0.0.1:15001] --upstream 127.0.0.1:15000
-//!                        [--refuse-every SECS --refuse-for SECS] [--dynamodb-one-at-a-time]
+//!                        [--refuse-every SECS --refuse-for SECS]
+//!                        [--dynamodb-one-at-a-time] [--dynamodb-conflict-ms MS]
 //! ```
 //!
 //! Point `MATRIX_HOMESERVER_URL` of the functions (the front door, the retry
@@ -40,7 +41,7 @@ use schedule::{Profile, Schedule};
 pub const USAGE: &str = "usage: bridge-dev fault-proxy [--listen ADDR] [--upstream URL] [--seed N] [--schedule SPEC]
                               [--refuse-body TEXT] [--upstream-down 502|close]
        bridge-dev fault-proxy --tcp [--listen ADDR] --upstream HOST:PORT [--refuse-every SECS --refuse-for SECS]
-                              [--dynamodb-one-at-a-time]
+                              [--dynamodb-one-at-a-time] [--dynamodb-conflict-ms MS]
 SPEC: a preset (none, mild, default, harsh), then name=value overrides, e.g.
       default,stall=0,drop_after=5,delay_ms=20-800 (chances in percent, parameters in ms);
       faults: delay stall drop_before drop_after reset server_error gateway_timeout rate_limit";
@@ -71,6 +72,7 @@ struct Options {
     refuse_every: Option<Duration>,
     refuse_for: Option<Duration>,
     serialize_dynamodb: bool,
+    conflict_window: Option<Duration>,
 }
 
 fn parse(args: &[String]) -> Result<Options, BoxError> {
@@ -85,6 +87,7 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
         refuse_every: None,
         refuse_for: None,
         serialize_dynamodb: false,
+        conflict_window: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -119,6 +122,9 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
             }
             "--refuse-every" => options.refuse_every = Some(seconds(value)?),
             "--refuse-for" => options.refuse_for = Some(seconds(value)?),
+            "--dynamodb-conflict-ms" => {
+                options.conflict_window = Some(Duration::from_millis(value.parse()?))
+            }
             _ => return Err(format!("unknown option {arg}\n{USAGE}").into()),
         }
     }
@@ -162,10 +168,14 @@ pub fn main(runtime: &tokio::runtime::Runtime, args: &[String]) -> Result<ExitCo
                     .as_deref()
                     .ok_or("--tcp needs --upstream HOST:PORT")?,
             )?;
-            let carry = if options.serialize_dynamodb {
-                Carry::DynamoDbOneAtATime
-            } else {
-                Carry::Bytes
+            let carry = match (options.serialize_dynamodb, options.conflict_window) {
+                (_, Some(window)) => Carry::DynamoDb {
+                    conflict_window: Some(window),
+                },
+                (true, None) => Carry::DynamoDb {
+                    conflict_window: None,
+                },
+                (false, None) => Carry::Bytes,
             };
             let refuser = Refuser::start(listen, upstream.clone(), carry).await?;
             eprintln!("fault-proxy: tcp {} -> {upstream}", refuser.addr());

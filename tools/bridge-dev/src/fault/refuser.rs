@@ -6,25 +6,37 @@
 //! function look.
 //!
 //! It carries bytes as they are ([`Carry::Bytes`]), or HTTP requests with
-//! DynamoDB's taken one at a time ([`Carry::DynamoDbOneAtATime`]). moto
-//! serves requests on threads but its `TransactWriteItems` is not safe
-//! under concurrency: it snapshots the whole table, and when any condition
-//! fails it puts the snapshot back, undoing other requests' writes made
-//! meanwhile (and a snapshot taken while another request writes fails with
-//! a 500). DynamoDB itself applies each request atomically, so taking
-//! DynamoDB requests one at a time is what makes moto behave like it under
+//! DynamoDB's taken one at a time ([`Carry::DynamoDb`]). moto serves
+//! requests on threads but its `TransactWriteItems` is not safe under
+//! concurrency: it snapshots the whole table, and when any condition fails
+//! it puts the snapshot back, undoing other requests' writes made meanwhile
+//! (and a snapshot taken while another request writes fails with a 500).
+//! DynamoDB itself applies each request atomically, so taking DynamoDB
+//! requests one at a time is what makes moto behave like it under
 //! concurrent load. SQS requests (long polls) pass alongside.
+//!
+//! What moto never does is DynamoDB's optimistic concurrency: a transaction
+//! that touches an item another transaction is working on is cancelled
+//! with `TransactionConflict`. With a conflict window, the proxy does that:
+//! a `TransactWriteItems` is under way from its arrival until it is
+//! answered or the window is over (what DynamoDB takes for one, not the
+//! time it waits here for its turn), and one that arrives meanwhile
+//! touching one of its items (table, `pk`, `sk`) is cancelled that way,
+//! without reaching moto.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
+
+use serde_json::{Value, json};
 
 use super::http;
 
@@ -37,8 +49,10 @@ pub enum Carry {
     /// Bytes both ways, as they come.
     Bytes,
     /// HTTP/1.1 requests, each to a connection of its own upstream, those
-    /// to DynamoDB (`X-Amz-Target: DynamoDB_...`) one at a time.
-    DynamoDbOneAtATime,
+    /// to DynamoDB (`X-Amz-Target: DynamoDB_...`) one at a time; with a
+    /// `conflict_window`, overlapping transactions are cancelled as
+    /// DynamoDB cancels them.
+    DynamoDb { conflict_window: Option<Duration> },
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +64,8 @@ struct Counts {
     /// took for them.
     dynamodb: AtomicU64,
     dynamodb_micros: AtomicU64,
+    /// Transactions cancelled with `TransactionConflict`.
+    conflicts: AtomicU64,
 }
 
 /// A running refusing proxy. Dropping it stops it.
@@ -72,6 +88,7 @@ impl Refuser {
             addr: upstream,
             carry,
             one_at_a_time: Arc::new(Mutex::new(())),
+            in_flight: InFlight::default(),
         };
         let task = tokio::spawn(run(listener, addr, upstream, receiver, counts.clone()));
         Ok(Self {
@@ -113,6 +130,11 @@ impl Refuser {
         )
     }
 
+    /// Transactions cancelled with `TransactionConflict`.
+    pub fn conflicts(&self) -> u64 {
+        self.counts.conflicts.load(Ordering::Relaxed)
+    }
+
     /// Windows begun, connections cut, connections carried.
     pub fn counts(&self) -> (u64, u64, u64) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -147,6 +169,8 @@ struct Upstream {
     addr: String,
     carry: Carry,
     one_at_a_time: Arc<Mutex<()>>,
+    /// The items of transactions under way: until when, and by which.
+    in_flight: InFlight,
 }
 
 async fn run(
@@ -189,7 +213,7 @@ async fn run(
 
 async fn carry(mut client: TcpStream, upstream: Upstream, counts: Arc<Counts>) {
     let _ = client.set_nodelay(true);
-    if upstream.carry == Carry::DynamoDbOneAtATime {
+    if let Carry::DynamoDb { .. } = upstream.carry {
         return carry_requests(client, upstream, counts).await;
     }
     let Ok(Ok(mut server)) =
@@ -203,6 +227,10 @@ async fn carry(mut client: TcpStream, upstream: Upstream, counts: Arc<Counts>) {
 
 /// Carries a connection's requests one by one; DynamoDB's under the lock.
 async fn carry_requests(client: TcpStream, upstream: Upstream, counts: Arc<Counts>) {
+    let window = match upstream.carry {
+        Carry::DynamoDb { conflict_window } => conflict_window,
+        Carry::Bytes => None,
+    };
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
     while let Ok(Some(head)) = http::read_head(&mut reader).await {
@@ -211,10 +239,30 @@ async fn carry_requests(client: TcpStream, upstream: Upstream, counts: Arc<Count
             Err(err) => Err(err),
         };
         let Ok(body) = body else { return };
-        let dynamodb = head
-            .header("x-amz-target")
-            .is_some_and(|target| target.starts_with("DynamoDB"));
-        let answer = if dynamodb {
+        let target = head.header("x-amz-target").unwrap_or_default();
+        let close = head.wants_close();
+        let held = match window {
+            Some(window) if target == "DynamoDB_20120810.TransactWriteItems" => {
+                upstream.in_flight.hold(transaction_items(&body), window)
+            }
+            _ => Ok(None),
+        };
+        let held = match held {
+            Ok(held) => held,
+            Err(clashing) => {
+                counts.conflicts.fetch_add(1, Ordering::Relaxed);
+                if write
+                    .write_all(&conflict_answer(&clashing, close))
+                    .await
+                    .is_err()
+                    || close
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        let answer = if target.starts_with("DynamoDB") {
             let _turn = upstream.one_at_a_time.lock().await;
             let started = std::time::Instant::now();
             let answer = http::exchange(&upstream.addr, &head, &body, None).await;
@@ -226,13 +274,130 @@ async fn carry_requests(client: TcpStream, upstream: Upstream, counts: Arc<Count
         } else {
             http::exchange(&upstream.addr, &head, &body, None).await
         };
+        drop(held);
         let Ok((response, body)) = answer else { return };
-        let close = head.wants_close();
         let bytes = http::render(&response.start, response.end_to_end(), close, &body);
         if write.write_all(&bytes).await.is_err() || close {
             return;
         }
     }
+}
+
+/// The items a `TransactWriteItems` request touches, one string each
+/// (table, `pk`, `sk`), in the request's order.
+fn transaction_items(body: &[u8]) -> Vec<String> {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let (hash, range) = (crate::setup::TABLE.hash_key, crate::setup::TABLE.range_key);
+    request["TransactItems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_object()?.values().next())
+        .map(|op| {
+            let key = if op["Key"].is_object() {
+                &op["Key"]
+            } else {
+                &op["Item"]
+            };
+            format!("{} {} {}", op["TableName"], key[hash], key[range])
+        })
+        .collect()
+}
+
+/// The items of transactions under way: item -> (under way until, by
+/// which transaction).
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::Mutex<Transactions>>);
+
+/// The last transaction's number, and the items under way.
+type Transactions = (u64, HashMap<String, (Instant, u64)>);
+
+/// A transaction's items, released when it is answered (dropped).
+struct Held {
+    in_flight: InFlight,
+    id: u64,
+    items: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.in_flight.0.lock() {
+            for item in &self.items {
+                if state.1.get(item).is_some_and(|(_, by)| *by == self.id) {
+                    state.1.remove(item);
+                }
+            }
+        }
+    }
+}
+
+impl InFlight {
+    /// Marks `items` as under way for at most `window`; or, when another
+    /// transaction has any of them under way, answers which (by their
+    /// place in the request).
+    fn hold(&self, items: Vec<String>, window: Duration) -> Result<Option<Held>, Vec<bool>> {
+        let Ok(mut state) = self.0.lock() else {
+            return Err(vec![true; items.len()]);
+        };
+        let now = Instant::now();
+        state.1.retain(|_, (until, _)| *until > now);
+        let clashing: Vec<bool> = items
+            .iter()
+            .map(|item| state.1.contains_key(item))
+            .collect();
+        if clashing.contains(&true) {
+            return Err(clashing);
+        }
+        state.0 += 1;
+        let id = state.0;
+        for item in &items {
+            state.1.insert(item.clone(), (now + window, id));
+        }
+        Ok(Some(Held {
+            in_flight: self.clone(),
+            id,
+            items,
+        }))
+    }
+}
+
+/// DynamoDB's answer to a transaction cancelled by a conflict: a reason per
+/// item, `TransactionConflict` for the clashing ones.
+fn conflict_answer(clashing: &[bool], close: bool) -> Vec<u8> {
+    let reasons: Vec<Value> = clashing
+        .iter()
+        .map(|clash| {
+            if *clash {
+                json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})
+            } else {
+                json!({"Code": "None"})
+            }
+        })
+        .collect();
+    let codes: Vec<&str> = clashing
+        .iter()
+        .map(|clash| {
+            if *clash {
+                "TransactionConflict"
+            } else {
+                "None"
+            }
+        })
+        .collect();
+    let body = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    });
+    http::render(
+        "HTTP/1.1 400 Bad Request",
+        &[(
+            "content-type".to_owned(),
+            "application/x-amz-json-1.0".to_owned(),
+        )],
+        close,
+        body.to_string().as_bytes(),
+    )
 }
 
 /// Refuses for `window` every `every`, for good (the command line's
@@ -305,7 +470,9 @@ mod tests {
         let refuser = Refuser::start(
             "127.0.0.1:0".parse().unwrap(),
             upstream.to_string(),
-            Carry::DynamoDbOneAtATime,
+            Carry::DynamoDb {
+                conflict_window: None,
+            },
         )
         .await
         .unwrap();
@@ -348,6 +515,103 @@ mod tests {
             out.push(task.await.unwrap());
         }
         out
+    }
+
+    #[test]
+    fn a_transaction_touches_its_items_by_table_and_key() {
+        let body = serde_json::json!({"TransactItems": [
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "c#1"}, "sk": {"S": "m#1"}, "body": {"S": "x"}}}},
+            {"Update": {"TableName": "t", "Key": {"pk": {"S": "c#1"}, "sk": {"S": "META"}}}},
+            {"ConditionCheck": {"TableName": "t", "Key": {"pk": {"S": "c#1"}, "sk": {"S": "member#a"}}}},
+        ]});
+        let items = transaction_items(body.to_string().as_bytes());
+        assert_eq!(
+            items,
+            [
+                r#""t" {"S":"c#1"} {"S":"m#1"}"#,
+                r#""t" {"S":"c#1"} {"S":"META"}"#,
+                r#""t" {"S":"c#1"} {"S":"member#a"}"#,
+            ]
+        );
+        let in_flight = InFlight::default();
+        let window = Duration::from_secs(60);
+        let first = in_flight.hold(items[..2].to_vec(), window).unwrap();
+        let clash = in_flight.hold(items[1..].to_vec(), window).err().unwrap();
+        assert_eq!(clash, [true, false], "META is under way");
+        drop(first);
+        let again = in_flight.hold(items.clone(), Duration::ZERO).unwrap();
+        assert!(again.is_some(), "released once answered");
+        assert!(
+            in_flight.hold(items.clone(), window).is_ok(),
+            "and after its window, even before its answer"
+        );
+        let answer = String::from_utf8(conflict_answer(&clash, false)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"));
+        assert!(answer.contains("TransactionCanceledException"));
+        assert!(answer.contains(r#""CancellationReasons":[{"Code":"TransactionConflict""#));
+    }
+
+    #[tokio::test]
+    async fn overlapping_transactions_are_cancelled_as_dynamodb_cancels_them() {
+        // An upstream that answers `{}` after 200 ms.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = BufReader::new(read);
+                    let head = http::read_head(&mut reader).await.unwrap().unwrap();
+                    let framing = head.request_framing().unwrap();
+                    http::read_body(&mut reader, framing).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let answer = http::json_response(200, &[], &serde_json::json!({}), true);
+                    write.write_all(&answer).await.unwrap();
+                });
+            }
+        });
+        let refuser = Refuser::start(
+            "127.0.0.1:0".parse().unwrap(),
+            upstream.to_string(),
+            Carry::DynamoDb {
+                conflict_window: Some(Duration::from_secs(60)),
+            },
+        )
+        .await
+        .unwrap();
+        let transact = |sk: &'static str| {
+            let addr = refuser.addr();
+            async move {
+                let body = serde_json::json!({"TransactItems": [
+                    {"Update": {"TableName": "t", "Key": {"pk": {"S": "c"}, "sk": {"S": sk}}}},
+                ]});
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let headers = [(
+                    "X-Amz-Target".to_owned(),
+                    "DynamoDB_20120810.TransactWriteItems".to_owned(),
+                )];
+                let request = http::render(
+                    "POST / HTTP/1.1",
+                    &headers,
+                    false,
+                    body.to_string().as_bytes(),
+                );
+                stream.write_all(&request).await.unwrap();
+                let mut reader = BufReader::new(&mut stream);
+                let head = http::read_head(&mut reader).await.unwrap().unwrap();
+                let framing = head.response_framing("POST").unwrap();
+                http::read_body(&mut reader, framing).await.unwrap();
+                head.status().unwrap()
+            }
+        };
+        let first = tokio::spawn(transact("META"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(transact("META").await, 400, "the same item, under way");
+        assert_eq!(transact("other").await, 200, "another item");
+        assert_eq!(first.await.unwrap(), 200);
+        assert_eq!(transact("META").await, 200, "no longer under way");
+        assert_eq!(refuser.conflicts(), 1);
     }
 
     #[tokio::test]
