@@ -482,15 +482,16 @@ fn order_evidence(items: &[(&Accepted, usize)]) -> (usize, Vec<String>) {
         let ((earlier, at_earlier), (later, at_later)) = (pair[0], pair[1]);
         if at_later < at_earlier {
             evidence.push(format!(
-                "{} ({}, accepted #{}) is at {} but {} ({}, accepted #{}) at {}",
-                later.id,
-                later.sender,
-                later.accepted,
-                at_later,
+                "in {}: expected {} ({}, answer #{}) before {} ({}, answer #{}); the room has them at {} and {}",
+                earlier.conversation,
                 earlier.id,
                 earlier.sender,
                 earlier.accepted,
-                at_earlier
+                later.id,
+                later.sender,
+                later.accepted,
+                at_earlier,
+                at_later
             ));
         }
     }
