@@ -74,6 +74,9 @@ pub struct Report {
     pub extra_copies: u64,
     pub replays_new_message: u64,
     pub reordered: u64,
+    /// Of the reordered: messages shown before one whose send was answered
+    /// before theirs was even sent (an order any caller could see).
+    pub reordered_real_time: u64,
     pub reordered_per_sender: u64,
     pub edits_checked: u64,
     pub edits_not_applied: u64,
@@ -147,8 +150,9 @@ impl Report {
             "reordered",
             self.reordered == 0,
             format!(
-                "{} messages out of acceptance (message id) order in their conversation",
-                self.reordered
+                "{} messages out of acceptance (message id) order in their conversation; \
+                 {} of them shown before a message answered before they were sent",
+                self.reordered, self.reordered_real_time
             ),
         );
         check(
@@ -260,8 +264,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "reordered {} (by message id per conversation), {} (per sender)",
-            self.reordered, self.reordered_per_sender
+            "reordered {} (by message id per conversation; {} before a message answered before they were sent), {} (per sender)",
+            self.reordered, self.reordered_real_time, self.reordered_per_sender
         );
         let _ = writeln!(
             out,
@@ -710,6 +714,31 @@ pub async fn check(
         report.reordered += reordered as u64;
         for line in evidence {
             report.example("reordered", line);
+        }
+        // Of those, the ones a caller could see: B before A in the room,
+        // though A was answered before B was sent.
+        for (later, at_later) in &placed {
+            let overtaken = placed.iter().find(|(earlier, at_earlier)| {
+                earlier.answered_ms < later.sent_ms && at_earlier > at_later
+            });
+            if let Some((earlier, at_earlier)) = overtaken {
+                report.reordered_real_time += 1;
+                report.example(
+                    "reordered",
+                    format!(
+                        "in {}: {} ({}, sent at {} ms) is at {}, before {} ({}, answered at {} ms) at {}",
+                        later.conversation,
+                        later.id,
+                        later.sender,
+                        later.sent_ms,
+                        at_later,
+                        earlier.id,
+                        earlier.sender,
+                        earlier.answered_ms,
+                        at_earlier
+                    ),
+                );
+            }
         }
         // ... and by the order of the answers for each sender.
         let mut senders: BTreeMap<&str, Vec<(&Accepted, usize)>> = BTreeMap::new();

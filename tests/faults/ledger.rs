@@ -49,6 +49,9 @@ pub struct Entry {
     pub status: Option<u16>,
     pub answer: Value,
     pub millis: u64,
+    /// When it was begun and finally answered (ms into the run).
+    pub sent_ms: u64,
+    pub answered_ms: u64,
 }
 
 /// A message the API accepted (`201` or `202` to a send).
@@ -67,6 +70,9 @@ pub struct Accepted {
     /// Accepted edits' texts, in acceptance order.
     pub edits: Vec<String>,
     pub deleted: bool,
+    /// When its send was begun and answered (ms into the run).
+    pub sent_ms: u64,
+    pub answered_ms: u64,
 }
 
 #[derive(Default)]
@@ -78,11 +84,23 @@ struct Book {
 }
 
 /// The run's ledger.
-#[derive(Default)]
 pub struct Ledger {
     seq: AtomicU64,
     done: AtomicU64,
     book: Mutex<Book>,
+    /// Times are milliseconds from here.
+    epoch: Instant,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            seq: AtomicU64::default(),
+            done: AtomicU64::default(),
+            book: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// A request on its way: its number and what it is.
@@ -94,6 +112,8 @@ pub struct Begun {
     pub message: Option<String>,
     pub key: String,
     pub text: Option<String>,
+    /// When it was begun (ms into the run).
+    pub sent_ms: u64,
 }
 
 impl Ledger {
@@ -117,6 +137,7 @@ impl Ledger {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             text: text.map(str::to_owned),
+            sent_ms: self.epoch.elapsed().as_millis() as u64,
         }
     }
 
@@ -141,6 +162,8 @@ impl Ledger {
             status: answer.status,
             answer: answer.body,
             millis: answer.millis,
+            sent_ms: begun.sent_ms,
+            answered_ms: self.epoch.elapsed().as_millis() as u64,
         };
         let mut book = self.book.lock().unwrap();
         let accepted = |status: Option<u16>, ok: &[u16]| status.is_some_and(|s| ok.contains(&s));
@@ -162,6 +185,8 @@ impl Ledger {
                                 .to_owned(),
                             edits: Vec::new(),
                             deleted: false,
+                            sent_ms: entry.sent_ms,
+                            answered_ms: entry.answered_ms,
                         },
                     );
                 }
