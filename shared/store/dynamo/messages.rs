@@ -24,8 +24,20 @@ struct EventLookup {
     message_id: MessageId,
 }
 
-/// Adds `delta` to a conversation's outbox, optionally only while it is active.
-fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write {
+/// When an outbox change applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    Always,
+    /// While the conversation is active.
+    IfActive,
+    /// While the conversation is active and nothing is in its outbox.
+    IfActiveAndEmpty,
+    /// While nothing is in the outbox.
+    IfEmpty,
+}
+
+/// Adds `delta` to a conversation's outbox, if `only` holds.
+fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
     let change = Write::update(
         keys::conversation(id),
         "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
@@ -33,48 +45,45 @@ fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write
     .name("#outbox", "outbox")
     .value(":zero", n(0))
     .value(":delta", n(delta));
-    if only_if_active {
+    let active = |change: Write| {
         change
-            .when("#status = :active")
             .name("#status", "status")
             .value(":active", s(ConversationStatus::Active.as_str()))
-    } else {
-        change
+    };
+    match only {
+        Only::Always => change,
+        Only::IfActive => active(change.when("#status = :active")),
+        Only::IfActiveAndEmpty => active(
+            change
+                .when("#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)"),
+        ),
+        Only::IfEmpty => change.when("attribute_not_exists(#outbox) OR #outbox <= :zero"),
     }
 }
 
 impl DynamoStore {
-    /// Applies `outcome` (an update with no condition of its own) to a
-    /// message that is still pending, with `also` in the same transaction,
-    /// taking it out of the outbox if the *stored* message was queued. A
-    /// message that is no longer pending is left alone, and that is no error.
+    /// Applies `update` (which has no condition of its own) to a message
+    /// that is still pending, with `also` in the same transaction, taking it
+    /// out of the outbox (where a pending message always is). A message that
+    /// is no longer pending is left alone, and that is no error.
     async fn settle(
         &self,
         message: &Message,
-        outcome: impl Fn() -> Result<(Write, Option<Write>), StoreError>,
+        update: Write,
+        also: Option<Write>,
     ) -> Result<(), StoreError> {
-        // Which delivery the stored message has decides the outbox change;
-        // the condition names it, so a stale copy cannot miscount.
-        for delivery in [Delivery::Queued, Delivery::Direct] {
-            let (update, also) = outcome()?;
-            let mut writes = vec![
-                update
-                    .when("#status = :pending AND #delivery = :delivery")
-                    .name("#status", "status")
-                    .name("#delivery", "delivery")
-                    .value(":pending", s(MessageStatus::Pending.as_str()))
-                    .value(":delivery", s(delivery.as_str())),
-            ];
-            writes.extend(also);
-            if delivery == Delivery::Queued {
-                writes.push(outbox_change(&message.conversation_id, -1, false));
-            }
-            match self.table.transact(writes).await {
-                Err(StoreError::Rejected) => continue,
-                other => return other,
-            }
+        let mut writes = vec![
+            update
+                .when("#status = :pending")
+                .name("#status", "status")
+                .value(":pending", s(MessageStatus::Pending.as_str())),
+        ];
+        writes.extend(also);
+        writes.push(outbox_change(&message.conversation_id, -1, Only::Always));
+        match self.table.transact(writes).await {
+            Err(StoreError::Rejected) => Ok(()),
+            other => other,
         }
-        Ok(())
     }
 }
 
@@ -88,17 +97,10 @@ impl MessageStore for DynamoStore {
         let member = keys::member(id, &message.sender.matrix_user_id);
         let mut writes = vec![Write::put(item(keys::message(id, message.id), message)?).if_new()];
         match message.delivery {
+            // Counted in the outbox while in flight, so nothing sent after
+            // it can overtake it.
             Delivery::Direct => {
-                writes.push(
-                    Write::check(
-                        keys::conversation(id),
-                        "#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)",
-                    )
-                    .name("#status", "status")
-                    .name("#outbox", "outbox")
-                    .value(":active", s(ConversationStatus::Active.as_str()))
-                    .value(":zero", n(0)),
-                );
+                writes.push(outbox_change(id, 1, Only::IfActiveAndEmpty));
                 writes.push(
                     Write::check(member, "#joined = :yes")
                         .name("#joined", "joined")
@@ -106,7 +108,7 @@ impl MessageStore for DynamoStore {
                 );
             }
             Delivery::Queued => {
-                writes.push(outbox_change(id, 1, true));
+                writes.push(outbox_change(id, 1, Only::IfActive));
                 writes.push(Write::check_exists(member));
             }
         }
@@ -147,34 +149,26 @@ impl MessageStore for DynamoStore {
             conversation_id: message.conversation_id.clone(),
             message_id: message.id,
         };
-        self.settle(message, || {
-            let sent = Write::update(
-                keys::message(&message.conversation_id, message.id),
-                "SET #status = :sent, #event = :event",
-            )
-            .name("#event", "event_id")
-            .value(":sent", s(MessageStatus::Sent.as_str()))
-            .value(":event", s(event_id.as_str()));
-            Ok((
-                sent,
-                Some(Write::put(item(keys::event(event_id), &lookup)?)),
-            ))
-        })
-        .await
+        let sent = Write::update(
+            keys::message(&message.conversation_id, message.id),
+            "SET #status = :sent, #event = :event",
+        )
+        .name("#event", "event_id")
+        .value(":sent", s(MessageStatus::Sent.as_str()))
+        .value(":event", s(event_id.as_str()));
+        let lookup = Write::put(item(keys::event(event_id), &lookup)?);
+        self.settle(message, sent, Some(lookup)).await
     }
 
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
-        self.settle(message, || {
-            let failed = Write::update(
-                keys::message(&message.conversation_id, message.id),
-                "SET #status = :failed, #failure = :reason",
-            )
-            .name("#failure", "failure")
-            .value(":failed", s(MessageStatus::Failed.as_str()))
-            .value(":reason", s(reason));
-            Ok((failed, None))
-        })
-        .await
+        let failed = Write::update(
+            keys::message(&message.conversation_id, message.id),
+            "SET #status = :failed, #failure = :reason",
+        )
+        .name("#failure", "failure")
+        .value(":failed", s(MessageStatus::Failed.as_str()))
+        .value(":reason", s(reason));
+        self.settle(message, failed, None).await
     }
 
     async fn update_message(
@@ -208,16 +202,9 @@ impl MessageStore for DynamoStore {
         ];
         match outbox {
             Outbox::Keep => {}
-            Outbox::RequireEmpty => writes.push(
-                Write::check(
-                    keys::conversation(id),
-                    "attribute_not_exists(#outbox) OR #outbox <= :zero",
-                )
-                .name("#outbox", "outbox")
-                .value(":zero", n(0)),
-            ),
-            Outbox::Enter => writes.push(outbox_change(id, 1, false)),
-            Outbox::Leave => writes.push(outbox_change(id, -1, false)),
+            Outbox::EnterIfEmpty => writes.push(outbox_change(id, 1, Only::IfEmpty)),
+            Outbox::Enter => writes.push(outbox_change(id, 1, Only::Always)),
+            Outbox::Leave => writes.push(outbox_change(id, -1, Only::Always)),
         }
         if let Some(record) = idempotency {
             writes.push(remember_once(record)?);
@@ -234,9 +221,8 @@ impl MessageStore for DynamoStore {
             .value(":queued", s(Delivery::Queued.as_str()))
             .value(":direct", s(Delivery::Direct.as_str()))
             .value(":pending", s(MessageStatus::Pending.as_str()));
-        self.table
-            .transact(vec![queue, outbox_change(id, 1, false)])
-            .await
+        // Already counted in the outbox while in flight.
+        self.table.write(queue).await
     }
 
     async fn message(

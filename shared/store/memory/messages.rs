@@ -18,7 +18,7 @@ impl State {
     }
 
     /// Applies `outcome` to a message that is still pending, taking it out
-    /// of the outbox if it was queued; whether it was pending.
+    /// of the outbox; whether it was pending.
     fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
         let id = &message.conversation_id;
         let Some(stored) = self
@@ -28,12 +28,9 @@ impl State {
         else {
             return false;
         };
-        let queued = stored.delivery == Delivery::Queued;
         outcome(stored);
-        if queued {
-            if let Some(conversation) = self.conversations.get_mut(id) {
-                conversation.outbox -= 1;
-            }
+        if let Some(conversation) = self.conversations.get_mut(id) {
+            conversation.outbox -= 1;
         }
         true
     }
@@ -54,7 +51,7 @@ impl MessageStore for MemoryStore {
             .ok_or(StoreError::Rejected)?;
         let allowed = conversation.status == ConversationStatus::Active
             && match message.delivery {
-                Delivery::Direct => member.joined && conversation.outbox == 0,
+                Delivery::Direct => member.joined && conversation.outbox <= 0,
                 Delivery::Queued => true,
             }
             && idempotency.is_none_or(|record| !state.remembers(&record.scope))
@@ -62,10 +59,8 @@ impl MessageStore for MemoryStore {
         if !allowed {
             return Err(StoreError::Rejected);
         }
-        if message.delivery == Delivery::Queued {
-            if let Some(conversation) = state.conversations.get_mut(id) {
-                conversation.outbox += 1;
-            }
+        if let Some(conversation) = state.conversations.get_mut(id) {
+            conversation.outbox += 1;
         }
         if let Some(record) = idempotency {
             state
@@ -135,7 +130,7 @@ impl MessageStore for MemoryStore {
             });
         let outbox_now = state.conversations.get(id).map(|c| c.outbox);
         let outbox_allows = match outbox {
-            Outbox::RequireEmpty => outbox_now.is_none_or(|count| count <= 0),
+            Outbox::EnterIfEmpty => outbox_now.is_none_or(|count| count <= 0),
             Outbox::Keep | Outbox::Enter | Outbox::Leave => outbox_now.is_some(),
         };
         let key_free = idempotency.is_none_or(|record| !state.remembers(&record.scope));
@@ -143,9 +138,9 @@ impl MessageStore for MemoryStore {
             return Err(StoreError::Rejected);
         }
         let delta = match outbox {
-            Outbox::Enter => 1,
+            Outbox::Enter | Outbox::EnterIfEmpty => 1,
             Outbox::Leave => -1,
-            Outbox::Keep | Outbox::RequireEmpty => 0,
+            Outbox::Keep => 0,
         };
         if let Some(conversation) = state.conversations.get_mut(id) {
             conversation.outbox += delta;
@@ -172,9 +167,6 @@ impl MessageStore for MemoryStore {
             })
             .ok_or(StoreError::Rejected)?;
         stored.delivery = Delivery::Queued;
-        if let Some(conversation) = state.conversations.get_mut(id) {
-            conversation.outbox += 1;
-        }
         Ok(())
     }
 
