@@ -322,6 +322,11 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether an operation on it (its send, or a change) is not settled yet.
+    pub fn is_pending(&self) -> bool {
+        self.status == MessageStatus::Pending || self.pending_change.is_some()
+    }
+
     /// The transaction id of this message's latest change.
     pub fn change_txn_id(&self) -> String {
         match self.pending_change.as_ref().map(|change| &change.kind) {

@@ -578,6 +578,54 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     ));
 }
 
+async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let pending = message(&id, "alice", "lost job", Delivery::Queued);
+    store.insert_message(&pending, None).await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let ours = |found: Vec<Message>| -> Vec<MessageId> {
+        found
+            .into_iter()
+            .filter(|m| m.conversation_id == id)
+            .map(|m| m.id)
+            .collect()
+    };
+    let earlier = OffsetDateTime::now_utc() - Duration::minutes(10);
+    assert!(ours(store.stale_pending(earlier, 100).await.unwrap()).is_empty());
+    assert_eq!(
+        ours(store.stale_pending(later, 1000).await.unwrap()),
+        [pending.id]
+    );
+    store
+        .mark_sent(&pending, event_id!("$found"))
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+
+    // A pending change is pending too, until it settles.
+    let read = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut edited = read.clone();
+    edited.pending_change = Some(PendingChange {
+        kind: ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    store
+        .update_message(&read, &edited, Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let found = store.stale_pending(later, 1000).await.unwrap();
+    assert_eq!(ours(found), [pending.id]);
+    let changed = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut settled = changed.clone();
+    settled.pending_change = None;
+    store
+        .update_message(&changed, &settled, Outbox::Leave, None)
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+}
+
 async fn messages_in_flight_count_in_the_outbox(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let first = message(&id, "alice", "in flight", Delivery::Direct);
@@ -890,6 +938,7 @@ both_adapters!(
     updates_hold_only_while_the_message_is_as_read,
     the_outbox_counts_what_is_stored_not_a_stale_copy,
     messages_in_flight_count_in_the_outbox,
+    pending_operations_are_found_until_they_settle,
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,

@@ -11,6 +11,7 @@
 use std::future::Future;
 
 use ruma::{EventId, UserId};
+use time::OffsetDateTime;
 
 use super::StoreError;
 use crate::ids::ConversationId;
@@ -106,6 +107,15 @@ pub trait MessageStore: Send + Sync {
         id: &ConversationId,
         message: MessageId,
     ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Up to `limit` messages whose send or change has been pending since
+    /// before `older_than`, the longest pending first: what the sweeper
+    /// hands (back) to the retry function.
+    fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
 
     /// Up to `limit` messages older than `before` (all, without it), newest first.
     fn messages(

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::DynamoStore;
 use super::idempotency::remember_once;
-use super::table::{Write, item, key_of, n, record, s};
+use super::table::{Item, Write, item, key_of, n, record, s};
 use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
@@ -61,6 +61,20 @@ fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
     }
 }
 
+/// A message as an item: in the pending index while an operation on it is
+/// pending (from now on, for a record written now).
+fn message_item(message: &Message) -> Result<Item, StoreError> {
+    let mut item = item(keys::message(&message.conversation_id, message.id), message)?;
+    if message.is_pending() {
+        item.insert(keys::PENDING_KEY.into(), s(keys::PENDING));
+        item.insert(
+            keys::PENDING_SINCE.into(),
+            s(keys::pending_since(OffsetDateTime::now_utc())),
+        );
+    }
+    Ok(item)
+}
+
 impl DynamoStore {
     /// Applies `update` (which has no condition of its own) to a message
     /// that is still pending, with `also` in the same transaction, taking it
@@ -95,7 +109,7 @@ impl MessageStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let id = &message.conversation_id;
         let member = keys::member(id, &message.sender.matrix_user_id);
-        let mut writes = vec![Write::put(item(keys::message(id, message.id), message)?).if_new()];
+        let mut writes = vec![Write::put(message_item(message)?).if_new()];
         match message.delivery {
             // Counted in the outbox while in flight, so nothing sent after
             // it can overtake it.
@@ -151,8 +165,10 @@ impl MessageStore for DynamoStore {
         };
         let sent = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :sent, #event = :event",
+            "SET #status = :sent, #event = :event REMOVE #pending_key, #pending_since",
         )
+        .name("#pending_key", keys::PENDING_KEY)
+        .name("#pending_since", keys::PENDING_SINCE)
         .name("#event", "event_id")
         .value(":sent", s(MessageStatus::Sent.as_str()))
         .value(":event", s(event_id.as_str()));
@@ -163,8 +179,10 @@ impl MessageStore for DynamoStore {
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
         let failed = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :failed, #failure = :reason",
+            "SET #status = :failed, #failure = :reason REMOVE #pending_key, #pending_since",
         )
+        .name("#pending_key", keys::PENDING_KEY)
+        .name("#pending_since", keys::PENDING_SINCE)
         .name("#failure", "failure")
         .value(":failed", s(MessageStatus::Failed.as_str()))
         .value(":reason", s(reason));
@@ -188,7 +206,7 @@ impl MessageStore for DynamoStore {
             "#revision = :revision AND #status = :status AND #delivery = :delivery"
         };
         let mut writes = vec![
-            Write::put(item(keys::message(id, message.id), &next)?)
+            Write::put(message_item(&next)?)
                 .when(unchanged)
                 .name("#revision", "revision")
                 .name("#status", "status")
@@ -231,6 +249,24 @@ impl MessageStore for DynamoStore {
         message: MessageId,
     ) -> Result<Option<Message>, StoreError> {
         self.table.get(keys::message(id, message)).await
+    }
+
+    async fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.table
+            .query_index_below(
+                keys::PENDING_INDEX,
+                (keys::PENDING_KEY, keys::PENDING),
+                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .map(record)
+            .collect()
     }
 
     async fn messages(

@@ -441,6 +441,43 @@ impl Table {
         Ok(items)
     }
 
+    /// Up to `limit` items of the index `index` whose partition attribute
+    /// has `partition`'s value and whose sort attribute is below `below`'s,
+    /// lowest first (an index read is eventually consistent).
+    pub async fn query_index_below(
+        &self,
+        index: &str,
+        partition: (&str, &str),
+        below: (&str, &str),
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        while items.len() < limit {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(index)
+                .key_condition_expression("#pk = :pk AND #sk < :below")
+                .expression_attribute_names("#pk", partition.0)
+                .expression_attribute_names("#sk", below.0)
+                .expression_attribute_values(":pk", s(partition.1))
+                .expression_attribute_values(":below", s(below.1))
+                .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
     fn query(&self, range: KeyRange) -> QueryFluentBuilder {
         let query = self
             .client

@@ -1,6 +1,7 @@
 //! [`MessageStore`] on the in-memory state.
 
 use ruma::{EventId, UserId};
+use time::OffsetDateTime;
 
 use super::{MemoryStore, State, member_key};
 use crate::ids::ConversationId;
@@ -10,6 +11,18 @@ use crate::model::{
 use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 impl State {
+    /// Stores `message` whole, keeping the pending index.
+    fn put_message(&mut self, message: Message) {
+        let key = (message.conversation_id.clone(), message.id);
+        if message.is_pending() {
+            self.pending_since
+                .insert(key.clone(), OffsetDateTime::now_utc());
+        } else {
+            self.pending_since.remove(&key);
+        }
+        self.messages.insert(key, message);
+    }
+
     /// Whether a key is remembered: recorded and not expired.
     fn remembers(&self, scope: &str) -> bool {
         self.idempotency
@@ -29,6 +42,7 @@ impl State {
             return false;
         };
         outcome(stored);
+        self.pending_since.remove(&(id.clone(), message.id));
         if let Some(conversation) = self.conversations.get_mut(id) {
             conversation.outbox -= 1;
         }
@@ -67,9 +81,7 @@ impl MessageStore for MemoryStore {
                 .idempotency
                 .insert(record.scope.clone(), record.clone());
         }
-        state
-            .messages
-            .insert((id.clone(), message.id), message.clone());
+        state.put_message(message.clone());
         Ok(())
     }
 
@@ -152,7 +164,7 @@ impl MessageStore for MemoryStore {
         }
         let mut next = message.clone();
         next.revision = read.revision + 1;
-        state.messages.insert((id.clone(), message.id), next);
+        state.put_message(next);
         Ok(())
     }
 
@@ -176,6 +188,25 @@ impl MessageStore for MemoryStore {
         message: MessageId,
     ) -> Result<Option<Message>, StoreError> {
         Ok(self.state().messages.get(&(id.clone(), message)).cloned())
+    }
+
+    async fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let state = self.state();
+        let mut stale: Vec<_> = state
+            .pending_since
+            .iter()
+            .filter(|(_, since)| **since < older_than)
+            .collect();
+        stale.sort_by_key(|(_, since)| **since);
+        Ok(stale
+            .into_iter()
+            .take(limit)
+            .filter_map(|(key, _)| state.messages.get(key).cloned())
+            .collect())
     }
 
     async fn messages(
