@@ -201,9 +201,71 @@ pub fn retry_max_attempts(env: &dyn Env) -> Result<u32, ConfigError> {
         })
 }
 
+/// When the sweeper steps in: operations pending longer than `stale_after`
+/// are handed (back) to the retry function; those pending longer than
+/// `max_age` are failed, with a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepSettings {
+    pub stale_after: time::Duration,
+    pub max_age: time::Duration,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            stale_after: time::Duration::minutes(10),
+            max_age: time::Duration::hours(24),
+        }
+    }
+}
+
+impl SweepSettings {
+    /// `BRIDGE_SWEEP_AFTER_SECONDS` (600) and `BRIDGE_MAX_PENDING_AGE_SECONDS`
+    /// (86400).
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str, default: &str| {
+            optional(env, name, default)
+                .parse::<i64>()
+                .ok()
+                .filter(|seconds| *seconds >= 1)
+                .map(time::Duration::seconds)
+                .ok_or_else(|| invalid(name, "must be a whole number of seconds, at least 1"))
+        };
+        let settings = Self {
+            stale_after: seconds("BRIDGE_SWEEP_AFTER_SECONDS", "600")?,
+            max_age: seconds("BRIDGE_MAX_PENDING_AGE_SECONDS", "86400")?,
+        };
+        if settings.max_age <= settings.stale_after {
+            return Err(invalid(
+                "BRIDGE_MAX_PENDING_AGE_SECONDS",
+                "must be longer than BRIDGE_SWEEP_AFTER_SECONDS",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_settings_have_defaults_and_are_checked() {
+        assert_eq!(
+            SweepSettings::from_env(&[("X", "y")]).unwrap(),
+            SweepSettings::default()
+        );
+        let custom = SweepSettings::from_env(&[("BRIDGE_SWEEP_AFTER_SECONDS", "60")]).unwrap();
+        assert_eq!(custom.stale_after, time::Duration::minutes(1));
+        assert!(SweepSettings::from_env(&[("BRIDGE_SWEEP_AFTER_SECONDS", "0")]).is_err());
+        assert!(
+            SweepSettings::from_env(&[
+                ("BRIDGE_SWEEP_AFTER_SECONDS", "100"),
+                ("BRIDGE_MAX_PENDING_AGE_SECONDS", "50")
+            ])
+            .is_err()
+        );
+    }
 
     const FULL: [(&str, &str); 5] = [
         ("MATRIX_HOMESERVER_URL", "http://127.0.0.1:8008/"),

@@ -191,7 +191,7 @@ impl Bridge {
             .unwrap()
         {
             Handler::Queue(retry) => retry,
-            Handler::Http(_) => panic!("retry is a queue function"),
+            _ => panic!("retry is a queue function"),
         }
     }
 
@@ -1635,4 +1635,127 @@ async fn an_edit_of_a_file_changes_its_caption_and_keeps_the_file() {
         json_of(&edited)["attachments"],
         json_of(&sent)["attachments"]
     );
+}
+
+// ---------------------------------------------------------------- sweeper
+
+impl Bridge {
+    fn sweeper(&self) -> bridge::handlers::sweeper::Sweeper<MemoryStore, MemoryQueue> {
+        bridge::handlers::sweeper::Sweeper::new(
+            bridge::config::SweepSettings::default(),
+            self.store.clone(),
+            self.queue.clone(),
+            bridge::metrics::Metrics::off("sweeper"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_hands_forgotten_operations_to_the_retry_function() {
+    use bridge::handlers::sweeper::Sweep;
+    let bridge = Bridge::with_conversation().await;
+    // A send whose request died after storing it: pending, direct, no job.
+    let id = bridge.sent("alice", "stored, then the request died").await;
+    let stored = bridge.stored_message(id).await;
+    let mut orphan = stored.clone();
+    orphan.id = MessageId::new();
+    orphan.status = MessageStatus::Pending;
+    orphan.event_id = None;
+    orphan.body = "orphan".into();
+    // (Its predecessor settled; this one is stored as a request would.)
+    bridge.store.insert_message(&orphan, None).await.unwrap();
+    assert_eq!(bridge.outbox().await, 1, "in flight, blocking later sends");
+    let jobs_before = bridge.queue.jobs().len();
+
+    let now = time::OffsetDateTime::now_utc();
+    let sweeper = bridge.sweeper();
+    assert_eq!(
+        sweeper.sweep(now).await.unwrap(),
+        Sweep::default(),
+        "not stale yet"
+    );
+    let later = now + time::Duration::minutes(11);
+    let swept = sweeper.sweep(later).await.unwrap();
+    assert_eq!((swept.found, swept.requeued, swept.failed), (1, 1, 0));
+    let jobs = bridge.queue.jobs()[jobs_before..].to_vec();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].operation, jobs[0].message_id),
+        (Operation::Send, orphan.id)
+    );
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.delivery,
+        Delivery::Queued
+    );
+
+    // The retry function delivers it, and the conversation flows again.
+    let retry = bridge.retry(8).await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.status,
+        MessageStatus::Sent
+    );
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.send("alice", "direct again").await.status(), 201);
+}
+
+#[tokio::test]
+async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let old = bridge.sent("alice", "never delivered").await;
+    let now = time::OffsetDateTime::now_utc();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.failed), (1, 1));
+    let failed = bridge.stored_message(old).await;
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .unwrap()
+            .starts_with("not delivered within 24 hours"),
+        "{:?}",
+        failed.failure
+    );
+    assert_eq!(bridge.outbox().await, 0);
+
+    // A direct change whose request died: requeued as a change job.
+    let sent = bridge.sent("alice", "to edit").await;
+    let read = bridge.stored_message(sent).await;
+    let mut changed = read.clone();
+    changed.body = "edited, then the request died".into();
+    changed.changes = 1;
+    changed.edited_at = Some(now);
+    changed.pending_change = Some(bridge::model::PendingChange {
+        kind: bridge::model::ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    bridge
+        .store
+        .update_message(&read, &changed, bridge::store::Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.requeued), (1, 1));
+    let job = bridge.queue.jobs().last().unwrap().clone();
+    assert_eq!((job.operation, job.change), (Operation::Change, Some(1)));
+    let retry = bridge.retry(8).await;
+    assert!(failed_ids(&retry.call(retry_batch(&[job], 1)).await).is_empty());
+    let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        content["m.new_content"]["body"],
+        "edited, then the request died"
+    );
+    assert_eq!(bridge.outbox().await, 0);
 }

@@ -84,11 +84,16 @@ fn each_function_is_triggered_as_registered() {
             .iter()
             .find(|(binary, _)| binary == function.name)
             .unwrap();
-        let http = events(resource, "HttpApi").len();
-        let sqs = events(resource, "SQS").len();
+        let counts = (
+            events(resource, "HttpApi").len(),
+            events(resource, "SQS").len(),
+            events(resource, "Schedule").len(),
+        );
+        let name = function.name;
         match function.trigger {
-            Trigger::Http => assert!(http > 0 && sqs == 0, "{}: HTTP routes only", function.name),
-            Trigger::Queue => assert!(sqs == 1 && http == 0, "{}: one queue", function.name),
+            Trigger::Http => assert!(counts.0 > 0 && counts.1 + counts.2 == 0, "{name}: routes"),
+            Trigger::Queue => assert_eq!(counts, (0, 1, 0), "{name}: one queue"),
+            Trigger::Schedule => assert_eq!(counts, (0, 0, 1), "{name}: one schedule"),
         }
     }
 }

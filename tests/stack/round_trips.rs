@@ -134,7 +134,7 @@ async fn an_edit_and_a_delete_cost_four_table_round_trips_and_one_matrix_request
         async move {
             match function.handler(ports).await.unwrap() {
                 Handler::Http(handler) => handler,
-                Handler::Queue(_) => unreachable!(),
+                _ => unreachable!(),
             }
         }
     };
