@@ -186,21 +186,6 @@ impl RetryQueueConfig {
     }
 }
 
-/// How many times the retry function tries a delivery: the retry queue's
-/// `maxReceiveCount` (`BRIDGE_RETRY_MAX_RECEIVE_COUNT`, 8 by default).
-pub fn retry_max_attempts(env: &dyn Env) -> Result<u32, ConfigError> {
-    optional(env, "BRIDGE_RETRY_MAX_RECEIVE_COUNT", "8")
-        .parse()
-        .ok()
-        .filter(|count| *count >= 1)
-        .ok_or_else(|| {
-            invalid(
-                "BRIDGE_RETRY_MAX_RECEIVE_COUNT",
-                "must be a whole number of at least 1",
-            )
-        })
-}
-
 /// When the sweeper steps in: operations pending longer than `stale_after`
 /// are handed (back) to the retry function; those pending longer than
 /// `max_age` are failed, with a reason.

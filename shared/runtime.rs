@@ -10,7 +10,6 @@ use lambda_runtime::LambdaEvent;
 
 use crate::config::{
     Env, MatrixConfig, ProcessEnv, RetryQueueConfig, SweepSettings, TableConfig, puppet_namer,
-    retry_max_attempts,
 };
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
@@ -92,10 +91,6 @@ impl Ports for Adapters {
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {
         Ok(puppet_namer(self.env.as_ref())?)
-    }
-
-    fn retry_max_attempts(&self) -> Result<u32, InitError> {
-        Ok(retry_max_attempts(self.env.as_ref())?)
     }
 
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {

@@ -176,12 +176,16 @@ impl Bridge {
             .unwrap()
     }
 
-    /// The retry function on this bridge's fakes, giving up after `max_attempts`.
-    async fn retry(&self, max_attempts: u32) -> Box<dyn QueueFunction> {
-        let fakes = Fakes {
-            retry_max_attempts: max_attempts,
-            ..self.fakes.clone()
-        };
+    /// The retry function on this bridge's fakes.
+    async fn retry(&self) -> Box<dyn QueueFunction> {
+        self.retry_with_deadline(bridge::config::SweepSettings::default().max_age)
+            .await
+    }
+
+    /// The retry function, failing what is undelivered after `max_age`.
+    async fn retry_with_deadline(&self, max_age: time::Duration) -> Box<dyn QueueFunction> {
+        let mut fakes = self.fakes.clone();
+        fakes.sweep.max_age = max_age;
         match registry::<Fakes>()
             .into_iter()
             .find(|function| function.name == "retry")
@@ -537,7 +541,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     assert_eq!(bridge.send("alice", "one").await.status(), 202);
     assert_eq!(bridge.send("bob", "two").await.status(), 202);
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
 
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
@@ -585,7 +589,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
 }
 
 #[tokio::test]
-async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
+async fn the_retry_function_waits_until_the_deadline_and_gives_up_on_refusals() {
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::Down);
     assert_eq!(bridge.send("alice", "doomed").await.status(), 202);
@@ -595,21 +599,27 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "queued behind the first"
     );
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(3).await;
 
+    // However many attempts it takes, before the deadline it waits.
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = retry.call(retry_batch(&jobs[..1], 3)).await;
+    let response = bridge.retry().await.call(retry_batch(&jobs[..1], 50)).await;
+    assert_eq!(failed_ids(&response).len(), 1, "handed back at attempt 50");
+    assert_eq!(bridge.stored(&jobs[0]).await.status, MessageStatus::Pending);
+
+    // Past the deadline, it fails, with the reason.
+    let retry = bridge.retry_with_deadline(time::Duration::ZERO).await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let response = retry.call(retry_batch(&jobs[..1], 51)).await;
     assert!(
         failed_ids(&response).is_empty(),
-        "the last attempt ends the job"
+        "past the deadline the job ends"
     );
     let first = bridge.stored(&jobs[0]).await;
     assert_eq!(first.status, MessageStatus::Failed);
+    let failure = first.failure.unwrap();
     assert!(
-        first
-            .failure
-            .unwrap()
-            .starts_with("gave up after 3 attempts")
+        failure.starts_with("not delivered within 0 hours (51 attempts)"),
+        "{failure}"
     );
 
     bridge.matrix.fail_next_send(Failure::Refused);
@@ -776,7 +786,7 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let jobs = bridge.queue.jobs();
     let sends = bridge.matrix.sends().len();
 
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
@@ -1014,7 +1024,7 @@ async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_orde
     );
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     let new_sends = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(new_sends.len(), 1, "one edit, the latest: {new_sends:?}");
@@ -1060,7 +1070,7 @@ async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
     assert_eq!(bridge.outbox().await, 1);
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     let delivered = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
@@ -1419,7 +1429,7 @@ async fn a_queued_attachment_is_retried_with_the_same_file() {
     let Some(Call::Send { content: first, .. }) = bridge.matrix.sends().last().cloned() else {
         panic!("nothing tried");
     };
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
         panic!("nothing sent");
@@ -1689,7 +1699,7 @@ async fn the_sweeper_hands_forgotten_operations_to_the_retry_function() {
     );
 
     // The retry function delivers it, and the conversation flows again.
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.stored_message(orphan.id).await.status,
@@ -1748,7 +1758,7 @@ async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
     assert_eq!((swept.found, swept.requeued), (1, 1));
     let job = bridge.queue.jobs().last().unwrap().clone();
     assert_eq!((job.operation, job.change), (Operation::Change, Some(1)));
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&[job], 1)).await).is_empty());
     let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
         unreachable!()

@@ -19,7 +19,7 @@ use crate::config::SweepSettings;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, ScheduledFunction};
 use crate::metrics::{Counter, Metrics};
-use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
+use crate::model::{Delivery, Message};
 use crate::ports::{BoxError, InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{Outbox, Store, StoreError};
@@ -92,8 +92,9 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
             ..Sweep::default()
         };
         for message in stale {
-            let expired =
-                pending_since(&message).is_some_and(|since| now - since > self.settings.max_age);
+            let expired = message
+                .pending_since()
+                .is_some_and(|since| now - since > self.settings.max_age);
             let outcome = if expired {
                 self.fail(&message).await.map(|()| &mut sweep.failed)
             } else {
@@ -155,17 +156,5 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
         }
         self.metrics.count(Counter::MessagesFailed);
         Ok(())
-    }
-}
-
-/// When the pending operation was accepted: the send's creation, or the
-/// change's time.
-fn pending_since(message: &Message) -> Option<OffsetDateTime> {
-    match &message.pending_change {
-        Some(change) => match change.kind {
-            ChangeKind::Edit => message.edited_at,
-            ChangeKind::Delete { .. } => message.deleted_at,
-        },
-        None => (message.status == MessageStatus::Pending).then_some(message.created_at),
     }
 }

@@ -76,10 +76,6 @@ mod support_ports {
             Ok(self.namer.clone())
         }
 
-        fn retry_max_attempts(&self) -> Result<u32, InitError> {
-            Ok(8)
-        }
-
         fn metrics(&self, function: &'static str) -> Metrics {
             Metrics::off(function)
         }

@@ -71,7 +71,7 @@ pub struct Redrive {
 }
 
 /// The template's `RetryMaxReceiveCount` parameter, at its default.
-pub const RETRY_MAX_RECEIVE_COUNT: u32 = 8;
+pub const RETRY_MAX_RECEIVE_COUNT: u32 = 100;
 
 /// Fourteen days, the longest SQS keeps a message.
 const FOURTEEN_DAYS: u32 = 14 * 24 * 60 * 60;
