@@ -1769,3 +1769,42 @@ async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
     );
     assert_eq!(bridge.outbox().await, 0);
 }
+
+#[tokio::test]
+async fn edits_matrix_would_refuse_and_messages_of_other_conversations_are_refused() {
+    let bridge = Bridge::with_conversation().await;
+    // Fits as a message; as an edit (fallback and new content) it would not.
+    let long = "x".repeat(31 * 1024);
+    let id = bridge.sent("alice", &long).await;
+    let sends = bridge.matrix.sends().len();
+    let too_big = bridge.edit("alice", id, &format!("{long}!"), None).await;
+    assert_eq!(too_big.status(), 413, "{:?}", json_of(&too_big));
+    assert_eq!(bridge.matrix.sends().len(), sends, "nothing sent");
+    assert_eq!(bridge.stored_message(id).await.body, long, "nothing stored");
+
+    // A second conversation alice is in: grp-42's message is not in it.
+    let mut other = Event::load("provision-create-conversation").by("svc", true);
+    other.json["body"] = json!(
+        json!({"id": "grp-7", "kind": "group", "members": [{"user_id": "alice", "role": "owner"}]})
+            .to_string()
+    );
+    assert_eq!(bridge.handle(other).await.status(), 201);
+    let elsewhere = Event::load("edit-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string())
+        .body(json!({"body": "wrong room"}));
+    assert_eq!(bridge.call("edit", elsewhere.request()).await.status(), 404);
+    let delete_elsewhere = Event::load("delete-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string());
+    assert_eq!(
+        bridge
+            .call("delete", delete_elsewhere.request())
+            .await
+            .status(),
+        404
+    );
+    assert!(bridge.redactions().is_empty());
+}
