@@ -157,3 +157,30 @@ fn every_route_goes_to_a_registered_http_function() {
         assert_eq!(function.trigger, Trigger::Http, "{}", spec.key());
     }
 }
+
+#[test]
+fn the_log_level_can_never_be_trace() {
+    // At TRACE the Lambda runtime logs raw events, tokens included.
+    let template = template();
+    let allowed: Vec<&str> = template["Parameters"]["LogLevel"]["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !allowed.is_empty() && !allowed.contains(&"TRACE"),
+        "{allowed:?}"
+    );
+    let level = &template["Globals"]["Function"]["LoggingConfig"]["ApplicationLogLevel"];
+    let Value::Tagged(reference) = level else {
+        panic!("the log level is the LogLevel parameter: {level:?}");
+    };
+    assert_eq!(reference.value.as_str(), Some("LogLevel"));
+    for (binary, resource) in functions(&template) {
+        assert!(
+            resource["Properties"].get("LoggingConfig").is_none(),
+            "{binary} sets its own logging"
+        );
+    }
+}
