@@ -2,6 +2,7 @@
 //! the retry queue, shared by every function built from one [`Fakes`], so
 //! a test can drive the registered functions and look at what they did.
 
+use crate::config::SweepSettings;
 use crate::ids::PuppetNamer;
 use crate::matrix::fake::FakeMatrix;
 use crate::metrics::Metrics;
@@ -16,7 +17,7 @@ pub struct Fakes {
     pub matrix: FakeMatrix,
     pub queue: MemoryQueue,
     pub namer: PuppetNamer,
-    pub retry_max_attempts: u32,
+    pub sweep: SweepSettings,
 }
 
 impl Fakes {
@@ -27,7 +28,7 @@ impl Fakes {
             matrix: FakeMatrix::default(),
             queue: MemoryQueue::default(),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
-            retry_max_attempts: 8,
+            sweep: SweepSettings::default(),
         }
     }
 }
@@ -59,8 +60,8 @@ impl Ports for Fakes {
         Ok(self.namer.clone())
     }
 
-    fn retry_max_attempts(&self) -> Result<u32, InitError> {
-        Ok(self.retry_max_attempts)
+    fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
+        Ok(self.sweep)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {

@@ -322,6 +322,23 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether an operation on it (its send, or a change) is not settled yet.
+    pub fn is_pending(&self) -> bool {
+        self.status == MessageStatus::Pending || self.pending_change.is_some()
+    }
+
+    /// When its pending operation was accepted: the change's time, or the
+    /// send's; none when nothing is pending.
+    pub fn pending_since(&self) -> Option<OffsetDateTime> {
+        match &self.pending_change {
+            Some(change) => match change.kind {
+                ChangeKind::Edit => self.edited_at,
+                ChangeKind::Delete { .. } => self.deleted_at,
+            },
+            None => (self.status == MessageStatus::Pending).then_some(self.created_at),
+        }
+    }
+
     /// The transaction id of this message's latest change.
     pub fn change_txn_id(&self) -> String {
         match self.pending_change.as_ref().map(|change| &change.kind) {

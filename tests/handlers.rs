@@ -176,12 +176,16 @@ impl Bridge {
             .unwrap()
     }
 
-    /// The retry function on this bridge's fakes, giving up after `max_attempts`.
-    async fn retry(&self, max_attempts: u32) -> Box<dyn QueueFunction> {
-        let fakes = Fakes {
-            retry_max_attempts: max_attempts,
-            ..self.fakes.clone()
-        };
+    /// The retry function on this bridge's fakes.
+    async fn retry(&self) -> Box<dyn QueueFunction> {
+        self.retry_with_deadline(bridge::config::SweepSettings::default().max_age)
+            .await
+    }
+
+    /// The retry function, failing what is undelivered after `max_age`.
+    async fn retry_with_deadline(&self, max_age: time::Duration) -> Box<dyn QueueFunction> {
+        let mut fakes = self.fakes.clone();
+        fakes.sweep.max_age = max_age;
         match registry::<Fakes>()
             .into_iter()
             .find(|function| function.name == "retry")
@@ -191,7 +195,7 @@ impl Bridge {
             .unwrap()
         {
             Handler::Queue(retry) => retry,
-            Handler::Http(_) => panic!("retry is a queue function"),
+            _ => panic!("retry is a queue function"),
         }
     }
 
@@ -537,7 +541,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     assert_eq!(bridge.send("alice", "one").await.status(), 202);
     assert_eq!(bridge.send("bob", "two").await.status(), 202);
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
 
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
@@ -585,7 +589,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
 }
 
 #[tokio::test]
-async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
+async fn the_retry_function_waits_until_the_deadline_and_gives_up_on_refusals() {
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::Down);
     assert_eq!(bridge.send("alice", "doomed").await.status(), 202);
@@ -595,21 +599,27 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "queued behind the first"
     );
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(3).await;
 
+    // However many attempts it takes, before the deadline it waits.
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = retry.call(retry_batch(&jobs[..1], 3)).await;
+    let response = bridge.retry().await.call(retry_batch(&jobs[..1], 50)).await;
+    assert_eq!(failed_ids(&response).len(), 1, "handed back at attempt 50");
+    assert_eq!(bridge.stored(&jobs[0]).await.status, MessageStatus::Pending);
+
+    // Past the deadline, it fails, with the reason.
+    let retry = bridge.retry_with_deadline(time::Duration::ZERO).await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let response = retry.call(retry_batch(&jobs[..1], 51)).await;
     assert!(
         failed_ids(&response).is_empty(),
-        "the last attempt ends the job"
+        "past the deadline the job ends"
     );
     let first = bridge.stored(&jobs[0]).await;
     assert_eq!(first.status, MessageStatus::Failed);
+    let failure = first.failure.unwrap();
     assert!(
-        first
-            .failure
-            .unwrap()
-            .starts_with("gave up after 3 attempts")
+        failure.starts_with("not delivered within 0 hours (51 attempts)"),
+        "{failure}"
     );
 
     bridge.matrix.fail_next_send(Failure::Refused);
@@ -776,7 +786,7 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let jobs = bridge.queue.jobs();
     let sends = bridge.matrix.sends().len();
 
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
@@ -1014,7 +1024,7 @@ async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_orde
     );
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     let new_sends = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(new_sends.len(), 1, "one edit, the latest: {new_sends:?}");
@@ -1060,7 +1070,7 @@ async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
     assert_eq!(bridge.outbox().await, 1);
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     let delivered = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
@@ -1419,7 +1429,7 @@ async fn a_queued_attachment_is_retried_with_the_same_file() {
     let Some(Call::Send { content: first, .. }) = bridge.matrix.sends().last().cloned() else {
         panic!("nothing tried");
     };
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
         panic!("nothing sent");
@@ -1635,4 +1645,166 @@ async fn an_edit_of_a_file_changes_its_caption_and_keeps_the_file() {
         json_of(&edited)["attachments"],
         json_of(&sent)["attachments"]
     );
+}
+
+// ---------------------------------------------------------------- sweeper
+
+impl Bridge {
+    fn sweeper(&self) -> bridge::handlers::sweeper::Sweeper<MemoryStore, MemoryQueue> {
+        bridge::handlers::sweeper::Sweeper::new(
+            bridge::config::SweepSettings::default(),
+            self.store.clone(),
+            self.queue.clone(),
+            bridge::metrics::Metrics::off("sweeper"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_hands_forgotten_operations_to_the_retry_function() {
+    use bridge::handlers::sweeper::Sweep;
+    let bridge = Bridge::with_conversation().await;
+    // A send whose request died after storing it: pending, direct, no job.
+    let id = bridge.sent("alice", "stored, then the request died").await;
+    let stored = bridge.stored_message(id).await;
+    let mut orphan = stored.clone();
+    orphan.id = MessageId::new();
+    orphan.status = MessageStatus::Pending;
+    orphan.event_id = None;
+    orphan.body = "orphan".into();
+    // (Its predecessor settled; this one is stored as a request would.)
+    bridge.store.insert_message(&orphan, None).await.unwrap();
+    assert_eq!(bridge.outbox().await, 1, "in flight, blocking later sends");
+    let jobs_before = bridge.queue.jobs().len();
+
+    let now = time::OffsetDateTime::now_utc();
+    let sweeper = bridge.sweeper();
+    assert_eq!(
+        sweeper.sweep(now).await.unwrap(),
+        Sweep::default(),
+        "not stale yet"
+    );
+    let later = now + time::Duration::minutes(11);
+    let swept = sweeper.sweep(later).await.unwrap();
+    assert_eq!((swept.found, swept.requeued, swept.failed), (1, 1, 0));
+    let jobs = bridge.queue.jobs()[jobs_before..].to_vec();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].operation, jobs[0].message_id),
+        (Operation::Send, orphan.id)
+    );
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.delivery,
+        Delivery::Queued
+    );
+
+    // The retry function delivers it, and the conversation flows again.
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.status,
+        MessageStatus::Sent
+    );
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.send("alice", "direct again").await.status(), 201);
+}
+
+#[tokio::test]
+async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let old = bridge.sent("alice", "never delivered").await;
+    let now = time::OffsetDateTime::now_utc();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.failed), (1, 1));
+    let failed = bridge.stored_message(old).await;
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .unwrap()
+            .starts_with("not delivered within 24 hours"),
+        "{:?}",
+        failed.failure
+    );
+    assert_eq!(bridge.outbox().await, 0);
+
+    // A direct change whose request died: requeued as a change job.
+    let sent = bridge.sent("alice", "to edit").await;
+    let read = bridge.stored_message(sent).await;
+    let mut changed = read.clone();
+    changed.body = "edited, then the request died".into();
+    changed.changes = 1;
+    changed.edited_at = Some(now);
+    changed.pending_change = Some(bridge::model::PendingChange {
+        kind: bridge::model::ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    bridge
+        .store
+        .update_message(&read, &changed, bridge::store::Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.requeued), (1, 1));
+    let job = bridge.queue.jobs().last().unwrap().clone();
+    assert_eq!((job.operation, job.change), (Operation::Change, Some(1)));
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&[job], 1)).await).is_empty());
+    let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        content["m.new_content"]["body"],
+        "edited, then the request died"
+    );
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn edits_matrix_would_refuse_and_messages_of_other_conversations_are_refused() {
+    let bridge = Bridge::with_conversation().await;
+    // Fits as a message; as an edit (fallback and new content) it would not.
+    let long = "x".repeat(31 * 1024);
+    let id = bridge.sent("alice", &long).await;
+    let sends = bridge.matrix.sends().len();
+    let too_big = bridge.edit("alice", id, &format!("{long}!"), None).await;
+    assert_eq!(too_big.status(), 413, "{:?}", json_of(&too_big));
+    assert_eq!(bridge.matrix.sends().len(), sends, "nothing sent");
+    assert_eq!(bridge.stored_message(id).await.body, long, "nothing stored");
+
+    // A second conversation alice is in: grp-42's message is not in it.
+    let mut other = Event::load("provision-create-conversation").by("svc", true);
+    other.json["body"] = json!(
+        json!({"id": "grp-7", "kind": "group", "members": [{"user_id": "alice", "role": "owner"}]})
+            .to_string()
+    );
+    assert_eq!(bridge.handle(other).await.status(), 201);
+    let elsewhere = Event::load("edit-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string())
+        .body(json!({"body": "wrong room"}));
+    assert_eq!(bridge.call("edit", elsewhere.request()).await.status(), 404);
+    let delete_elsewhere = Event::load("delete-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string());
+    assert_eq!(
+        bridge
+            .call("delete", delete_elsewhere.request())
+            .await
+            .status(),
+        404
+    );
+    assert!(bridge.redactions().is_empty());
 }

@@ -542,7 +542,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     ));
     assert!(matches!(
         store
-            .update_message(&stored, &edited, Outbox::RequireEmpty, None)
+            .update_message(&stored, &edited, Outbox::EnterIfEmpty, None)
             .await,
         Err(StoreError::Rejected)
     ));
@@ -567,7 +567,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     let mut deleted = done.clone();
     deleted.status = MessageStatus::Deleted;
     store
-        .update_message(&done, &deleted, Outbox::RequireEmpty, None)
+        .update_message(&done, &deleted, Outbox::EnterIfEmpty, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -576,6 +576,73 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
             .await,
         Err(StoreError::Rejected)
     ));
+}
+
+async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let pending = message(&id, "alice", "lost job", Delivery::Queued);
+    store.insert_message(&pending, None).await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let ours = |found: Vec<Message>| -> Vec<MessageId> {
+        found
+            .into_iter()
+            .filter(|m| m.conversation_id == id)
+            .map(|m| m.id)
+            .collect()
+    };
+    let earlier = OffsetDateTime::now_utc() - Duration::minutes(10);
+    assert!(ours(store.stale_pending(earlier, 100).await.unwrap()).is_empty());
+    assert_eq!(
+        ours(store.stale_pending(later, 1000).await.unwrap()),
+        [pending.id]
+    );
+    store
+        .mark_sent(&pending, event_id!("$found"))
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+
+    // A pending change is pending too, until it settles.
+    let read = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut edited = read.clone();
+    edited.pending_change = Some(PendingChange {
+        kind: ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    store
+        .update_message(&read, &edited, Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let found = store.stale_pending(later, 1000).await.unwrap();
+    assert_eq!(ours(found), [pending.id]);
+    let changed = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut settled = changed.clone();
+    settled.pending_change = None;
+    store
+        .update_message(&changed, &settled, Outbox::Leave, None)
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+}
+
+async fn messages_in_flight_count_in_the_outbox(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "in flight", Delivery::Direct);
+    store.insert_message(&first, None).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    // A send accepted while the first is in flight cannot overtake it.
+    let second = message(&id, "alice", "right behind", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&second, None).await,
+        Err(StoreError::Rejected)
+    ));
+    // Handing it to the retry function keeps it counted.
+    store.mark_queued(&first).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    store.mark_sent(&first, event_id!("$flight")).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    store.insert_message(&second, None).await.unwrap();
 }
 
 async fn the_outbox_counts_what_is_stored_not_a_stale_copy(store: &impl Store) {
@@ -667,7 +734,8 @@ async fn history_pages_newest_first(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let mut sent = Vec::new();
     for n in 1..=5 {
-        let m = message(&id, "alice", &format!("message {n}"), Delivery::Direct);
+        // Queued: each waits in the outbox behind the one before.
+        let m = message(&id, "alice", &format!("message {n}"), Delivery::Queued);
         store.insert_message(&m, None).await.unwrap();
         sent.push(m.id);
     }
@@ -869,6 +937,8 @@ both_adapters!(
     failures_and_queueing_move_messages_through_the_outbox,
     updates_hold_only_while_the_message_is_as_read,
     the_outbox_counts_what_is_stored_not_a_stale_copy,
+    messages_in_flight_count_in_the_outbox,
+    pending_operations_are_found_until_they_settle,
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,

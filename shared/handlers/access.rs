@@ -14,7 +14,7 @@ use super::outbound::join_room;
 use crate::api::{ApiError, ApiRequest};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::{Matrix, MatrixError};
-use crate::model::{ConversationStatus, Member};
+use crate::model::{Conversation, ConversationStatus, Member};
 use crate::store::Store;
 
 /// A member of an active conversation, about to act in its room.
@@ -39,19 +39,7 @@ pub async fn member_of<S: Store>(
     let conversation = conversation?
         .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
     let member = member?.ok_or_else(|| request.caller.not_a_member(&user, id))?;
-    match conversation.status {
-        ConversationStatus::Active => {}
-        ConversationStatus::Archived => {
-            return Err(ApiError::Conflict(format!(
-                "conversation '{id}' is archived"
-            )));
-        }
-        ConversationStatus::Provisioning => {
-            return Err(ApiError::Conflict(format!(
-                "conversation '{id}' is still being provisioned"
-            )));
-        }
-    }
+    ensure_active(&conversation)?;
     let room_id = conversation
         .room_id
         .ok_or_else(|| ApiError::internal(format!("the active conversation '{id}' has no room")))?;
@@ -90,5 +78,20 @@ where
             act().await
         }
         other => other,
+    }
+}
+
+/// `409` unless the conversation is active: archived, or still being
+/// provisioned, it takes no messages.
+pub(super) fn ensure_active(conversation: &Conversation) -> Result<(), ApiError> {
+    let id = &conversation.id;
+    match conversation.status {
+        ConversationStatus::Active => Ok(()),
+        ConversationStatus::Archived => Err(ApiError::Conflict(format!(
+            "conversation '{id}' is archived"
+        ))),
+        ConversationStatus::Provisioning => Err(ApiError::Conflict(format!(
+            "conversation '{id}' is still being provisioned"
+        ))),
     }
 }

@@ -95,16 +95,17 @@ pub async fn send_change<M: Matrix>(
 }
 
 /// Records that `read`'s pending change is over: it reached Matrix, or
-/// failed for good with `failure`. It leaves the outbox if it was queued.
-/// `Rejected` when the message changed since it was read.
+/// failed for good with `failure`. It leaves the outbox. `Rejected` when
+/// the message changed since it was read.
 pub async fn settle_change<S: Store>(
     store: &S,
     read: &Message,
     failure: Option<String>,
 ) -> Result<Message, StoreError> {
-    let outbox = match read.pending_change.as_ref().map(|change| change.delivery) {
-        Some(Delivery::Queued) => Outbox::Leave,
-        _ => Outbox::Keep,
+    let outbox = if read.pending_change.is_some() {
+        Outbox::Leave
+    } else {
+        Outbox::Keep
     };
     let mut settled = read.clone();
     settled.pending_change = None;
@@ -116,7 +117,8 @@ pub async fn settle_change<S: Store>(
     Ok(settled)
 }
 
-/// Moves `read`'s direct pending change into the outbox and queues a job for it.
+/// Hands `read`'s direct pending change over to the retry function (it
+/// stays counted in the outbox) and queues a job for it.
 async fn queue_change<S: Store, Q: RetryQueue>(
     store: &S,
     queue: &Q,
@@ -127,7 +129,7 @@ async fn queue_change<S: Store, Q: RetryQueue>(
         change.delivery = Delivery::Queued;
     }
     store
-        .update_message(read, &queued, Outbox::Enter, None)
+        .update_message(read, &queued, Outbox::Keep, None)
         .await?;
     queued.revision += 1;
     queue
@@ -156,18 +158,15 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
 ) -> Result<Accepted, Error> {
     let (store, matrix, queue) = ports;
     changed.changes = read.changes + 1;
-    // A queued change is replaced: its job delivers the latest one.
-    let already_queued = read
-        .pending_change
-        .as_ref()
-        .is_some_and(|change| change.delivery == Delivery::Queued);
-    let (delivery, outbox) = if already_queued {
-        (Delivery::Queued, Outbox::Keep)
-    } else if outbox_empty {
-        (Delivery::Direct, Outbox::RequireEmpty)
-    } else {
-        (Delivery::Queued, Outbox::Enter)
+    // A pending change is replaced: it is counted in the outbox already,
+    // and its delivery (its request, or its job) delivers the latest one.
+    let replaced = read.pending_change.as_ref().map(|change| change.delivery);
+    let (delivery, outbox) = match replaced {
+        Some(_) => (Delivery::Queued, Outbox::Keep),
+        None if outbox_empty => (Delivery::Direct, Outbox::EnterIfEmpty),
+        None => (Delivery::Queued, Outbox::Enter),
     };
+    let already_queued = replaced == Some(Delivery::Queued);
     changed.pending_change = Some(PendingChange { kind, delivery });
     store
         .update_message(read, &changed, outbox, idempotency)

@@ -20,7 +20,7 @@ use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::AppUserId;
 use crate::matrix::Matrix;
 use crate::metrics::Counter;
-use crate::model::{ChangeKind, Delivery, Message, MessageStatus, Role};
+use crate::model::{ChangeKind, Message, MessageStatus, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -115,12 +115,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             let read = &target.message;
             let deleted = deleted(read);
             let outcome = match read.status {
-                // Never reached Matrix: nothing to redact. A queued send
+                // Never reached Matrix: nothing to redact. A pending send
                 // leaves the outbox; its job finds the message deleted.
                 MessageStatus::Pending | MessageStatus::Failed => {
-                    let outbox = if read.status == MessageStatus::Pending
-                        && read.delivery == Delivery::Queued
-                    {
+                    let outbox = if read.status == MessageStatus::Pending {
                         Outbox::Leave
                     } else {
                         Outbox::Keep

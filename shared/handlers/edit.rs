@@ -12,6 +12,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::changes::{Accepted, Changer, apply_change};
+use super::outbound::{event_content, own_content};
 use super::target::Target;
 use super::text;
 use crate::api::views::MessageView;
@@ -19,6 +20,7 @@ use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::AppUserId;
 use crate::matrix::Matrix;
+use crate::matrix::content::replacement;
 use crate::metrics::Counter;
 use crate::model::{ChangeKind, Format, MessageStatus};
 use crate::ports::{InitError, Ports};
@@ -107,6 +109,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
             edited.format = input.format;
             edited.html = html.clone();
             edited.edited_at = Some(OffsetDateTime::now_utc());
+            // Refuse what Matrix would refuse, before anything is stored.
+            match &read.event_id {
+                Some(event_id) => replacement(event_id, own_content(&edited), &edited.id)?,
+                None => event_content(&edited, None)?,
+            };
             let outcome = if read.status == MessageStatus::Pending {
                 // Not in Matrix yet: what will be sent is the new text.
                 self.0

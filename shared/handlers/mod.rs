@@ -18,6 +18,7 @@ pub mod provision;
 mod puppets;
 pub mod retry;
 pub mod send;
+pub mod sweeper;
 mod target;
 mod text;
 
@@ -28,7 +29,7 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 8] {
+pub fn registry<P: Ports>() -> [Function<P>; 9] {
     [
         provision::function(),
         send::function(),
@@ -38,5 +39,6 @@ pub fn registry<P: Ports>() -> [Function<P>; 8] {
         retry::function(),
         media::function(),
         activity::function(),
+        sweeper::function(),
     ]
 }

@@ -17,6 +17,7 @@ use ruma::OwnedRoomId;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
 use super::text;
@@ -27,8 +28,8 @@ use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
 use crate::model::{
-    ConversationStatus, Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus,
-    Origin, Sender as MessageSender,
+    Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus, Origin,
+    Sender as MessageSender,
 };
 use crate::ports::{InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
@@ -291,19 +292,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let Some(member) = &context.member else {
             return Err(request.caller.not_a_member(user, id));
         };
-        match conversation.status {
-            ConversationStatus::Active => {}
-            ConversationStatus::Archived => {
-                return Err(ApiError::Conflict(format!(
-                    "conversation '{id}' is archived"
-                )));
-            }
-            ConversationStatus::Provisioning => {
-                return Err(ApiError::Conflict(format!(
-                    "conversation '{id}' is still being provisioned"
-                )));
-            }
-        }
+        ensure_active(conversation)?;
         Ok(if !member.joined {
             Refusal::JoinFirst
         } else if conversation.outbox > 0 {

@@ -24,6 +24,24 @@ const META: &str = "META";
 /// The sort key of a puppet, in its user's partition.
 const PUPPET: &str = "PUPPET";
 
+/// The sparse index of messages with an operation pending (a send or a
+/// change not yet settled): only items that have both attributes are in
+/// it, one partition ([`PENDING`]) sorted by when they became pending.
+/// It stays small: a pending operation normally settles within a second.
+pub const PENDING_INDEX: &str = "pending";
+/// The index's partition key attribute; its one value is [`PENDING`].
+pub const PENDING_KEY: &str = "pending_key";
+/// The index's sort key attribute: when the operation became pending, as
+/// zero-padded Unix milliseconds (so text order is time order).
+pub const PENDING_SINCE: &str = "pending_since";
+/// The index's partition.
+pub const PENDING: &str = "PENDING";
+
+/// The index sort key of a time.
+pub fn pending_since(at: time::OffsetDateTime) -> String {
+    format!("{:015}", at.unix_timestamp_nanos() / 1_000_000)
+}
+
 /// An item's primary key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {

@@ -30,6 +30,7 @@ mod messages;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
+pub use keys::{PENDING_INDEX, PENDING_KEY, PENDING_SINCE};
 pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;

@@ -8,6 +8,7 @@ mod support;
 
 mod changes;
 mod client;
+mod dead_letters;
 mod flows;
 mod guards;
 mod matrix_ops;

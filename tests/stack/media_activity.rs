@@ -58,10 +58,19 @@ async fn conversation() -> Conversation {
 
 impl Conversation {
     async fn upload(&self, user: &str, content_type: &str, bytes: Vec<u8>) -> crate::client::Reply {
-        let path = format!(
-            "/v1/conversations/{}/media?filename=red%20square.png",
-            self.id
-        );
+        self.upload_named(user, content_type, "red%20square.png", bytes)
+            .await
+    }
+
+    /// Uploads `bytes` as `user`, named `filename` (URL-encoded).
+    async fn upload_named(
+        &self,
+        user: &str,
+        content_type: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> crate::client::Reply {
+        let path = format!("/v1/conversations/{}/media?filename={filename}", self.id);
         self.api
             .call(
                 "POST",
@@ -237,4 +246,63 @@ async fn typing_and_a_read_receipt_reach_a_plain_user() {
     let bad = json!({"typing": true, "timeout_ms": 500});
     let bad = conversation.post(&conversation.alice, "typing", &bad).await;
     assert_eq!(bad.status, 400, "{bad:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn a_file_and_a_reply_reach_a_plain_user_as_the_spec_shapes_them() {
+    let conversation = conversation().await;
+    let pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+        .to_vec();
+    let uploaded = conversation
+        .upload_named(
+            &conversation.bob,
+            "application/pdf",
+            "agenda.pdf",
+            pdf.clone(),
+        )
+        .await;
+    assert_eq!(uploaded.status, 201, "{uploaded:?}");
+    let sent = conversation
+        .post(
+            &conversation.bob,
+            "messages",
+            &json!({"body": "", "attachments": [{"media_id": uploaded.body["media_id"]}]}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    let file_event = sent.body["event_id"].as_str().unwrap().to_owned();
+    let seen = conversation
+        .person
+        .event(&conversation.room, &file_event)
+        .await;
+    assert_eq!(seen["content"]["msgtype"], "m.file");
+    assert_eq!(
+        seen["content"]["body"], "agenda.pdf",
+        "no caption: the name"
+    );
+    assert_eq!(seen["content"]["filename"], "agenda.pdf");
+    assert_eq!(
+        seen["content"]["info"],
+        json!({"mimetype": "application/pdf", "size": pdf.len()})
+    );
+
+    let reply = conversation
+        .post(
+            &conversation.alice,
+            "messages",
+            &json!({"body": "thanks, see you there", "reply_to": sent.body["id"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let seen = conversation
+        .person
+        .event(&conversation.room, reply.body["event_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        seen["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        file_event.as_str(),
+        "{seen}"
+    );
+    assert_eq!(reply.body["reply_to"], sent.body["id"]);
 }

@@ -399,46 +399,40 @@ impl Table {
     /// Every item of `range`, in sort key order, read consistently, page
     /// after page.
     pub async fn query_all(&self, range: KeyRange) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .query(range.clone())
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(classify)?;
-            items.extend(output.items.unwrap_or_default());
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        pages(self.query(range).consistent_read(true), usize::MAX).await
     }
 
     /// Up to `limit` items of `range`, highest sort key first, read
     /// consistently, page after page: the table cuts a page at 1 MB.
     pub async fn query_last(&self, range: KeyRange, limit: usize) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        while items.len() < limit {
-            let output = self
-                .query(range.clone())
-                .scan_index_forward(false)
-                .consistent_read(true)
-                .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(classify)?;
-            items.extend(output.items.unwrap_or_default());
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(items)
+        let query = self
+            .query(range)
+            .scan_index_forward(false)
+            .consistent_read(true);
+        pages(query, limit).await
+    }
+
+    /// Up to `limit` items of the index `index` whose partition attribute
+    /// has `partition`'s value and whose sort attribute is below `below`'s,
+    /// lowest first (an index read is eventually consistent).
+    pub async fn query_index_below(
+        &self,
+        index: &str,
+        partition: (&str, &str),
+        below: (&str, &str),
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk AND #sk < :below")
+            .expression_attribute_names("#pk", partition.0)
+            .expression_attribute_names("#sk", below.0)
+            .expression_attribute_values(":pk", s(partition.1))
+            .expression_attribute_values(":below", s(below.1));
+        pages(query, limit).await
     }
 
     fn query(&self, range: KeyRange) -> QueryFluentBuilder {
@@ -457,6 +451,27 @@ impl Table {
                 .expression_attribute_values(":from", s(prefix)),
         }
     }
+}
+
+/// Up to `limit` items of `query`, page after page (a page ends at 1 MB).
+async fn pages(query: QueryFluentBuilder, limit: usize) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    while items.len() < limit {
+        let output = query
+            .clone()
+            .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        items.extend(output.items.unwrap_or_default());
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    Ok(items)
 }
 
 /// The wait before trying unprocessed batch items again.

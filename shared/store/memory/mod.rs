@@ -28,6 +28,8 @@ struct State {
     rooms: HashMap<OwnedRoomId, ConversationId>,
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
     media: HashMap<(ConversationId, MediaId), MediaRecord>,
+    /// The pending index: when each message's pending operation began.
+    pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a
