@@ -2,7 +2,7 @@
 //! the retry queue, shared by every function built from one [`Fakes`], so
 //! a test can drive the registered functions and look at what they did.
 
-use crate::config::SweepSettings;
+use crate::config::{RetryBackoff, SweepSettings};
 use crate::ids::PuppetNamer;
 use crate::matrix::fake::FakeMatrix;
 use crate::metrics::Metrics;
@@ -18,6 +18,7 @@ pub struct Fakes {
     pub queue: MemoryQueue,
     pub namer: PuppetNamer,
     pub sweep: SweepSettings,
+    pub backoff: RetryBackoff,
 }
 
 impl Fakes {
@@ -29,6 +30,7 @@ impl Fakes {
             queue: MemoryQueue::default(),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
             sweep: SweepSettings::default(),
+            backoff: RetryBackoff::default(),
         }
     }
 }
@@ -62,6 +64,10 @@ impl Ports for Fakes {
 
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
         Ok(self.sweep)
+    }
+
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(self.backoff)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use crate::config::SweepSettings;
+use crate::config::{RetryBackoff, SweepSettings};
 use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
 use crate::metrics::Metrics;
@@ -56,6 +56,12 @@ pub trait Ports: Send + Sync {
     /// When the sweeper steps in (the defaults, unless configured).
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
         Ok(SweepSettings::default())
+    }
+
+    /// How long the retry function hides a job it hands back (the
+    /// defaults, unless configured).
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(RetryBackoff::default())
     }
 
     /// The metrics of `function`.

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,14 @@ pub struct QueueError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 pub trait RetryQueue: Send + Sync {
     fn enqueue(&self, job: &RetryJob) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Hides a received job (by its receipt handle) for `delay` from now:
+    /// the back-off of a job handed back (`ChangeMessageVisibility`).
+    fn hold(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// [`RetryQueue`] on an SQS FIFO queue.
@@ -104,12 +113,27 @@ impl RetryQueue for SqsRetryQueue {
             .map_err(|err| QueueError(err.into()))?;
         Ok(())
     }
+
+    async fn hold(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS takes 0 to 43200 seconds.
+        let seconds = delay.as_secs_f64().ceil().min(43_200.0) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|err| QueueError(err.into()))?;
+        Ok(())
+    }
 }
 
 /// An in-memory [`RetryQueue`] for unit tests; clones share their jobs.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryQueue {
     jobs: Arc<Mutex<Vec<RetryJob>>>,
+    holds: Arc<Mutex<Vec<(String, Duration)>>>,
 }
 
 impl MemoryQueue {
@@ -117,6 +141,14 @@ impl MemoryQueue {
         self.jobs
             .lock()
             .map(|jobs| jobs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The jobs held back, by receipt handle, and for how long, in order.
+    pub fn holds(&self) -> Vec<(String, Duration)> {
+        self.holds
+            .lock()
+            .map(|holds| holds.clone())
             .unwrap_or_default()
     }
 }
@@ -127,6 +159,14 @@ impl RetryQueue for MemoryQueue {
             .lock()
             .map_err(|_| QueueError("the queue lock is poisoned".into()))?
             .push(job.clone());
+        Ok(())
+    }
+
+    async fn hold(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.holds
+            .lock()
+            .map_err(|_| QueueError("the queue lock is poisoned".into()))?
+            .push((receipt_handle.to_owned(), delay));
         Ok(())
     }
 }

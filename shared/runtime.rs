@@ -9,7 +9,8 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, SweepSettings, TableConfig, puppet_namer,
+    Env, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig, SweepSettings, TableConfig,
+    puppet_namer,
 };
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
@@ -95,6 +96,10 @@ impl Ports for Adapters {
 
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
         Ok(SweepSettings::from_env(self.env.as_ref())?)
+    }
+
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(RetryBackoff::from_env(self.env.as_ref())?)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {

@@ -25,6 +25,7 @@ use bridge::config::MatrixConfig;
 use bridge::handlers::retry::{self, RetryService};
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
+use bridge::queue::SqsRetryQueue;
 use bridge::store::DynamoStore;
 use bridge_dev::retry_poller::drain_once;
 use client::{Api, MatrixUser, token, unique};
@@ -73,20 +74,29 @@ impl Drop for HomeserverDown {
 struct RetryLoop {
     sqs: aws_sdk_sqs::Client,
     queue: String,
-    service: RetryService<DynamoStore, AppserviceClient>,
+    service: RetryService<DynamoStore, AppserviceClient, SqsRetryQueue>,
 }
 
 impl RetryLoop {
     async fn new() -> Self {
         let sdk = sdk_config().await;
         let config = MatrixConfig::from_env(support::stack_env()).unwrap();
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
         Self {
-            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sqs: sqs.clone(),
             queue: var("BRIDGE_RETRY_QUEUE_URL"),
             service: RetryService::new(
-                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
-                AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                (
+                    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
+                    AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                    SqsRetryQueue::new(sqs.clone(), var("BRIDGE_RETRY_QUEUE_URL")),
+                ),
                 bridge::config::SweepSettings::default().max_age,
+                // The test drives the queue itself, a second apart.
+                bridge::config::RetryBackoff {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(1),
+                },
                 Metrics::off(retry::NAME),
             ),
         }

@@ -493,6 +493,33 @@ async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Sto
     assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
 }
 
+async fn a_send_is_marked_only_as_the_content_that_was_sent(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let sent = message(&id, "alice", "as sent", Delivery::Direct);
+    store.insert_message(&sent, None).await.unwrap();
+    // Edited in place while its send was on its way.
+    let mut edited = sent.clone();
+    edited.body = "edited meanwhile".into();
+    store
+        .update_message(&sent, &edited, Outbox::Keep, None)
+        .await
+        .unwrap();
+    assert!(
+        !store.mark_sent(&sent, event_id!("$old")).await.unwrap(),
+        "the stored text is not what was sent"
+    );
+    let stored = store.message(&id, sent.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Pending);
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    assert!(
+        store.mark_sent(&stored, event_id!("$new")).await.unwrap(),
+        "as read now, it is"
+    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    assert!(!store.mark_sent(&stored, event_id!("$new")).await.unwrap());
+    assert!(!store.mark_failed(&stored, "late").await.unwrap());
+}
+
 async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let original = message(&id, "alice", "before", Delivery::Direct);
@@ -935,6 +962,7 @@ both_adapters!(
     idempotency_keys_are_used_once,
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
+    a_send_is_marked_only_as_the_content_that_was_sent,
     updates_hold_only_while_the_message_is_as_read,
     the_outbox_counts_what_is_stored_not_a_stale_copy,
     messages_in_flight_count_in_the_outbox,

@@ -119,7 +119,7 @@ pub async fn settle_change<S: Store>(
 
 /// Hands `read`'s direct pending change over to the retry function (it
 /// stays counted in the outbox) and queues a job for it.
-async fn queue_change<S: Store, Q: RetryQueue>(
+pub async fn queue_change<S: Store, Q: RetryQueue>(
     store: &S,
     queue: &Q,
     read: &Message,
@@ -186,6 +186,17 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
         }
         (Delivery::Direct, _) => {}
     }
+    deliver_direct((store, matrix, queue), room, changed).await
+}
+
+/// Delivers `changed`'s stored direct pending change now; when the
+/// homeserver cannot take it, hands it to the retry function.
+pub async fn deliver_direct<S: Store, M: Matrix, Q: RetryQueue>(
+    ports: (&S, &M, &Q),
+    room: &RoomId,
+    changed: Message,
+) -> Result<Accepted, Error> {
+    let (store, matrix, queue) = ports;
     match send_change(matrix, room, &changed).await {
         Ok(()) => Ok(Accepted::Done(settle_or_leave(store, &changed, None).await)),
         Err(err) if err.is_transient() => {

@@ -284,20 +284,47 @@ impl Matrix for AppserviceClient {
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
-        let mut request =
-            get_message_events::v3::Request::new(room.to_owned(), Direction::Backward);
-        request.limit = super::RECENT_EVENTS.into();
-        let response = self.call(request, Some(sender)).await?;
-        Ok(response.chunk.iter().find_map(|event| {
-            let from_sender = event.get_field::<OwnedUserId>("sender").ok().flatten()? == sender;
-            let content = event
-                .get_field::<serde_json::Value>("content")
-                .ok()
-                .flatten()?;
-            (from_sender && super::carries_message(&content, message_id))
-                .then(|| event.get_field::<OwnedEventId>("event_id").ok().flatten())?
-        }))
+        // Milliseconds since the epoch of the oldest event worth reading.
+        let oldest = (since - super::CLOCK_SKEW).unix_timestamp_nanos() / 1_000_000;
+        let mut from: Option<String> = None;
+        loop {
+            let mut request =
+                get_message_events::v3::Request::new(room.to_owned(), Direction::Backward);
+            request.from = from.take();
+            request.limit = 100u32.into();
+            // Only the sender's messages: a busy room costs few pages.
+            request.filter.senders = Some(vec![sender.to_owned()]);
+            request.filter.types = Some(vec!["m.room.message".to_owned()]);
+            let response = self.call(request, Some(sender)).await?;
+            let mut older = false;
+            for event in &response.chunk {
+                let at = event.get_field::<i128>("origin_server_ts").ok().flatten();
+                if at.is_some_and(|at| at < oldest) {
+                    older = true;
+                    break;
+                }
+                let from_sender = event
+                    .get_field::<OwnedUserId>("sender")
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(sender);
+                let content = event
+                    .get_field::<serde_json::Value>("content")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                if from_sender && super::carries_message(&content, message_id) {
+                    return Ok(event.get_field::<OwnedEventId>("event_id").ok().flatten());
+                }
+            }
+            match response.end {
+                Some(end) if !older && !response.chunk.is_empty() => from = Some(end),
+                _ => return Ok(None),
+            }
+        }
     }
 
     async fn send_message(

@@ -129,6 +129,8 @@ pub struct Event {
     pub event_id: OwnedEventId,
     /// The redaction event that redacted it, if one did.
     pub redacted_by: Option<OwnedEventId>,
+    /// When it landed (`origin_server_ts`).
+    pub at: time::OffsetDateTime,
 }
 
 /// A file in the fake media repository.
@@ -140,8 +142,17 @@ pub struct Media {
     pub bytes: Vec<u8>,
 }
 
+/// What runs while a send is on its way, before it lands: a test's
+/// concurrent request. It gets the content being sent.
+pub type SendHook = Box<
+    dyn FnOnce(serde_json::Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
 #[derive(Default)]
 struct State {
+    /// Runs during the next `send_message`, before it lands.
+    before_send: Option<SendHook>,
     calls: Vec<Call>,
     failures: HashMap<Op, VecDeque<Failure>>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
@@ -236,6 +247,12 @@ impl FakeMatrix {
             .entry(op)
             .or_default()
             .push_back(failure);
+    }
+
+    /// Runs `hook` while the next send is on its way (after the request
+    /// left, before it lands): a race, made deterministic.
+    pub fn during_next_send(&self, hook: SendHook) {
+        self.state().before_send = Some(hook);
     }
 
     pub fn fail_next_send(&self, failure: Failure) {
@@ -391,13 +408,14 @@ impl Matrix for FakeMatrix {
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
         let state = self.state();
         Ok(state
             .timeline
             .iter()
             .rev()
-            .take(super::RECENT_EVENTS as usize)
+            .take_while(|event| event.at >= since - super::CLOCK_SKEW)
             .find(|event| {
                 event.room == room
                     && event.sender == sender
@@ -413,6 +431,10 @@ impl Matrix for FakeMatrix {
         txn_id: &str,
         content: &serde_json::Value,
     ) -> Result<OwnedEventId, MatrixError> {
+        let hook = self.state().before_send.take();
+        if let Some(hook) = hook {
+            hook(content.clone()).await;
+        }
         let mut state = self.state();
         state.calls.push(Call::Send {
             room: room.to_owned(),
@@ -430,6 +452,7 @@ impl Matrix for FakeMatrix {
                 content: content.clone(),
                 event_id: event_id.clone(),
                 redacted_by: None,
+                at: time::OffsetDateTime::now_utc(),
             });
             Ok(event_id)
         })
@@ -657,7 +680,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod")
+                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
                 .await
                 .unwrap(),
             Some(by_mod.clone())
@@ -668,7 +691,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod")
+                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
                 .await
                 .unwrap(),
             None,
@@ -862,9 +885,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            matrix.find_sent_event(&room, &alice, "m1").await.unwrap(),
+            matrix
+                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .await
+                .unwrap(),
             Some(original)
         );
         assert_eq!(matrix.timeline(&room).len(), 2);
+    }
+
+    fn an_hour_ago() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1)
+    }
+
+    #[tokio::test]
+    async fn a_sent_event_is_found_by_time_however_busy_the_room() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, moderator, _) = room(&matrix).await;
+        let marker = serde_json::json!({super::super::MESSAGE_ID_KEY: "m1", "body": "v1"});
+        let original = matrix
+            .send_message(&room, &alice, "send-m1", &marker)
+            .await
+            .unwrap();
+        for n in 0..150 {
+            let chatter = serde_json::json!({"body": format!("chatter {n}")});
+            matrix
+                .send_message(&room, &moderator, &format!("chatter-{n}"), &chatter)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .await
+                .unwrap(),
+            Some(original),
+            "150 events later, still found"
+        );
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &alice, "m1", later)
+                .await
+                .unwrap(),
+            None,
+            "nothing from before the message's acceptance is looked at"
+        );
     }
 }

@@ -44,8 +44,9 @@ pub fn is_replacement(content: &serde_json::Value) -> bool {
         == Some("m.replace")
 }
 
-/// How far back [`Matrix::find_sent_event`] looks.
-pub const RECENT_EVENTS: u32 = 100;
+/// How far before a message's acceptance [`Matrix::find_sent_event`] still
+/// looks: the homeserver's clock may be behind the bridge's.
+pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// The room to create for a conversation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,14 +122,18 @@ pub trait Matrix: Send + Sync {
         user: &UserId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
-    /// The event among the room's latest [`RECENT_EVENTS`] that `sender` sent
-    /// for `message_id` (under [`MESSAGE_ID_KEY`]), read as `sender`: how a
-    /// retry whose earlier attempt may have landed finds out that it did.
+    /// The event `sender` sent for `message_id` (under [`MESSAGE_ID_KEY`])
+    /// in `room` since `since` (the message's acceptance, less
+    /// [`CLOCK_SKEW`]), read as `sender`: how a retry whose earlier attempt
+    /// may have landed finds out that it did. Bounded by time, not by a
+    /// count of events: however busy the room, every event of the sender
+    /// since then is looked at.
     fn find_sent_event(
         &self,
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> impl Future<Output = Result<Option<OwnedEventId>, MatrixError>> + Send;
 
     /// Sends an `m.room.message` as `sender` with a transaction id, so the

@@ -39,16 +39,12 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts it on a free loopback port, logging to `log`, and waits until
+    /// Starts it on a free loopback port of the suite's range, logging to `log`, and waits until
     /// it answers.
     pub async fn start(log: &std::path::Path) -> Self {
         let python =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/tools/bin/python");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::harness::free_addr().port();
         let log = std::fs::File::create(log).unwrap();
         let child = Command::new(&python)
             .args(["-c", MOTO, "-H", "127.0.0.1", "-p", &port.to_string()])

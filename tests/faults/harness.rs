@@ -19,9 +19,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use bridge::config::MatrixConfig;
-use bridge::function::{Handler, QueueFunction};
-use bridge::handlers::retry;
+use bridge::config::{MatrixConfig, RetryBackoff, SweepSettings};
+use bridge::function::{Handler, QueueFunction, ScheduledFunction};
+use bridge::handlers::{retry, sweeper};
 use bridge::ids::PuppetNamer;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
@@ -51,6 +51,8 @@ pub struct FaultPorts {
     matrix: AppserviceClient,
     queue: SqsRetryQueue,
     namer: PuppetNamer,
+    sweep: SweepSettings,
+    backoff: RetryBackoff,
 }
 
 impl Ports for FaultPorts {
@@ -74,8 +76,12 @@ impl Ports for FaultPorts {
         Ok(self.namer.clone())
     }
 
-    fn retry_max_attempts(&self) -> Result<u32, InitError> {
-        Ok(setup::RETRY_MAX_RECEIVE_COUNT)
+    fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
+        Ok(self.sweep)
+    }
+
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(self.backoff)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {
@@ -106,6 +112,8 @@ pub struct ConsumerCounts {
     pub jobs: AtomicU64,
     pub handed_back: AtomicU64,
     pub errors: AtomicU64,
+    /// Stale operations the sweeper found.
+    pub swept: AtomicU64,
 }
 
 /// The bridge in process, with its proxies.
@@ -120,6 +128,7 @@ pub struct Harness {
     sqs_direct: aws_sdk_sqs::Client,
     sqs: aws_sdk_sqs::Client,
     retry: Arc<dyn QueueFunction>,
+    sweeper: Arc<dyn ScheduledFunction>,
     gateway: tokio::task::JoinHandle<()>,
     consumers: Vec<tokio::task::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -127,6 +136,15 @@ pub struct Harness {
     /// Last, so that it stops after everything that uses it.
     pub emulator: Emulator,
 }
+
+/// The sweeper's `BRIDGE_SWEEP_AFTER_SECONDS` here (600 deployed): longer
+/// than a direct request can be in flight (the Matrix client's 10 s timeout
+/// and the store's retries), so only what no request or job will settle is
+/// swept.
+pub const SWEEP_AFTER_SECS: i64 = 20;
+
+/// How often the sweeper runs here (every 5 minutes deployed).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A retry job, short: `send <message>` or `change<n> <message>`.
 pub fn job_line(body: &str) -> String {
@@ -139,10 +157,26 @@ pub fn job_line(body: &str) -> String {
     }
 }
 
-/// A free loopback port (there is a small window before it is bound again).
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A free loopback port for a part the suite starts, from
+/// `FAULT_PORTS` (`26100-26999`), so that runs beside other stacks on one
+/// machine stay in their own range (there is a small window before it is
+/// bound again).
+pub fn free_addr() -> SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let range = std::env::var("FAULT_PORTS").unwrap_or_else(|_| "26100-26999".into());
+    let (low, high) = range
+        .split_once('-')
+        .and_then(|(low, high)| Some((low.parse::<u16>().ok()?, high.parse::<u16>().ok()?)))
+        .filter(|(low, high)| low <= high)
+        .unwrap_or_else(|| panic!("FAULT_PORTS={range:?} is not a range like 26100-26999"));
+    let span = high - low + 1;
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in FAULT_PORTS={range}")
 }
 
 /// The retry queue and its dead-letter queue of `template.yaml`, named for
@@ -169,12 +203,13 @@ impl Harness {
         schedule: Schedule,
         dir: &std::path::Path,
         conflict_window: Option<Duration>,
+        backoff: RetryBackoff,
     ) -> Self {
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let emulator = Emulator::start(&dir.join("moto.log")).await;
         let log = Box::new(std::fs::File::create(dir.join("proxy.log")).unwrap());
         let proxy = FaultProxy::start(
-            "127.0.0.1:0".parse().unwrap(),
+            free_addr(),
             ProxyConfig {
                 upstream: authority(&var("MATRIX_HOMESERVER_URL")).unwrap(),
                 schedule,
@@ -187,7 +222,7 @@ impl Harness {
         .unwrap();
         proxy.set_active(false);
         let refuser = Refuser::start(
-            "127.0.0.1:0".parse().unwrap(),
+            free_addr(),
             authority(&emulator.url).unwrap(),
             // moto undoes concurrent writes when a transaction's condition
             // fails (see `Carry`): without taking DynamoDB requests one at a
@@ -222,6 +257,18 @@ impl Harness {
             matrix: AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
             queue: SqsRetryQueue::new(sqs.clone(), queue_url.clone()),
             namer: PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
+            sweep: SweepSettings {
+                stale_after: time::Duration::seconds(SWEEP_AFTER_SECS),
+                ..SweepSettings::default()
+            },
+            backoff,
+        };
+        let Handler::Scheduled(sweeper) = sweeper::function::<FaultPorts>()
+            .handler(&ports)
+            .await
+            .unwrap()
+        else {
+            panic!("the sweeper is a scheduled function");
         };
         let Handler::Queue(retry) = retry::function::<FaultPorts>()
             .handler(&ports)
@@ -253,6 +300,7 @@ impl Harness {
             sqs_direct: aws_sdk_sqs::Client::new(&direct),
             sqs,
             retry: Arc::from(retry),
+            sweeper: Arc::from(sweeper),
             gateway,
             consumers: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -261,7 +309,8 @@ impl Harness {
         }
     }
 
-    /// Starts `count` retry consumers: each receives a batch (hiding it for
+    /// Starts the sweeper, on its compressed schedule, and `count` retry
+    /// consumers: each receives a batch (hiding it for
     /// `hold`, the visibility timeout), runs it through the retry function
     /// and deletes what it did not hand back, over and over, as the event
     /// source mapping does (through the refusing proxy, like the functions).
@@ -278,6 +327,30 @@ impl Harness {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         };
+        let (sweeper, stop, counts) = (
+            self.sweeper.clone(),
+            self.stop.clone(),
+            self.consumed.clone(),
+        );
+        let sweeps = log.clone();
+        self.consumers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                match sweeper.call().await {
+                    Ok(sweep) if sweep["found"].as_u64().unwrap_or_default() > 0 => {
+                        counts.swept.fetch_add(
+                            sweep["found"].as_u64().unwrap_or_default(),
+                            Ordering::Relaxed,
+                        );
+                        let _ = writeln!(sweeps.lock().unwrap(), "{} sweeper: {sweep}", now());
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        let _ = writeln!(sweeps.lock().unwrap(), "{} sweeper failed: {err}", now());
+                    }
+                }
+            }
+        }));
         for consumer in 0..count {
             let (sqs, queue, retry) =
                 (self.sqs.clone(), self.queue_url.clone(), self.retry.clone());

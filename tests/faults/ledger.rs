@@ -73,6 +73,9 @@ pub struct Accepted {
     /// When its send was begun and answered (ms into the run).
     pub sent_ms: u64,
     pub answered_ms: u64,
+    /// When its latest accepted edit, and its delete, were answered.
+    pub edit_answered_ms: Option<u64>,
+    pub delete_answered_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -187,6 +190,8 @@ impl Ledger {
                             deleted: false,
                             sent_ms: entry.sent_ms,
                             answered_ms: entry.answered_ms,
+                            edit_answered_ms: None,
+                            delete_answered_ms: None,
                         },
                     );
                 }
@@ -198,6 +203,7 @@ impl Ledger {
                     .and_then(|id| book.messages.get_mut(id))
                 {
                     message.edits.push(entry.text.clone().unwrap_or_default());
+                    message.edit_answered_ms = Some(entry.answered_ms);
                 }
             }
             Kind::Delete if accepted(entry.status, &[204]) => {
@@ -207,6 +213,7 @@ impl Ledger {
                     .and_then(|id| book.messages.get_mut(id))
                 {
                     message.deleted = true;
+                    message.delete_answered_ms.get_or_insert(entry.answered_ms);
                 }
             }
             Kind::Replay

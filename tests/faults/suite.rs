@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge::config::RetryBackoff;
 use bridge_dev::fault::schedule::{Profile, Schedule, SplitMix, mix};
 use serde_json::json;
 
@@ -45,6 +46,9 @@ pub struct Settings {
     /// `FAULT_RETRY_HOLD_SECS`: the visibility timeout the retry consumers
     /// receive with (the template's is 180 s; compressed here).
     pub hold: Duration,
+    /// `FAULT_BACKOFF_SECS` (`1-4`): the retry function's back-off for a
+    /// job it hands back, base and cap (10 s and 900 s deployed).
+    pub backoff: RetryBackoff,
     /// `FAULT_CONSUMERS`: retry consumers. One by default: the event
     /// source mapping never has two batches of one FIFO group in flight,
     /// which with a compressed visibility timeout only a single consumer
@@ -67,10 +71,10 @@ pub struct Settings {
     /// conversation, all senders at once.
     pub load_senders: usize,
     pub load_rounds: u32,
-    /// `FAULT_LOAD_CONVERSATIONS` x `FAULT_LOAD_PER_CONVERSATION` messages
-    /// (two senders each), all conversations at once.
+    /// Then `FAULT_LOAD_CONVERSATIONS` x `FAULT_LOAD_SENDERS_PER_CONVERSATION`
+    /// senders, `FAULT_LOAD_ROUNDS` messages each, all at once.
     pub load_conversations: usize,
-    pub load_per_conversation: u32,
+    pub load_senders_per_conversation: usize,
 }
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -87,6 +91,9 @@ impl Settings {
     pub fn from_env() -> Self {
         let calm = setting("FAULT_CALM_MS", "300-1200".to_owned());
         let (low, high) = calm.split_once('-').unwrap_or((&calm, &calm));
+        let backoff = setting("FAULT_BACKOFF_SECS", "1-4".to_owned());
+        let (base, max) = backoff.split_once('-').unwrap_or((&backoff, &backoff));
+        let secs = |text: &str| Duration::from_secs(text.parse().unwrap());
         Self {
             seed: setting("FAULT_SEED", 1),
             load: Duration::from_secs(setting("FAULT_SECONDS", 45)),
@@ -97,6 +104,10 @@ impl Settings {
             calm_ms: (low.parse().unwrap(), high.parse().unwrap()),
             drain: Duration::from_secs(setting("FAULT_DRAIN_SECS", 120)),
             hold: Duration::from_secs(setting("FAULT_RETRY_HOLD_SECS", 2)),
+            backoff: RetryBackoff {
+                base: secs(base),
+                max: secs(max),
+            },
             consumers: setting("FAULT_CONSUMERS", 1),
             idle: Duration::from_secs(setting("FAULT_IDLE_SECS", 20)),
             faults_while_draining: setting("FAULT_WHILE_DRAINING", 0u8) == 1,
@@ -108,7 +119,7 @@ impl Settings {
             load_senders: setting("FAULT_LOAD_SENDERS", 50),
             load_rounds: setting("FAULT_LOAD_ROUNDS", 1),
             load_conversations: setting("FAULT_LOAD_CONVERSATIONS", 20),
-            load_per_conversation: setting("FAULT_LOAD_PER_CONVERSATION", 4),
+            load_senders_per_conversation: setting("FAULT_LOAD_SENDERS_PER_CONVERSATION", 10),
         }
     }
 }
@@ -400,6 +411,7 @@ async fn nothing_is_lost_doubled_reordered_or_stranded_under_faults() {
         Schedule::seeded(seed, settings.profile.clone()),
         &dir,
         settings.conflicts,
+        settings.backoff,
     )
     .await;
     let caller = Caller::new(&harness.api, 12);
@@ -517,13 +529,14 @@ async fn faults_done(
     let consumed = &harness.consumed;
     let dead = harness.dead_letters().await;
     lines.push(format!(
-        "retry consumers ({} x, visibility {} s): {} batches, {} jobs, {} handed back, {} receive errors; dead-lettered {}: {}",
+        "retry consumers ({} x, visibility {} s): {} batches, {} jobs, {} handed back, {} receive errors; swept {}; dead-lettered {}: {}",
         settings.consumers,
         settings.hold.as_secs(),
         consumed.batches.load(Ordering::Relaxed),
         consumed.jobs.load(Ordering::Relaxed),
         consumed.handed_back.load(Ordering::Relaxed),
         consumed.errors.load(Ordering::Relaxed),
+        consumed.swept.load(Ordering::Relaxed),
         dead.len(),
         dead.join(", ")
     ));
@@ -546,6 +559,7 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
         Schedule::seeded(settings.seed, Profile::none()),
         &dir,
         settings.conflicts,
+        settings.backoff,
     )
     .await;
     let caller = Caller::new(&harness.api, 6);
@@ -555,13 +569,17 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
         .map(|i| unique(&format!("crowd{i}")))
         .collect();
     let mut rooms = vec![provision(&caller, &crowd, &checker, "crowd").await];
-    let pairs: Vec<Vec<String>> = (0..settings.load_conversations)
-        .map(|i| vec![unique(&format!("pair{i}a")), unique(&format!("pair{i}b"))])
+    let groups: Vec<Vec<String>> = (0..settings.load_conversations)
+        .map(|i| {
+            (0..settings.load_senders_per_conversation)
+                .map(|j| unique(&format!("spread{i}x{j}")))
+                .collect()
+        })
         .collect();
     let small = futures::future::join_all(
-        pairs
+        groups
             .iter()
-            .map(|pair| provision(&caller, pair, &checker, "spread")),
+            .map(|group| provision(&caller, group, &checker, "spread")),
     )
     .await;
     rooms.extend(small);
@@ -576,32 +594,38 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
         mix: Mix::default(),
         calm_ms: (0, 0),
     });
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for user in &crowd {
-        tasks.push(tokio::spawn(workload::send_in_a_row(
-            shared.clone(),
-            user.clone(),
-            rooms[0].conversation.clone(),
-            settings.load_rounds,
-        )));
-    }
-    for (pair, room) in pairs.iter().zip(&rooms[1..]) {
-        for (i, user) in pair.iter().enumerate() {
-            // The conversation's messages, split between its two senders.
-            let count = settings.load_per_conversation / 2
-                + (i == 0) as u32 * (settings.load_per_conversation % 2);
-            tasks.push(tokio::spawn(workload::send_in_a_row(
-                shared.clone(),
-                user.clone(),
-                room.conversation.clone(),
-                count,
-            )));
+    // Every sender at once, first the crowd in one conversation, then the
+    // senders spread across the others.
+    let at_once = |senders: Vec<(&String, &Room)>| {
+        let tasks: Vec<_> = senders
+            .into_iter()
+            .map(|(user, room)| {
+                tokio::spawn(workload::send_in_a_row(
+                    shared.clone(),
+                    user.clone(),
+                    room.conversation.clone(),
+                    settings.load_rounds,
+                ))
+            })
+            .collect();
+        async move {
+            let started = Instant::now();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            started.elapsed()
         }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    };
+    let started = Instant::now();
+    let crowd_took = at_once(crowd.iter().map(|user| (user, &rooms[0])).collect()).await;
+    let spread_took = at_once(
+        groups
+            .iter()
+            .zip(&rooms[1..])
+            .flat_map(|(group, room)| group.iter().map(move |user| (user, room)))
+            .collect(),
+    )
+    .await;
     let sending = started.elapsed();
     progress(began, "all answered; draining");
     let drained = drain(&harness, &caller, &rooms, settings.drain, settings.idle).await;
@@ -610,11 +634,11 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
 
     let mut report = checker::check(
         &format!(
-            "load test ({} senders x {} in one conversation; {} conversations x {})",
+            "load test ({} senders at once in one conversation, then {} across {} conversations; {} message(s) each)",
             settings.load_senders,
-            settings.load_rounds,
+            settings.load_conversations * settings.load_senders_per_conversation,
             settings.load_conversations,
-            settings.load_per_conversation
+            settings.load_rounds
         ),
         &caller,
         &checker,
@@ -627,10 +651,12 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
     let slowest = answered.iter().max().copied().unwrap_or_default();
     report.faults = vec![
         format!(
-            "{} sends answered in {:.1} s ({:.0}/s); slowest answer {slowest} ms",
+            "{} sends answered in {:.1} s ({:.0}/s): the crowd in {:.1} s, the spread senders in {:.1} s; slowest answer {slowest} ms",
             answered.len(),
             sending.as_secs_f64(),
-            answered.len() as f64 / sending.as_secs_f64()
+            answered.len() as f64 / sending.as_secs_f64(),
+            crowd_took.as_secs_f64(),
+            spread_took.as_secs_f64()
         ),
         emulator_line(&harness),
         format!(

@@ -378,6 +378,7 @@ impl Table {
             .map(|write| write.into_transact_item(&self.name))
             .collect::<Result<Vec<_>, _>>()?;
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             let sent = self
                 .client
@@ -387,7 +388,7 @@ impl Table {
                 .await;
             match sent.map_err(classify_transaction) {
                 Ok(_) => return Ok(()),
-                Err(Cancelled::Conflict(_)) if attempt < CONFLICT_RETRIES => {
+                Err(Cancelled::Conflict(_)) if started.elapsed() < CONFLICT_BUDGET => {
                     tokio::time::sleep(jittered(attempt)).await;
                     attempt += 1;
                 }
@@ -496,13 +497,15 @@ where
     }
 }
 
-/// How many times a transaction that conflicted with another is tried again.
-const CONFLICT_RETRIES: u32 = 6;
+/// How long a transaction that conflicted with others is tried again: 50
+/// senders at once in one conversation conflict on its outbox, each send
+/// twice (stored, then settled); a count of tries ran out under that load.
+const CONFLICT_BUDGET: Duration = Duration::from_secs(8);
 
-/// 20 ms doubling per attempt, each wait a random point in it ("full
-/// jitter"), so racing writers spread out.
+/// 20 ms doubling per attempt up to 640 ms, each wait a random point in it
+/// ("full jitter"), so racing writers spread out.
 fn jittered(attempt: u32) -> Duration {
-    let ceiling = 20u64 << attempt.min(8);
+    let ceiling = 20u64 << attempt.min(5);
     let random = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
     Duration::from_millis(random.max(1))
 }
@@ -601,7 +604,7 @@ mod tests {
                 .all(|w| *w >= Duration::from_millis(1) && *w < Duration::from_millis(160))
         );
         assert!(waits.iter().any(|w| *w != waits[0]), "not all the same");
-        assert!(jittered(30) < Duration::from_millis(20 << 8));
+        assert!(jittered(30) < Duration::from_millis(20 << 5));
     }
 
     #[test]
