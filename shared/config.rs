@@ -266,14 +266,16 @@ impl Default for RetryBackoff {
     fn default() -> Self {
         Self {
             base: std::time::Duration::from_secs(10),
-            max: std::time::Duration::from_secs(900),
+            max: std::time::Duration::from_secs(300),
         }
     }
 }
 
 impl RetryBackoff {
     /// `BRIDGE_RETRY_BACKOFF_BASE_SECONDS` (10) and
-    /// `BRIDGE_RETRY_BACKOFF_MAX_SECONDS` (900; SQS allows up to 12 hours).
+    /// `BRIDGE_RETRY_BACKOFF_MAX_SECONDS` (300: below the sweeper's
+    /// `BRIDGE_SWEEP_AFTER_SECONDS`, so a job waiting out its back-off is
+    /// not taken for a lost one; SQS allows up to 12 hours).
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
         let seconds = |name: &'static str, default: &str| {
             optional(env, name, default)
@@ -285,7 +287,7 @@ impl RetryBackoff {
         };
         let backoff = Self {
             base: seconds("BRIDGE_RETRY_BACKOFF_BASE_SECONDS", "10")?,
-            max: seconds("BRIDGE_RETRY_BACKOFF_MAX_SECONDS", "900")?,
+            max: seconds("BRIDGE_RETRY_BACKOFF_MAX_SECONDS", "300")?,
         };
         if backoff.max < backoff.base {
             return Err(invalid(
@@ -351,8 +353,8 @@ mod tests {
         assert_eq!(secs(1, 0.0), 5.0, "half of the base at least");
         assert_eq!(secs(1, 0.999_999).round(), 10.0);
         assert_eq!(secs(4, 0.0), 40.0, "doubling per receive");
-        assert_eq!(secs(40, 0.0), 450.0, "capped at max");
-        assert!(secs(40, 0.5) <= 900.0);
+        assert_eq!(secs(40, 0.0), 150.0, "capped at max");
+        assert!(secs(40, 0.5) <= 300.0);
         assert_ne!(secs(3, 0.1), secs(3, 0.9), "jittered");
         assert_eq!(
             backoff.delay(1, 0.0, Some(Duration::from_secs(120))),

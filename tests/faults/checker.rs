@@ -94,6 +94,10 @@ pub struct Report {
     pub deletes_not_applied: u64,
     pub duplicated_redactions: u64,
     pub pending: u64,
+    /// Operations still in the pending index (a send, or an edit or delete
+    /// not in Matrix yet) and the outboxes' sum, read from the table.
+    pub unsettled_operations: u64,
+    pub outbox_left: i64,
     pub failed: u64,
     pub failed_undeliverable: u64,
     pub failed_without_reason: u64,
@@ -190,8 +194,14 @@ impl Report {
         );
         check(
             "nothing pending",
-            self.pending == 0 && self.drain_secs.is_some(),
-            format!("{} messages still pending; {}", self.pending, self.drain),
+            self.pending == 0
+                && self.unsettled_operations == 0
+                && self.outbox_left == 0
+                && self.drain_secs.is_some(),
+            format!(
+                "{} messages still pending, {} operations unsettled, outboxes at {}; {}",
+                self.pending, self.unsettled_operations, self.outbox_left, self.drain
+            ),
         );
         check(
             "failed with a reason",
@@ -213,6 +223,12 @@ impl Report {
             );
         }
         failed
+    }
+
+    /// Records what the table still holds unsettled.
+    pub fn set_unsettled(&mut self, (operations, outbox): (usize, i64)) {
+        self.unsettled_operations = operations as u64;
+        self.outbox_left = outbox;
     }
 
     /// Records how the drain ended.
@@ -291,8 +307,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "pending {} | failed {} (undeliverable {}, without a reason {}, yet delivered {}; undeliverable not failed {}) | ghosts {}",
+            "pending {} (operations unsettled {}, outboxes {}) | failed {} (undeliverable {}, without a reason {}, yet delivered {}; undeliverable not failed {}) | ghosts {}",
             self.pending,
+            self.unsettled_operations,
+            self.outbox_left,
             self.failed,
             self.failed_undeliverable,
             self.failed_without_reason,

@@ -27,7 +27,7 @@ use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::ports::{InitError, Ports};
 use bridge::queue::SqsRetryQueue;
-use bridge::store::DynamoStore;
+use bridge::store::{DynamoStore, prelude::*};
 use bridge_dev::fault::authority;
 use bridge_dev::fault::proxy::{DownAnswer, FaultProxy, ProxyConfig};
 use bridge_dev::fault::refuser::{Carry, Refuser};
@@ -126,6 +126,8 @@ pub struct Harness {
     pub queue_url: String,
     pub dlq_url: String,
     sqs_direct: aws_sdk_sqs::Client,
+    /// The table, read past the proxies.
+    direct: DynamoStore,
     sqs: aws_sdk_sqs::Client,
     retry: Arc<dyn QueueFunction>,
     sweeper: Arc<dyn ScheduledFunction>,
@@ -298,6 +300,10 @@ impl Harness {
             queue_url,
             dlq_url,
             sqs_direct: aws_sdk_sqs::Client::new(&direct),
+            direct: DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&direct),
+                format!("fault-{run}"),
+            ),
             sqs,
             retry: Arc::from(retry),
             sweeper: Arc::from(sweeper),
@@ -440,6 +446,25 @@ impl Harness {
         .filter_map(|name| attributes.get(name))
         .filter_map(|count| count.parse::<u64>().ok())
         .sum()
+    }
+
+    /// What is left unsettled, read past the proxies: operations in the
+    /// pending index (sends, and edits and deletes not yet in Matrix),
+    /// and the sum of the conversations' outboxes. Both 0 once drained.
+    pub async fn unsettled(&self, conversations: &[String]) -> (usize, i64) {
+        let everything = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+        let pending = self.direct.stale_pending(everything, 10_000).await.unwrap();
+        let mut outbox = 0;
+        for id in conversations {
+            let id = bridge::ids::ConversationId::parse(id).unwrap();
+            outbox += self
+                .direct
+                .conversation(&id)
+                .await
+                .unwrap()
+                .map_or(0, |conversation| conversation.outbox);
+        }
+        (pending.len(), outbox)
     }
 
     /// Stops the retry consumers (the front door serves until dropped).

@@ -314,6 +314,10 @@ async fn provision(caller: &Caller, users: &[String], checker: &MatrixUser, pref
     }
 }
 
+fn conversations(rooms: &[Room]) -> Vec<String> {
+    rooms.iter().map(|room| room.conversation.clone()).collect()
+}
+
 /// How the drain ended.
 #[derive(Clone, Copy, Debug)]
 pub enum Drained {
@@ -348,7 +352,7 @@ async fn drain(
                     .filter(|message| message.status == "pending")
                     .count();
             }
-            if pending == 0 {
+            if pending == 0 && harness.unsettled(&conversations(rooms)).await == (0, 0) {
                 return Drained::After(started.elapsed().as_secs_f64());
             }
             if since.elapsed() >= idle {
@@ -481,6 +485,7 @@ async fn nothing_is_lost_doubled_reordered_or_stranded_under_faults() {
     )
     .await;
     report.set_drain(drained, &settings);
+    report.set_unsettled(harness.unsettled(&conversations(&rooms)).await);
     report.faults = faults_done(&harness, &happened, &settings, load_ended).await;
     let replay = format!(
         "FAULT_SEED={seed} FAULT_SECONDS={} FAULT_SCHEDULE='{}'",
@@ -647,6 +652,7 @@ async fn many_senders_at_once_get_no_5xx_and_each_message_once_in_order() {
     )
     .await;
     report.set_drain(drained, &settings);
+    report.set_unsettled(harness.unsettled(&conversations(&rooms)).await);
     let answered: Vec<u64> = ledger.entries().iter().map(|entry| entry.millis).collect();
     let slowest = answered.iter().max().copied().unwrap_or_default();
     report.faults = vec![
