@@ -10,6 +10,11 @@
 //!   function's handler as the SQS event source mapping would, until the queue
 //!   is empty (or for good, with `--follow`);
 //! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT;
+//! - `bridge-dev registration`: prints the appservice registration YAML for
+//!   the homeserver, from the bridge's configuration in the environment (see
+//!   [`bridge_dev::registration`]);
+//! - `bridge-dev bench webhook [transactions] [events]`: the webhook
+//!   benchmark against the local stack (see [`bridge_dev::bench`]);
 //! - `bridge-dev functions`: lists the registered functions, one name a line
 //!   (what `scripts/package` and `scripts/bench` build).
 
@@ -17,7 +22,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
+use bridge::config::{ProcessEnv, RegistrationConfig, RetryQueueConfig, TableConfig};
 use bridge::function::Handler;
 use bridge::handlers::{registry, retry};
 use bridge::ids::AppUserId;
@@ -25,11 +30,12 @@ use bridge::runtime::{self, Adapters, BoxError, InitError};
 use bridge_dev::gateway::{self, Gateway};
 use bridge_dev::stack;
 use bridge_dev::token::TokenConfig;
-use bridge_dev::{retry_poller, setup};
+use bridge_dev::{registration, retry_poller, setup};
 
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
-       bridge-dev gateway | setup | retry [--follow] | functions
-       bridge-dev token <user_id> [--admin] [--ttl <seconds>]";
+       bridge-dev gateway | setup | retry [--follow] | functions | registration
+       bridge-dev token <user_id> [--admin] [--ttl <seconds>]
+       bridge-dev bench webhook [transactions] [events]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         Some("setup") => runtime.block_on(run_setup()),
         Some("retry") => runtime.block_on(run_retry(args.iter().any(|arg| arg == "--follow"))),
         Some("token") => print_token(&args[1..]),
+        Some("registration") => print_registration(),
         Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
         _ => {
             eprintln!("{USAGE}");
@@ -137,4 +144,11 @@ fn print_token(args: &[String]) -> Result<(), InitError> {
     let token =
         TokenConfig::from_env(&ProcessEnv)?.mint(user, admin, time::Duration::seconds(ttl))?;
     print_lines([token])
+}
+
+fn print_registration() -> Result<(), InitError> {
+    let config = RegistrationConfig::from_env(&ProcessEnv)?;
+    let yaml = registration::render(&config)?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())?;
+    Ok(())
 }
