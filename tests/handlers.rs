@@ -627,6 +627,7 @@ async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
         role: Role::Member,
         display_name: None,
         joined: false,
+        removed: None,
     };
     bridge
         .store

@@ -49,6 +49,7 @@ fn member(id: &ConversationId, name: &str, joined: bool) -> Member {
         role: Role::Member,
         display_name: Some(name.to_uppercase()),
         joined,
+        removed: None,
     }
 }
 
@@ -80,6 +81,8 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         changes: 0,
         pending_change: None,
         revision: 0,
+        msgtype: None,
+        file: None,
     }
 }
 

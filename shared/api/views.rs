@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
-    Conversation, ConversationKind, ConversationStatus, Format, Member, Message, MessageId,
-    MessageStatus, Origin, Role, Sender, Visibility,
+    Conversation, ConversationKind, ConversationStatus, Format, MatrixFile, Member, Message,
+    MessageId, MessageStatus, MsgType, Origin, Role, Sender, Visibility,
 };
 
 #[derive(Serialize)]
@@ -116,6 +116,12 @@ pub struct MessageView<'a> {
     deleted_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<&'a str>,
+    /// A message from Matrix that is not text: `notice`, `emote`, `image`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msgtype: Option<MsgType>,
+    /// The file a message from Matrix carries (its mxc URL and info).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<&'a MatrixFile>,
 }
 
 impl<'a> MessageView<'a> {
@@ -143,6 +149,8 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             edited_at: message.edited_at,
             deleted_at: message.deleted_at,
             failure: message.failure.as_deref(),
+            msgtype: message.msgtype,
+            attachments: message.file.iter().collect(),
         }
     }
 }

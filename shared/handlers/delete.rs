@@ -20,7 +20,7 @@ use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{AppUserId, PuppetNamer};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
-use crate::model::{ChangeKind, Delivery, Message, MessageStatus, Role};
+use crate::model::{ChangeKind, Delivery, MessageStatus, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -117,7 +117,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                 ));
             }
             let read = &target.message;
-            let deleted = deleted(read);
+            let deleted = read.deleted(OffsetDateTime::now_utc());
             let outcome = match read.status {
                 // Never reached Matrix: nothing to redact. A queued send
                 // leaves the outbox; its job finds the message deleted.
@@ -171,14 +171,4 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             "the message kept changing while deleting it",
         ))
     }
-}
-
-/// The message as deleted: no text kept.
-fn deleted(read: &Message) -> Message {
-    let mut deleted = read.clone();
-    deleted.status = MessageStatus::Deleted;
-    deleted.deleted_at = Some(OffsetDateTime::now_utc());
-    deleted.body = String::new();
-    deleted.html = None;
-    deleted
 }

@@ -5,6 +5,7 @@
 //! Each function module has a `NAME`, a `function()` for the registry, and
 //! builds its own state from the [`Ports`](crate::ports::Ports).
 
+mod cache;
 pub mod changes;
 pub mod delete;
 pub mod edit;
@@ -16,6 +17,7 @@ pub mod retry;
 pub mod send;
 mod target;
 mod text;
+pub mod transactions;
 
 use crate::function::Function;
 use crate::ports::Ports;
@@ -24,7 +26,7 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 6] {
+pub fn registry<P: Ports>() -> [Function<P>; 7] {
     [
         provision::function(),
         send::function(),
@@ -32,5 +34,6 @@ pub fn registry<P: Ports>() -> [Function<P>; 6] {
         delete::function(),
         history::function(),
         retry::function(),
+        transactions::function(),
     ]
 }

@@ -234,7 +234,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             .await;
         let sent = match found {
             Ok(Some(event_id)) => Ok(event_id),
-            Err(err) if err.is_transient() => Err(err),
+            Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable, say a puppet that left): send it.
             Ok(None) | Err(_) => {
                 send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await

@@ -1,6 +1,7 @@
 //! The table's key layout, and the only place that knows it: one partition
 //! per conversation (its record, members and messages, so history is one
-//! query), and one item per reverse lookup, puppet and idempotency record.
+//! query), and one item per reverse lookup, puppet, idempotency record and
+//! appservice transaction.
 
 use ruma::{EventId, RoomId, UserId};
 
@@ -14,6 +15,7 @@ const ROOM: &str = "ROOM#";
 const EVENT: &str = "EVENT#";
 const USER: &str = "USER#";
 const IDEMPOTENCY: &str = "IDEM#";
+const TRANSACTION: &str = "TXN#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -82,6 +84,12 @@ pub fn puppet(user: &AppUserId) -> Key {
 
 pub fn idempotency(scope: &str) -> Key {
     Key::new(format!("{IDEMPOTENCY}{scope}"), META)
+}
+
+/// An appservice transaction, by its id and its fingerprint: a homeserver
+/// that starts counting again (after a reset) reuses ids for others.
+pub fn transaction(txn_id: &str, fingerprint: &str) -> Key {
+    Key::new(format!("{TRANSACTION}{txn_id}"), fingerprint)
 }
 
 /// A conversation's members and its own record, and nothing else of its

@@ -5,7 +5,9 @@
 //! - [`MemberStore`]: members of a conversation and application puppets;
 //! - [`MessageStore`]: messages, the outbox and the lookups that lead to them
 //!   (idempotency records included: they have no trait of their own, see
-//!   [`MessageStore`]).
+//!   [`MessageStore`]);
+//! - [`TransactionStore`]: the appservice transactions the homeserver
+//!   pushed, and the batched reads and writes of their events.
 //!
 //! [`DynamoStore`] is the real adapter (one DynamoDB table, single-table
 //! design); [`MemoryStore`] is the in-memory fake for unit tests. Both pass
@@ -25,16 +27,18 @@ mod keys;
 mod members;
 mod memory;
 mod messages;
+mod transactions;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
+pub use transactions::{MemberChange, TransactionContext, TransactionStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MemberStore, MessageStore, Store};
+    pub use super::{ConversationStore, MemberStore, MessageStore, Store, TransactionStore};
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +58,6 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore {}
+pub trait Store: ConversationStore + MemberStore + MessageStore + TransactionStore {}
 
-impl<T: ConversationStore + MemberStore + MessageStore> Store for T {}
+impl<T: ConversationStore + MemberStore + MessageStore + TransactionStore> Store for T {}

@@ -98,6 +98,7 @@ impl Plan {
                 role: spec.role,
                 display_name,
                 joined: false,
+                removed: None,
             });
         }
         Ok(Self {

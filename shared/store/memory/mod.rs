@@ -6,6 +6,7 @@
 mod conversations;
 mod members;
 mod messages;
+mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::{Conversation, IdempotencyRecord, Member, Message, MessageId, Puppet};
+use crate::model::{
+    Conversation, IdempotencyRecord, Member, Message, MessageId, Puppet, TransactionRecord,
+};
 
 #[derive(Default)]
 struct State {
@@ -24,6 +27,8 @@ struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     rooms: HashMap<OwnedRoomId, ConversationId>,
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    /// Appservice transactions, by id and fingerprint.
+    transactions: HashMap<(String, String), TransactionRecord>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a

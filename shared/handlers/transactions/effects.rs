@@ -1,0 +1,533 @@
+//! What a transaction's events do, worked out in memory from what the table
+//! knows, event after event in order: the messages to store, the stored
+//! messages to change, the deliveries to confirm, the member changes, and
+//! the events to publish, in order per conversation. No I/O.
+//!
+//! Every event that maps to something is published, even when the table
+//! already shows its effect (a transaction processed again after failing
+//! part-way): its deduplication id makes SQS drop a repeat.
+
+use std::collections::HashMap;
+
+use ruma::{OwnedEventId, OwnedUserId, UserId};
+
+use super::classify::{At, Change, Incoming, Kind};
+use super::content::{Content, Posted};
+use super::reads::Known;
+use crate::ids::{ConversationId, PuppetNamer};
+use crate::inbound::{EventKind, InboundEvent, Membership};
+use crate::model::{
+    Delivery, Format, Member, Message, MessageId, MessageStatus, Origin, Removal, Role, Sender,
+};
+use crate::store::MemberChange;
+
+/// A change of a stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageChange {
+    Edit { content: Content, at: At },
+    Delete { at: At },
+}
+
+impl MessageChange {
+    pub fn apply(&self, message: &mut Message) {
+        if message.status == MessageStatus::Deleted {
+            return;
+        }
+        match self {
+            Self::Edit { content, at } => {
+                message.body.clone_from(&content.body);
+                message.html.clone_from(&content.html);
+                message.msgtype = content.msgtype;
+                message.file.clone_from(&content.file);
+                message.edited_at = Some(at.time());
+            }
+            Self::Delete { at } => {
+                *message = message.deleted(at.time());
+                // Nothing left to deliver: the event is gone.
+                message.pending_change = None;
+            }
+        }
+    }
+}
+
+/// A stored message and the changes to make to it.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub read: Message,
+    pub changes: Vec<MessageChange>,
+}
+
+/// Everything a transaction does.
+#[derive(Default)]
+pub struct Effects {
+    /// New messages to store.
+    pub new_messages: Vec<Message>,
+    /// Stored messages to change.
+    pub updates: Vec<Update>,
+    /// Pending messages of ours that were delivered as these events.
+    pub echoes: Vec<(Message, OwnedEventId)>,
+    pub members: Vec<MemberChange>,
+    /// What to publish, with the index of the event it comes from.
+    pub events: Vec<(u32, InboundEvent)>,
+    /// Events that changed nothing (an edit of a message the bridge does
+    /// not know, an edit by someone else than the sender).
+    pub ignored: u32,
+    /// Events in rooms the bridge does not know.
+    pub unknown_rooms: u32,
+    /// Puppets a Matrix moderator kicked or banned.
+    pub puppets_removed: u32,
+}
+
+/// A message as this transaction leaves it.
+struct Tracked {
+    /// As stored, when it was.
+    stored: Option<Message>,
+    current: Message,
+    changes: Vec<MessageChange>,
+}
+
+struct Work<'a> {
+    namer: &'a PuppetNamer,
+    /// What tells this transaction's ephemeral events from another's.
+    transaction: &'a str,
+    known: &'a Known,
+    members: HashMap<(ConversationId, OwnedUserId), Member>,
+    messages: HashMap<(ConversationId, MessageId), Tracked>,
+    by_event: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    effects: Effects,
+}
+
+/// Works out what `incoming` does; `transaction` identifies the
+/// transaction (its id and ephemeral fingerprint).
+pub fn work_out(
+    namer: &PuppetNamer,
+    transaction: &str,
+    known: &Known,
+    incoming: Vec<Incoming>,
+) -> Effects {
+    let mut work = Work {
+        namer,
+        transaction,
+        known,
+        members: known.members.clone(),
+        messages: HashMap::new(),
+        by_event: known.by_event.clone(),
+        effects: Effects::default(),
+    };
+    for event in incoming {
+        let Some(conversation) = known.conversations.get(&event.room) else {
+            work.effects.unknown_rooms += 1;
+            continue;
+        };
+        work.apply(conversation.clone(), event.index, event.kind);
+    }
+    work.finish()
+}
+
+impl Work<'_> {
+    fn sender(&self, conversation: &ConversationId, user: &UserId) -> Sender {
+        Sender {
+            user_id: self.namer.app_user(user),
+            matrix_user_id: user.to_owned(),
+            display_name: self
+                .members
+                .get(&(conversation.clone(), user.to_owned()))
+                .and_then(|member| member.display_name.clone()),
+        }
+    }
+
+    /// The message `event_id` is, in this conversation.
+    fn message_of(
+        &self,
+        conversation: &ConversationId,
+        event_id: &OwnedEventId,
+    ) -> Option<MessageId> {
+        self.by_event
+            .get(event_id)
+            .filter(|(of, _)| of == conversation)
+            .map(|(_, id)| *id)
+    }
+
+    /// A message this transaction may change: one it created, or a stored one.
+    fn tracked(&mut self, key: (ConversationId, MessageId)) -> Option<&mut Tracked> {
+        if !self.messages.contains_key(&key) {
+            let stored = self.known.messages.get(&key)?;
+            self.messages.insert(
+                key.clone(),
+                Tracked {
+                    stored: Some(stored.clone()),
+                    current: stored.clone(),
+                    changes: Vec::new(),
+                },
+            );
+        }
+        self.messages.get_mut(&key)
+    }
+
+    fn publish(&mut self, index: u32, event: InboundEvent) {
+        self.effects.events.push((index, event));
+    }
+
+    fn apply(&mut self, conversation: ConversationId, index: u32, kind: Kind) {
+        match kind {
+            Kind::Posted {
+                event_id,
+                sender,
+                at,
+                posted: Posted::New { content, reply_to },
+            } => self.created(
+                conversation,
+                index,
+                event_id,
+                &sender,
+                at,
+                content,
+                reply_to,
+            ),
+            Kind::Posted {
+                event_id,
+                sender,
+                at,
+                posted: Posted::Edit { target, content },
+            } => self.edited(conversation, index, event_id, &sender, at, &target, content),
+            Kind::Redaction {
+                event_id,
+                sender,
+                at,
+                target,
+                reason,
+            } => self.redacted(conversation, index, event_id, &sender, at, &target, reason),
+            Kind::Echo {
+                event_id,
+                message_id,
+            } => {
+                let key = (conversation, message_id);
+                if let Some(stored) = self.known.messages.get(&key) {
+                    if stored.status == MessageStatus::Pending {
+                        self.effects.echoes.push((stored.clone(), event_id.clone()));
+                    }
+                    self.by_event.insert(event_id, key);
+                }
+            }
+            Kind::Membership {
+                event_id,
+                at,
+                member,
+                change,
+                ..
+            } => self.membership(conversation, index, event_id, at, &member, change),
+            Kind::Typing { users } => {
+                let typing = users
+                    .iter()
+                    .map(|user| self.sender(&conversation, user))
+                    .collect();
+                let users: Vec<&str> = users.iter().map(|user| user.as_str()).collect();
+                // Typing has no event id: it is told apart by the
+                // transaction and its place in it.
+                let mut event = InboundEvent::new(
+                    EventKind::Typing,
+                    conversation,
+                    At::now().time(),
+                    &[self.transaction, &index.to_string(), &users.join(",")],
+                );
+                event.typing = Some(typing);
+                self.publish(index, event);
+            }
+            Kind::Receipt {
+                event_id,
+                user,
+                at,
+                receipt_type,
+            } => {
+                let mut event = InboundEvent::new(
+                    EventKind::Receipt,
+                    conversation.clone(),
+                    at.time(),
+                    &[event_id.as_str(), user.as_str(), &receipt_type],
+                );
+                event.message_id = self.message_of(&conversation, &event_id);
+                event.sender = Some(self.sender(&conversation, &user));
+                event.event_id = Some(event_id);
+                event.receipt_type = Some(receipt_type);
+                self.publish(index, event);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn created(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        event_id: OwnedEventId,
+        sender: &UserId,
+        at: At,
+        content: Content,
+        reply_to: Option<OwnedEventId>,
+    ) {
+        let id = MessageId::for_event(at.0, &event_id);
+        let key = (conversation.clone(), id);
+        let reply_to = reply_to.and_then(|reply| self.message_of(&conversation, &reply));
+        let from = self.sender(&conversation, sender);
+        let mut event = InboundEvent::new(
+            EventKind::MessageCreated,
+            conversation.clone(),
+            at.time(),
+            &[event_id.as_str()],
+        );
+        event.message_id = Some(id);
+        event.event_id = Some(event_id.clone());
+        event.sender = Some(from.clone());
+        set_content(&mut event, &content);
+        event.reply_to = reply_to;
+        if self.tracked(key.clone()).is_none() {
+            let message = Message {
+                id,
+                conversation_id: conversation,
+                sender: from,
+                body: content.body,
+                format: Format::Plain,
+                html: content.html,
+                reply_to,
+                status: MessageStatus::Sent,
+                delivery: Delivery::Direct,
+                event_id: Some(event_id.clone()),
+                origin: Origin::Matrix,
+                created_at: at.time(),
+                edited_at: None,
+                deleted_at: None,
+                failure: None,
+                changes: 0,
+                pending_change: None,
+                revision: 0,
+                msgtype: content.msgtype,
+                file: content.file,
+            };
+            self.messages.insert(
+                key.clone(),
+                Tracked {
+                    stored: None,
+                    current: message,
+                    changes: Vec::new(),
+                },
+            );
+        }
+        self.by_event.insert(event_id, key);
+        self.publish(index, event);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn edited(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        event_id: OwnedEventId,
+        editor: &UserId,
+        at: At,
+        target: &OwnedEventId,
+        content: Content,
+    ) {
+        let Some(id) = self.message_of(&conversation, target) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let from = self.sender(&conversation, editor);
+        let Some(tracked) = self.tracked((conversation.clone(), id)) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        // Only the sender may replace an event (the spec asks receivers to
+        // ignore other replacements), and a deleted message stays deleted.
+        if tracked.current.sender.matrix_user_id != editor
+            || tracked.current.status == MessageStatus::Deleted
+        {
+            self.effects.ignored += 1;
+            return;
+        }
+        let change = MessageChange::Edit {
+            content: content.clone(),
+            at,
+        };
+        change.apply(&mut tracked.current);
+        tracked.changes.push(change);
+        let mut event = InboundEvent::new(
+            EventKind::MessageEdited,
+            conversation,
+            at.time(),
+            &[event_id.as_str()],
+        );
+        event.message_id = Some(id);
+        event.event_id = Some(event_id);
+        event.sender = Some(from);
+        set_content(&mut event, &content);
+        self.publish(index, event);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn redacted(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        event_id: OwnedEventId,
+        redactor: &UserId,
+        at: At,
+        target: &OwnedEventId,
+        reason: Option<String>,
+    ) {
+        let Some(id) = self.message_of(&conversation, target) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let from = self.sender(&conversation, redactor);
+        let Some(tracked) = self.tracked((conversation.clone(), id)) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let change = MessageChange::Delete { at };
+        change.apply(&mut tracked.current);
+        tracked.changes.push(change);
+        let mut event = InboundEvent::new(
+            EventKind::MessageDeleted,
+            conversation,
+            at.time(),
+            &[event_id.as_str()],
+        );
+        event.message_id = Some(id);
+        event.event_id = Some(event_id);
+        event.sender = Some(from);
+        event.reason = reason;
+        self.publish(index, event);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn membership(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        event_id: OwnedEventId,
+        at: At,
+        member: &UserId,
+        change: Change,
+    ) {
+        let key = (conversation.clone(), member.to_owned());
+        match change {
+            Change::Joined { display_name } | Change::Renamed { display_name }
+                if self.namer.app_user(member).is_none() =>
+            {
+                let published = !self.members.get(&key).is_some_and(|known| known.joined);
+                let joined = Member {
+                    conversation_id: conversation.clone(),
+                    matrix_user_id: member.to_owned(),
+                    user_id: None,
+                    role: Role::Member,
+                    display_name: display_name.clone(),
+                    joined: true,
+                    removed: None,
+                };
+                let record = self.members.entry(key).or_insert_with(|| joined.clone());
+                record.joined = true;
+                record.removed = None;
+                if display_name.is_some() {
+                    record.display_name = display_name;
+                }
+                self.effects.members.push(MemberChange::Joined(joined));
+                if published {
+                    let mut event = InboundEvent::new(
+                        EventKind::MemberJoined,
+                        conversation.clone(),
+                        at.time(),
+                        &[event_id.as_str()],
+                    );
+                    event.event_id = Some(event_id);
+                    event.sender = Some(self.sender(&conversation, member));
+                    event.membership = Some(Membership::Join);
+                    self.publish(index, event);
+                }
+            }
+            Change::Joined { .. } | Change::Renamed { .. } => self.effects.ignored += 1,
+            Change::PuppetJoined => {
+                // The bridge put it (back) in the room; the record learns of it.
+                if let Some(record) = self
+                    .members
+                    .get_mut(&key)
+                    .filter(|record| record.removed.is_some() || !record.joined)
+                {
+                    record.joined = true;
+                    record.removed = None;
+                    self.effects
+                        .members
+                        .push(MemberChange::Joined(record.clone()));
+                }
+            }
+            Change::Left {
+                reason,
+                banned,
+                removed_by,
+                was_joined,
+            } => {
+                let removal = removed_by.as_ref().map(|by| Removal {
+                    by: by.clone(),
+                    banned,
+                    reason: reason.clone(),
+                    at: at.time(),
+                });
+                if removal.is_some() && self.namer.app_user(member).is_some() {
+                    self.effects.puppets_removed += 1;
+                }
+                if let Some(record) = self.members.get_mut(&key) {
+                    record.joined = false;
+                    if removal.is_some() {
+                        record.removed.clone_from(&removal);
+                    }
+                }
+                self.effects.members.push(MemberChange::Left {
+                    conversation_id: conversation.clone(),
+                    matrix_user_id: member.to_owned(),
+                    removal,
+                });
+                if was_joined {
+                    let mut event = InboundEvent::new(
+                        EventKind::MemberLeft,
+                        conversation.clone(),
+                        at.time(),
+                        &[event_id.as_str()],
+                    );
+                    event.event_id = Some(event_id);
+                    event.sender = Some(self.sender(&conversation, member));
+                    event.actor = removed_by.map(|by| self.sender(&conversation, &by));
+                    event.reason = reason;
+                    event.membership = Some(if banned {
+                        Membership::Ban
+                    } else {
+                        Membership::Leave
+                    });
+                    self.publish(index, event);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Effects {
+        for (_, tracked) in self.messages {
+            match tracked.stored {
+                None => self.effects.new_messages.push(tracked.current),
+                Some(stored) if !tracked.changes.is_empty() => {
+                    self.effects.updates.push(Update {
+                        read: stored,
+                        changes: tracked.changes,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        self.effects
+    }
+}
+
+fn set_content(event: &mut InboundEvent, content: &Content) {
+    event.body = Some(content.body.clone());
+    event.format = Some(Format::Plain);
+    event.html.clone_from(&content.html);
+    event.msgtype = content.msgtype;
+    event.attachments = content.file.iter().cloned().collect();
+}
