@@ -12,3 +12,4 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod round_trips;
+mod webhook;

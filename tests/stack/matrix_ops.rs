@@ -218,7 +218,7 @@ impl Room {
 /// A real PNG of `width` x `height` opaque red pixels: IHDR, one IDAT of
 /// stored (uncompressed) deflate blocks, IEND, with their CRCs, so Synapse
 /// can thumbnail it.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
         for byte in bytes {
