@@ -221,7 +221,9 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
             }
         }
 
+        let started = std::time::Instant::now();
         let known = reads::read(&self.store, &self.rooms, transaction, &incoming).await?;
+        let read_ms = started.elapsed().as_millis() as u64;
         if known.record.as_ref().is_some_and(|record| {
             record.is_repeated_by(
                 &transaction.fingerprint,
@@ -235,6 +237,7 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
         let identity = format!("{}/{}", transaction.id, transaction.ephemeral_fingerprint);
         let effects = effects::work_out(&self.namer, &identity, &known, incoming);
         writes::write(&self.store, &effects).await?;
+        let written_ms = started.elapsed().as_millis() as u64;
 
         let mut events = Vec::with_capacity(effects.events.len());
         for (index, event) in &effects.events {
@@ -251,6 +254,7 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
             }
         }
         self.inbound.publish(&events).await?;
+        let published_ms = started.elapsed().as_millis() as u64;
 
         let now = OffsetDateTime::now_utc();
         let published = u32::try_from(events.len()).unwrap_or(u32::MAX);
@@ -282,6 +286,10 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
             published,
             skipped = skipped.len(),
             unknown_rooms = effects.unknown_rooms,
+            read_ms,
+            written_ms,
+            published_ms,
+            recorded_ms = started.elapsed().as_millis() as u64,
             "transaction processed"
         );
         Ok(Processed::Done { published, skipped })

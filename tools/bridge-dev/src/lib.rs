@@ -6,9 +6,11 @@
 //! binary (`src/main.rs`) is its command line; the integration tests of
 //! `matrix-bridge` use the library.
 
+pub mod bench;
 pub mod gateway;
 pub mod registration;
 pub mod retry_poller;
 pub mod setup;
 pub mod stack;
 pub mod token;
+pub mod wire;

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Some("retry") => runtime.block_on(run_retry(args.iter().any(|arg| arg == "--follow"))),
         Some("token") => print_token(&args[1..]),
         Some("registration") => print_registration(),
+        Some("bench") => runtime.block_on(run_bench(&args[1..])),
         Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
         _ => {
             eprintln!("{USAGE}");
@@ -151,4 +152,22 @@ fn print_registration() -> Result<(), InitError> {
     let yaml = registration::render(&config)?;
     std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())?;
     Ok(())
+}
+
+async fn run_bench(args: &[String]) -> Result<(), InitError> {
+    let (Some("webhook"), rest) = (
+        args.first().map(String::as_str),
+        args.get(1..).unwrap_or_default(),
+    ) else {
+        return Err(USAGE.into());
+    };
+    let number = |at: usize, default: usize| -> Result<usize, InitError> {
+        Ok(rest
+            .get(at)
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let report = bridge_dev::bench::webhook(number(0, 200)?, number(1, 100)?).await?;
+    print_lines([report])
 }
