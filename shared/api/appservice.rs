@@ -92,8 +92,9 @@ impl MatrixApiError {
     }
 
     /// A request ruma could not read: `M_NOT_JSON` for a body that is not
-    /// JSON, `M_INVALID_PARAM` for a malformed id in the path,
-    /// `M_BAD_JSON` for JSON of the wrong shape.
+    /// JSON, `M_INVALID_PARAM` for a malformed id in the path (ruma reads
+    /// path and query parameters alike), `M_BAD_JSON` for JSON of the wrong
+    /// shape.
     pub fn unreadable(err: FromHttpRequestError) -> Self {
         let errcode = match &err {
             FromHttpRequestError::Deserialization(DeserializationError::Json(json))
@@ -101,9 +102,9 @@ impl MatrixApiError {
             {
                 "M_NOT_JSON"
             }
-            FromHttpRequestError::Deserialization(DeserializationError::Ident(_)) => {
-                "M_INVALID_PARAM"
-            }
+            FromHttpRequestError::Deserialization(
+                DeserializationError::Ident(_) | DeserializationError::Query(_),
+            ) => "M_INVALID_PARAM",
             _ => "M_BAD_JSON",
         };
         Self::BadJson {
@@ -184,9 +185,7 @@ impl AppserviceRequest {
             body: parsed.body,
         })
     }
-}
 
-impl AppserviceRequest {
     /// The request as ruma's server-side type `R`, the path parameters
     /// given in the order of its path: a `400` in Matrix's words when it
     /// cannot be read.

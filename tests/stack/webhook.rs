@@ -444,3 +444,30 @@ async fn a_puppet_a_matrix_moderator_kicks_stays_out_and_its_sends_are_refused()
         .await;
     assert_eq!(send.status, 201, "{send:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn a_hundred_event_transaction_costs_few_sequential_round_trips() {
+    let sdk = sdk_config().await;
+    let env = crate::support::stack_env();
+    let sender = format!("@{}:{}", unique("bench"), var("MATRIX_SERVER_NAME"));
+    let (conversation, room) = bridge_dev::bench::bench_conversation(&sdk, env, &sender)
+        .await
+        .unwrap();
+    let mut inbound = Inbound::new(conversation.as_str()).await;
+    let [cold, warm] = bridge_dev::bench::critical_path(&sdk, env, &room, &sender, 100)
+        .await
+        .unwrap();
+    // The transaction record, rooms and events at once; the members and
+    // messages (cold only: warm, the room's conversation is cached); the
+    // writes at once; the record.
+    assert_eq!(cold.table.sequential, 4, "{cold:?}");
+    assert_eq!(warm.table.sequential, 3, "{warm:?}");
+    // One SendMessageBatch per ten events of a conversation, in order.
+    assert_eq!(warm.queue.sequential, 10, "{warm:?}");
+    assert_eq!(warm.storage.sequential, 13, "{warm:?}");
+    // Take the 200 events off the shared queue (moto slows as it fills).
+    inbound
+        .until("the counted transactions' events", |seen| seen.len() >= 200)
+        .await;
+}

@@ -6,6 +6,7 @@
 //!
 //! <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
 
+use ruma::api::IncomingRequestExt;
 use ruma::api::appservice::event::push_events::v1::{self as push_events, EphemeralData};
 use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
@@ -38,16 +39,26 @@ struct Unstable {
 impl Transaction {
     /// Reads the transaction of `request` (`PUT .../transactions/{txnId}`).
     pub fn read(request: &AppserviceRequest) -> Result<Self, MatrixApiError> {
-        let id = request.path_param("txnId")?;
+        Self::parse(request.path_param("txnId")?, &request.body)
+    }
+
+    /// Reads transaction `id` from its body, as the homeserver sent it.
+    pub fn parse(id: &str, body: &[u8]) -> Result<Self, MatrixApiError> {
         if id.is_empty() || id.len() > MAX_TXN_ID {
             return Err(MatrixApiError::BadJson {
                 errcode: "M_INVALID_PARAM",
                 message: format!("the transaction id must be 1 to {MAX_TXN_ID} bytes long"),
             });
         }
-        let pushed: push_events::Request = request.parse(&[id])?;
+        let request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri("/")
+            .body(body)
+            .map_err(MatrixApiError::internal)?;
+        let pushed = push_events::Request::try_from_http_request(request, &[id])
+            .map_err(MatrixApiError::unreadable)?;
         let ephemeral = if pushed.ephemeral.is_empty() {
-            serde_json::from_slice::<Unstable>(&request.body)
+            serde_json::from_slice::<Unstable>(body)
                 .map(|unstable| unstable.ephemeral)
                 .unwrap_or_default()
         } else {
