@@ -39,6 +39,14 @@ impl At {
     }
 }
 
+/// What every room event has: its id, who sent it, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
+    pub at: At,
+}
+
 /// A change of membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -63,16 +71,9 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// An `m.room.message` of a Matrix user: a message, or an edit.
-    Posted {
-        event_id: OwnedEventId,
-        sender: OwnedUserId,
-        at: At,
-        posted: Posted,
-    },
+    Posted { head: Head, posted: Posted },
     Redaction {
-        event_id: OwnedEventId,
-        sender: OwnedUserId,
-        at: At,
+        head: Head,
         target: OwnedEventId,
         reason: Option<String>,
     },
@@ -81,11 +82,11 @@ pub enum Kind {
         event_id: OwnedEventId,
         message_id: MessageId,
     },
+    /// `head.sender` changed `member`'s membership (its own, or someone
+    /// else's: a kick, a ban).
     Membership {
-        event_id: OwnedEventId,
-        at: At,
+        head: Head,
         member: OwnedUserId,
-        sender: OwnedUserId,
         change: Change,
     },
     /// Who is typing (Matrix users only).
@@ -151,9 +152,11 @@ impl Ours<'_> {
                 }
                 match content::read(message.content) {
                     Ok(posted) => Kind::Posted {
-                        event_id: message.event_id,
-                        sender: message.sender,
-                        at: At::of(message.origin_server_ts),
+                        head: Head {
+                            event_id: message.event_id,
+                            sender: message.sender,
+                            at: At::of(message.origin_server_ts),
+                        },
                         posted,
                     },
                     Err(reason) => return skip(reason),
@@ -170,9 +173,11 @@ impl Ours<'_> {
                     return skip("a redaction that names no event".into());
                 };
                 Kind::Redaction {
-                    event_id: redaction.event_id,
-                    sender: redaction.sender,
-                    at: At::of(redaction.origin_server_ts),
+                    head: Head {
+                        event_id: redaction.event_id,
+                        sender: redaction.sender,
+                        at: At::of(redaction.origin_server_ts),
+                    },
                     target,
                     reason: redaction.content.reason,
                 }
@@ -194,10 +199,12 @@ impl Ours<'_> {
                     Err(ignored) => return Sorted::Ignored(ignored),
                 };
                 Kind::Membership {
-                    event_id: member.event_id,
-                    at: At::of(member.origin_server_ts),
+                    head: Head {
+                        event_id: member.event_id,
+                        sender: member.sender,
+                        at: At::of(member.origin_server_ts),
+                    },
                     member: member.state_key,
-                    sender: member.sender,
                     change,
                 }
             }

@@ -86,53 +86,69 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
         MessageType::Text(text_content) => text(text_content.body, text_content.formatted, None),
         MessageType::Notice(notice) => text(notice.body, notice.formatted, Some(MsgType::Notice)),
         MessageType::Emote(emote) => text(emote.body, emote.formatted, Some(MsgType::Emote)),
-        MessageType::Image(image) => {
-            let info = image.info.as_deref();
-            let file = file(
-                &image.source,
-                image.filename.as_ref().unwrap_or(&image.body),
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-                info.and_then(|i| i.width),
-                info.and_then(|i| i.height),
-            )?;
-            media(image.body, image.formatted, MsgType::Image, file)
+        MessageType::Image(m) => {
+            let info = m.info.as_deref();
+            let details = Details {
+                mimetype: info.and_then(|i| i.mimetype.clone()),
+                size: info.and_then(|i| i.size),
+                width: info.and_then(|i| i.width),
+                height: info.and_then(|i| i.height),
+            };
+            media(
+                MsgType::Image,
+                m.body,
+                m.formatted,
+                &m.source,
+                m.filename,
+                details,
+            )?
         }
-        MessageType::Video(video) => {
-            let info = video.info.as_deref();
-            let file = file(
-                &video.source,
-                video.filename.as_ref().unwrap_or(&video.body),
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-                info.and_then(|i| i.width),
-                info.and_then(|i| i.height),
-            )?;
-            media(video.body, video.formatted, MsgType::Video, file)
+        MessageType::Video(m) => {
+            let info = m.info.as_deref();
+            let details = Details {
+                mimetype: info.and_then(|i| i.mimetype.clone()),
+                size: info.and_then(|i| i.size),
+                width: info.and_then(|i| i.width),
+                height: info.and_then(|i| i.height),
+            };
+            media(
+                MsgType::Video,
+                m.body,
+                m.formatted,
+                &m.source,
+                m.filename,
+                details,
+            )?
         }
-        MessageType::Audio(audio) => {
-            let info = audio.info.as_deref();
-            let file = file(
-                &audio.source,
-                audio.filename.as_ref().unwrap_or(&audio.body),
+        MessageType::Audio(m) => {
+            let info = m.info.as_deref();
+            let details = Details::without_size(
                 info.and_then(|i| i.mimetype.clone()),
                 info.and_then(|i| i.size),
-                None,
-                None,
-            )?;
-            media(audio.body, audio.formatted, MsgType::Audio, file)
+            );
+            media(
+                MsgType::Audio,
+                m.body,
+                m.formatted,
+                &m.source,
+                m.filename,
+                details,
+            )?
         }
-        MessageType::File(attached) => {
-            let info = attached.info.as_deref();
-            let file = file(
-                &attached.source,
-                attached.filename.as_ref().unwrap_or(&attached.body),
+        MessageType::File(m) => {
+            let info = m.info.as_deref();
+            let details = Details::without_size(
                 info.and_then(|i| i.mimetype.clone()),
                 info.and_then(|i| i.size),
-                None,
-                None,
-            )?;
-            media(attached.body, attached.formatted, MsgType::File, file)
+            );
+            media(
+                MsgType::File,
+                m.body,
+                m.formatted,
+                &m.source,
+                m.filename,
+                details,
+            )?
         }
         // Locations, server notices and kinds the bridge does not know are
         // shown by their text, as the spec asks of clients.
@@ -145,41 +161,57 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
     })
 }
 
-fn media(
-    body: String,
-    formatted: Option<FormattedBody>,
-    kind: MsgType,
-    file: MatrixFile,
-) -> Content {
-    Content {
-        html: html(formatted.as_ref()),
-        body,
-        msgtype: Some(kind),
-        file: Some(file),
-    }
-}
-
-fn file(
-    source: &MediaSource,
-    filename: &str,
+/// What a file's event says about it.
+struct Details {
     mimetype: Option<String>,
     size: Option<UInt>,
     width: Option<UInt>,
     height: Option<UInt>,
-) -> Result<MatrixFile, String> {
+}
+
+impl Details {
+    /// A file without a width and a height (audio, other files).
+    fn without_size(mimetype: Option<String>, size: Option<UInt>) -> Self {
+        Self {
+            mimetype,
+            size,
+            width: None,
+            height: None,
+        }
+    }
+}
+
+/// A file message: its body (a caption, or the file's name), and the file
+/// at its mxc URL. Encrypted media cannot be passed on.
+fn media(
+    kind: MsgType,
+    body: String,
+    formatted: Option<FormattedBody>,
+    source: &MediaSource,
+    filename: Option<String>,
+    details: Details,
+) -> Result<Content, String> {
     let MediaSource::Plain(uri) = source else {
         return Err("encrypted media is not bridged".into());
     };
     if !uri.is_valid() {
         return Err(format!("'{uri}' is not an mxc URI"));
     }
-    Ok(MatrixFile {
+    let file = MatrixFile {
         content_uri: uri.clone(),
-        filename: Some(filename.to_owned()).filter(|name| !name.is_empty()),
-        mimetype,
-        size: size.map(u64::from),
-        width: width.map(u64::from),
-        height: height.map(u64::from),
+        filename: filename
+            .or_else(|| Some(body.clone()))
+            .filter(|name| !name.is_empty()),
+        mimetype: details.mimetype,
+        size: details.size.map(u64::from),
+        width: details.width.map(u64::from),
+        height: details.height.map(u64::from),
+    };
+    Ok(Content {
+        html: html(formatted.as_ref()),
+        body,
+        msgtype: Some(kind),
+        file: Some(file),
     })
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use ruma::{OwnedEventId, OwnedUserId, UserId};
 
-use super::classify::{At, Change, Incoming, Kind};
+use super::classify::{At, Change, Head, Incoming, Kind};
 use super::content::{Content, Posted};
 use super::reads::Known;
 use crate::ids::{ConversationId, PuppetNamer};
@@ -171,32 +171,18 @@ impl Work<'_> {
     fn apply(&mut self, conversation: ConversationId, index: u32, kind: Kind) {
         match kind {
             Kind::Posted {
-                event_id,
-                sender,
-                at,
+                head,
                 posted: Posted::New { content, reply_to },
-            } => self.created(
-                conversation,
-                index,
-                event_id,
-                &sender,
-                at,
-                content,
-                reply_to,
-            ),
+            } => self.created(conversation, index, head, content, reply_to),
             Kind::Posted {
-                event_id,
-                sender,
-                at,
+                head,
                 posted: Posted::Edit { target, content },
-            } => self.edited(conversation, index, event_id, &sender, at, &target, content),
+            } => self.edited(conversation, index, head, &target, content),
             Kind::Redaction {
-                event_id,
-                sender,
-                at,
+                head,
                 target,
                 reason,
-            } => self.redacted(conversation, index, event_id, &sender, at, &target, reason),
+            } => self.redacted(conversation, index, head, &target, reason),
             Kind::Echo {
                 event_id,
                 message_id,
@@ -210,12 +196,10 @@ impl Work<'_> {
                 }
             }
             Kind::Membership {
-                event_id,
-                at,
+                head,
                 member,
                 change,
-                ..
-            } => self.membership(conversation, index, event_id, at, &member, change),
+            } => self.membership(conversation, index, head, &member, change),
             Kind::Typing { users } => {
                 let typing = users
                     .iter()
@@ -254,17 +238,20 @@ impl Work<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn created(
         &mut self,
         conversation: ConversationId,
         index: u32,
-        event_id: OwnedEventId,
-        sender: &UserId,
-        at: At,
+        head: Head,
         content: Content,
         reply_to: Option<OwnedEventId>,
     ) {
+        let Head {
+            event_id,
+            sender,
+            at,
+        } = head;
+        let sender = sender.as_ref();
         let id = MessageId::for_event(at.0, &event_id);
         let key = (conversation.clone(), id);
         let reply_to = reply_to.and_then(|reply| self.message_of(&conversation, &reply));
@@ -316,17 +303,20 @@ impl Work<'_> {
         self.publish(index, event);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn edited(
         &mut self,
         conversation: ConversationId,
         index: u32,
-        event_id: OwnedEventId,
-        editor: &UserId,
-        at: At,
+        head: Head,
         target: &OwnedEventId,
         content: Content,
     ) {
+        let Head {
+            event_id,
+            sender: editor,
+            at,
+        } = head;
+        let editor = editor.as_ref();
         let Some(id) = self.message_of(&conversation, target) else {
             self.effects.ignored += 1;
             return;
@@ -363,17 +353,20 @@ impl Work<'_> {
         self.publish(index, event);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn redacted(
         &mut self,
         conversation: ConversationId,
         index: u32,
-        event_id: OwnedEventId,
-        redactor: &UserId,
-        at: At,
+        head: Head,
         target: &OwnedEventId,
         reason: Option<String>,
     ) {
+        let Head {
+            event_id,
+            sender: redactor,
+            at,
+        } = head;
+        let redactor = redactor.as_ref();
         let Some(id) = self.message_of(&conversation, target) else {
             self.effects.ignored += 1;
             return;
@@ -399,16 +392,15 @@ impl Work<'_> {
         self.publish(index, event);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn membership(
         &mut self,
         conversation: ConversationId,
         index: u32,
-        event_id: OwnedEventId,
-        at: At,
+        head: Head,
         member: &UserId,
         change: Change,
     ) {
+        let Head { event_id, at, .. } = head;
         let key = (conversation.clone(), member.to_owned());
         match change {
             Change::Joined { display_name } | Change::Renamed { display_name }

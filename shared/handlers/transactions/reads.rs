@@ -42,11 +42,9 @@ pub struct Known {
 fn own_message(kind: &Kind) -> Option<MessageId> {
     match kind {
         Kind::Posted {
-            event_id,
-            at,
+            head,
             posted: Posted::New { .. },
-            ..
-        } => Some(MessageId::for_event(at.0, event_id)),
+        } => Some(MessageId::for_event(head.at.0, &head.event_id)),
         Kind::Echo { message_id, .. } => Some(*message_id),
         _ => None,
     }
