@@ -151,6 +151,36 @@ async fn history_until(
     }
 }
 
+/// A conversation `prefix-…` of alice (owner), bob (member), carol (a
+/// Matrix moderator, joined) and `others` (Matrix users, invited): its id,
+/// its room, its provisioning answer, and the reader of its inbound events.
+async fn conversation(
+    api: &Api,
+    prefix: &str,
+    (alice, bob): (&str, &str),
+    carol: &MatrixUser,
+    others: &[&MatrixUser],
+) -> (String, String, Value, Inbound) {
+    let id = unique(prefix);
+    let mut members = vec![
+        json!({"user_id": alice, "role": "owner"}),
+        json!({"user_id": bob, "role": "member"}),
+        json!({"matrix_user_id": carol.user_id, "role": "moderator"}),
+    ];
+    members.extend(
+        others
+            .iter()
+            .map(|user| json!({"matrix_user_id": user.user_id})),
+    );
+    let created = api
+        .provision(&json!({"id": id, "kind": "group", "members": members}))
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let inbound = Inbound::new(&id).await;
+    carol.join(&room).await;
+    (id, room, created, inbound)
+}
+
 fn by_event<'a>(messages: &'a [Value], event_id: &str) -> Option<&'a Value> {
     messages
         .iter()
@@ -164,21 +194,8 @@ async fn what_a_matrix_user_does_reaches_the_application_once() {
     let (alice, bob) = (unique("alice"), unique("bob"));
     let carol = MatrixUser::register(&unique("carol")).await;
     let dave = MatrixUser::register(&unique("dave")).await;
-    let id = unique("hook");
-    let created = api
-        .provision(&json!({
-            "id": id, "kind": "group",
-            "members": [
-                {"user_id": alice, "role": "owner"},
-                {"user_id": bob, "role": "member"},
-                {"matrix_user_id": carol.user_id, "role": "moderator"},
-                {"matrix_user_id": dave.user_id},
-            ],
-        }))
-        .await;
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    let mut inbound = Inbound::new(&id).await;
-    carol.join(&room).await;
+    let (id, room, _, mut inbound) =
+        conversation(&api, "hook", (&alice, &bob), &carol, &[&dave]).await;
 
     // The application says something; it must not come back as new.
     let sent = api
@@ -377,20 +394,8 @@ async fn a_puppet_a_matrix_moderator_kicks_stays_out_and_its_sends_are_refused()
     let api = Api::new();
     let (alice, bob) = (unique("alice"), unique("bob"));
     let carol = MatrixUser::register(&unique("mod")).await;
-    let id = unique("kick");
-    let created = api
-        .provision(&json!({
-            "id": id, "kind": "group",
-            "members": [
-                {"user_id": alice, "role": "owner"},
-                {"user_id": bob, "role": "member"},
-                {"matrix_user_id": carol.user_id, "role": "moderator"},
-            ],
-        }))
-        .await;
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    let mut inbound = Inbound::new(&id).await;
-    carol.join(&room).await;
+    let (id, room, created, mut inbound) =
+        conversation(&api, "kick", (&alice, &bob), &carol, &[]).await;
     let bob_puppet = created["members"]
         .as_array()
         .unwrap()

@@ -74,6 +74,28 @@ fn read_new_content(new: RoomMessageEventContentWithoutRelation) -> Result<Conte
     of(new.msgtype)
 }
 
+/// [`Details`] from a file message's `info` (ruma has a type per kind,
+/// with the same field names); `sized` for those with a width and height.
+macro_rules! details {
+    ($info:expr) => {{
+        let info = $info.as_deref();
+        Details {
+            mimetype: info.and_then(|i| i.mimetype.clone()),
+            size: info.and_then(|i| i.size),
+            width: None,
+            height: None,
+        }
+    }};
+    ($info:expr, sized) => {{
+        let info = $info.as_deref();
+        Details {
+            width: info.and_then(|i| i.width),
+            height: info.and_then(|i| i.height),
+            ..details!($info)
+        }
+    }};
+}
+
 /// The content of a message type.
 fn of(msgtype: MessageType) -> Result<Content, String> {
     let text = |body: String, formatted: Option<FormattedBody>, msgtype| Content {
@@ -87,13 +109,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
         MessageType::Notice(notice) => text(notice.body, notice.formatted, Some(MsgType::Notice)),
         MessageType::Emote(emote) => text(emote.body, emote.formatted, Some(MsgType::Emote)),
         MessageType::Image(m) => {
-            let info = m.info.as_deref();
-            let details = Details {
-                mimetype: info.and_then(|i| i.mimetype.clone()),
-                size: info.and_then(|i| i.size),
-                width: info.and_then(|i| i.width),
-                height: info.and_then(|i| i.height),
-            };
+            let details = details!(m.info, sized);
             media(
                 MsgType::Image,
                 m.body,
@@ -104,13 +120,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
             )?
         }
         MessageType::Video(m) => {
-            let info = m.info.as_deref();
-            let details = Details {
-                mimetype: info.and_then(|i| i.mimetype.clone()),
-                size: info.and_then(|i| i.size),
-                width: info.and_then(|i| i.width),
-                height: info.and_then(|i| i.height),
-            };
+            let details = details!(m.info, sized);
             media(
                 MsgType::Video,
                 m.body,
@@ -121,11 +131,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
             )?
         }
         MessageType::Audio(m) => {
-            let info = m.info.as_deref();
-            let details = Details::without_size(
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
+            let details = details!(m.info);
             media(
                 MsgType::Audio,
                 m.body,
@@ -136,11 +142,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
             )?
         }
         MessageType::File(m) => {
-            let info = m.info.as_deref();
-            let details = Details::without_size(
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
+            let details = details!(m.info);
             media(
                 MsgType::File,
                 m.body,
@@ -167,18 +169,6 @@ struct Details {
     size: Option<UInt>,
     width: Option<UInt>,
     height: Option<UInt>,
-}
-
-impl Details {
-    /// A file without a width and a height (audio, other files).
-    fn without_size(mimetype: Option<String>, size: Option<UInt>) -> Self {
-        Self {
-            mimetype,
-            size,
-            width: None,
-            height: None,
-        }
-    }
 }
 
 /// A file message: its body (a caption, or the file's name), and the file

@@ -311,46 +311,23 @@ impl Work<'_> {
         target: &OwnedEventId,
         content: Content,
     ) {
-        let Head {
-            event_id,
-            sender: editor,
-            at,
-        } = head;
-        let editor = editor.as_ref();
-        let Some(id) = self.message_of(&conversation, target) else {
-            self.effects.ignored += 1;
-            return;
-        };
-        let from = self.sender(&conversation, editor);
-        let Some(tracked) = self.tracked((conversation.clone(), id)) else {
-            self.effects.ignored += 1;
-            return;
+        let change = MessageChange::Edit {
+            content: content.clone(),
+            at: head.at,
         };
         // Only the sender may replace an event (the spec asks receivers to
         // ignore other replacements), and a deleted message stays deleted.
-        if tracked.current.sender.matrix_user_id != editor
-            || tracked.current.status == MessageStatus::Deleted
-        {
-            self.effects.ignored += 1;
-            return;
-        }
-        let change = MessageChange::Edit {
-            content: content.clone(),
-            at,
+        let allowed = |message: &Message, editor: &UserId| {
+            message.sender.matrix_user_id == editor && message.status != MessageStatus::Deleted
         };
-        change.apply(&mut tracked.current);
-        tracked.changes.push(change);
-        let mut event = InboundEvent::new(
-            EventKind::MessageEdited,
-            conversation,
-            at.time(),
-            &[event_id.as_str()],
-        );
-        event.message_id = Some(id);
-        event.event_id = Some(event_id);
-        event.sender = Some(from);
-        set_content(&mut event, &content);
-        self.publish(index, event);
+        let kind = EventKind::MessageEdited;
+        match self.change_message(conversation, head, target, kind, change, allowed) {
+            Some(mut event) => {
+                set_content(&mut event, &content);
+                self.publish(index, event);
+            }
+            None => self.effects.ignored += 1,
+        }
     }
 
     fn redacted(
@@ -361,35 +338,48 @@ impl Work<'_> {
         target: &OwnedEventId,
         reason: Option<String>,
     ) {
-        let Head {
-            event_id,
-            sender: redactor,
-            at,
-        } = head;
-        let redactor = redactor.as_ref();
-        let Some(id) = self.message_of(&conversation, target) else {
-            self.effects.ignored += 1;
-            return;
-        };
-        let from = self.sender(&conversation, redactor);
-        let Some(tracked) = self.tracked((conversation.clone(), id)) else {
-            self.effects.ignored += 1;
-            return;
-        };
-        let change = MessageChange::Delete { at };
+        // The homeserver let the redaction through: its sender may redact.
+        let change = MessageChange::Delete { at: head.at };
+        let kind = EventKind::MessageDeleted;
+        match self.change_message(conversation, head, target, kind, change, |_, _| true) {
+            Some(mut event) => {
+                event.reason = reason;
+                self.publish(index, event);
+            }
+            None => self.effects.ignored += 1,
+        }
+    }
+
+    /// Applies `change` to the message `target` is in this conversation,
+    /// if `allowed` of it and of `head`'s sender; the event of `kind` that
+    /// tells the application. `None` for a message the bridge does not know.
+    fn change_message(
+        &mut self,
+        conversation: ConversationId,
+        head: Head,
+        target: &OwnedEventId,
+        kind: EventKind,
+        change: MessageChange,
+        allowed: impl Fn(&Message, &UserId) -> bool,
+    ) -> Option<InboundEvent> {
+        let id = self.message_of(&conversation, target)?;
+        let from = self.sender(&conversation, &head.sender);
+        let tracked = self.tracked((conversation.clone(), id))?;
+        if !allowed(&tracked.current, &head.sender) {
+            return None;
+        }
         change.apply(&mut tracked.current);
         tracked.changes.push(change);
         let mut event = InboundEvent::new(
-            EventKind::MessageDeleted,
+            kind,
             conversation,
-            at.time(),
-            &[event_id.as_str()],
+            head.at.time(),
+            &[head.event_id.as_str()],
         );
         event.message_id = Some(id);
-        event.event_id = Some(event_id);
+        event.event_id = Some(head.event_id);
         event.sender = Some(from);
-        event.reason = reason;
-        self.publish(index, event);
+        Some(event)
     }
 
     fn membership(
