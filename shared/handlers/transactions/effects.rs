@@ -78,6 +78,16 @@ pub struct Effects {
     pub puppets_removed: u32,
 }
 
+impl Effects {
+    /// Whether anything is to be written to the table.
+    pub fn writes(&self) -> bool {
+        !(self.new_messages.is_empty()
+            && self.updates.is_empty()
+            && self.echoes.is_empty()
+            && self.members.is_empty())
+    }
+}
+
 /// A message as this transaction leaves it.
 struct Tracked {
     /// As stored, when it was.

@@ -23,13 +23,18 @@
 //!    once ([`writes`]);
 //! 4. the events are published to the inbound queue, in order per
 //!    conversation;
-//! 5. the transaction is recorded.
+//! 5. the transaction is recorded (unless it changed nothing: a transaction
+//!    of presence or of echoes of delivered messages needs no record, since
+//!    doing it again does nothing again).
 //!
 //! A failure of the table or the queue is `503` (the homeserver retries the
-//! same transaction; every step is idempotent). On the critical path that
-//! is 3 sequential table round trips for a warm container and new messages
-//! (4 cold, or with edits and redactions), plus one `SendMessageBatch` per
-//! ten events of the busiest conversation.
+//! same transaction; every step is idempotent: messages from Matrix have
+//! ids derived from their events, updates are conditional, publications
+//! are deduplicated by SQS). On the critical path that is 3 sequential
+//! table round trips for a warm container (4 cold, when a room's
+//! conversation is not cached yet, or to find the messages edits and
+//! redactions refer to), plus one `SendMessageBatch` per ten events of the
+//! busiest conversation, one after the other so they keep their order.
 
 mod body;
 mod classify;
@@ -221,6 +226,14 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
             }
         }
 
+        if incoming.is_empty() && skipped.is_empty() {
+            // Presence, our own room set-up: nothing to read, do or remember.
+            self.metrics.counts(&[(Counter::InboundIgnored, ignored)]);
+            return Ok(Processed::Done {
+                published: 0,
+                skipped,
+            });
+        }
         let started = std::time::Instant::now();
         let known = reads::read(&self.store, &self.rooms, transaction, &incoming).await?;
         let read_ms = started.elapsed().as_millis() as u64;
@@ -258,19 +271,24 @@ impl<S: Store, M: Matrix, Q: InboundQueue> TransactionsService<S, M, Q> {
 
         let now = OffsetDateTime::now_utc();
         let published = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        self.store
-            .record_transaction(&TransactionRecord {
-                txn_id: transaction.id.clone(),
-                fingerprint: transaction.fingerprint.clone(),
-                ephemeral_fingerprint: transaction.ephemeral_fingerprint.clone(),
-                events: index(persistent),
-                ephemeral: index(transaction.ephemeral.len()),
-                published,
-                skipped: skipped.clone(),
-                processed_at: now,
-                expires_at: now + TransactionRecord::LIFETIME,
-            })
-            .await?;
+        // A transaction that changed nothing (echoes of delivered messages)
+        // needs no record: doing it again does nothing again.
+        let did_something = published > 0 || !skipped.is_empty() || effects.writes();
+        if did_something {
+            self.store
+                .record_transaction(&TransactionRecord {
+                    txn_id: transaction.id.clone(),
+                    fingerprint: transaction.fingerprint.clone(),
+                    ephemeral_fingerprint: transaction.ephemeral_fingerprint.clone(),
+                    events: index(persistent),
+                    ephemeral: index(transaction.ephemeral.len()),
+                    published,
+                    skipped: skipped.clone(),
+                    processed_at: now,
+                    expires_at: now + TransactionRecord::LIFETIME,
+                })
+                .await?;
+        }
         self.metrics.counts(&[
             (Counter::InboundPublished, published),
             (Counter::InboundSkipped, index(skipped.len())),

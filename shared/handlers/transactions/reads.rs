@@ -159,8 +159,8 @@ impl Known {
     }
 }
 
-/// The members of `conversations` (a query each), and in one batch the
-/// messages their events may be, with `also`.
+/// The members of `conversations` (a query each, for those with more than
+/// echoes), and in one batch the messages their events may be, with `also`.
 async fn prefetch<S: Store>(
     store: &S,
     rooms: &HashMap<OwnedRoomId, ConversationId>,
@@ -169,18 +169,22 @@ async fn prefetch<S: Store>(
     also: &[(ConversationId, MessageId)],
 ) -> Result<Prefetched, StoreError> {
     let wanted: HashSet<&ConversationId> = conversations.iter().collect();
-    let mut keys: Vec<(ConversationId, MessageId)> = incoming
+    let ours = |i: &&Incoming| rooms.get(&i.room).filter(|c| wanted.contains(c)).cloned();
+    let keys: Vec<(ConversationId, MessageId)> = incoming
         .iter()
-        .filter_map(|i| {
-            let conversation = rooms.get(&i.room).filter(|c| wanted.contains(c))?;
-            Some((conversation.clone(), own_message(&i.kind)?))
-        })
+        .filter_map(|i| Some((ours(&i)?, own_message(&i.kind)?)))
+        .chain(also.iter().cloned())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    keys.extend_from_slice(also);
+    // Members give names and memberships; an echo needs neither.
+    let with_members: HashSet<ConversationId> = incoming
+        .iter()
+        .filter(|i| !matches!(i.kind, Kind::Echo { .. }))
+        .filter_map(|i| ours(&i))
+        .collect();
     let members = try_join_all(
-        conversations
+        with_members
             .iter()
             .map(|conversation| store.conversation_with_members(conversation)),
     );

@@ -238,11 +238,17 @@ impl Table {
     }
 
     /// The items under `keys` that exist, in any order, read consistently
-    /// with `BatchGetItem` (no request for no keys; more than one request
-    /// takes are read at once). Unprocessed keys are tried again, with a
+    /// with `BatchGetItem` (no request for no keys; a key named twice is
+    /// read once; more than one request takes are read at once). Unprocessed keys are tried again, with a
     /// backoff, a few times.
     pub async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
-        let keys = keys.into_iter().map(key_item).collect::<Vec<_>>();
+        // DynamoDB refuses a batch that names a key twice.
+        let mut seen = std::collections::HashSet::new();
+        let keys = keys
+            .into_iter()
+            .filter(|key| seen.insert((key.pk.clone(), key.sk.clone())))
+            .map(key_item)
+            .collect::<Vec<_>>();
         let chunks = keys
             .chunks(BATCH_GET_MAX)
             .map(|chunk| self.batch_get_chunk(chunk));
@@ -286,9 +292,18 @@ impl Table {
     }
 
     /// Writes `items` unconditionally with `BatchWriteItem` (not atomically;
-    /// more than one request takes are written at once). Unprocessed items
+    /// of two items with one key, the last; more than one request takes are
+    /// written at once). Unprocessed items
     /// are tried again, with a backoff, a few times.
     pub async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        // DynamoDB refuses a batch that names a key twice: the last one wins.
+        let mut seen = std::collections::HashSet::new();
+        let mut items: Vec<Item> = items
+            .into_iter()
+            .rev()
+            .filter(|item| seen.insert(key_of(item).map(|key| (key.pk, key.sk))))
+            .collect();
+        items.reverse();
         let chunks = items
             .chunks(BATCH_WRITE_MAX)
             .map(|chunk| self.batch_put_chunk(chunk));
