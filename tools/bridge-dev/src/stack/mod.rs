@@ -33,13 +33,16 @@ use rustix::process::Signal;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::setup;
+use crate::{registration, setup};
 use env::Secrets;
 use parts::{Action, Part, RunDir};
 
 pub const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev";
 
 /// How long `down` waits for a part to stop on TERM before killing it.
+/// The script that serves moto on one thread (`tools/bridge-dev/moto/serve.py`).
+const MOTO_SERVER: &str = include_str!("../../moto/serve.py");
+
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How long a second caller waits for the first to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
@@ -348,24 +351,24 @@ impl<'a> Stack<'a> {
 
     fn start_moto(&mut self) -> Result<(), BoxError> {
         let port = self.ports.moto.to_string();
-        let mut command = Command::new(self.layout.tools_venv.join("bin/moto_server"));
+        // One request at a time: see moto/serve.py.
+        let mut command = Command::new(self.layout.tools_venv.join("bin/python"));
         command
-            .args(["-H", "127.0.0.1", "-p", &port])
+            .args(["-c", MOTO_SERVER, "127.0.0.1", &port])
             .env("MOTO_PORT", &port)
             .current_dir(&self.layout.local);
-        self.ensure(Part::Moto, &format!("port={port}"), command)
+        self.ensure(Part::Moto, &format!("port={port} threads=1"), command)
     }
 
     fn start_synapse(&mut self, secrets: &Secrets) -> Result<(), BoxError> {
         let layout = &self.layout;
-        let registration = synapse::render_registration(&synapse::RegistrationSettings {
-            url: &self.ports.gateway_url(),
-            as_token: secrets.as_token.expose(),
-            hs_token: secrets.hs_token.expose(),
-            sender_localpart: env::BOT_LOCALPART,
-            puppet_prefix: env::PUPPET_PREFIX,
-            server_name: env::SERVER_NAME,
-        })?;
+        // The functions' own settings, as the stack gives them the gateway.
+        let settings: std::collections::HashMap<String, String> =
+            env::stack_env(layout, &self.ports, secrets, &[])
+                .into_iter()
+                .collect();
+        let registration =
+            registration::render(&bridge::config::RegistrationConfig::from_env(&settings)?)?;
         if let Some(dir) = layout.registration.parent() {
             fs::create_dir_all(dir)?;
         }
