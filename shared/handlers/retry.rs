@@ -239,7 +239,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             .await;
         let sent = match found {
             Ok(Some(event_id)) => Ok(event_id),
-            Err(err) if err.is_transient() => Err(err),
+            Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable, say a puppet that left): send it.
             Ok(None) | Err(_) => {
                 send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await
@@ -256,7 +256,6 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Ok(Outcome::Later(err.to_string()))
             }
             Err(err) => {
-                let err = Error::from(err);
                 let reason = final_reason(&err, attempt, self.max_age);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.store.mark_failed(&message, &reason).await?;
