@@ -9,11 +9,12 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig, SweepSettings, TableConfig,
-    puppet_namer,
+    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig, Secret,
+    SweepSettings, TableConfig, hs_token, puppet_namer,
 };
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
+use crate::inbound::SqsInboundQueue;
 use crate::matrix::AppserviceClient;
 use crate::metrics::Metrics;
 use crate::ports::Ports;
@@ -68,6 +69,7 @@ impl Ports for Adapters {
     type Store = DynamoStore;
     type Matrix = AppserviceClient;
     type Queue = SqsRetryQueue;
+    type Inbound = SqsInboundQueue;
 
     async fn store(&self) -> Result<DynamoStore, InitError> {
         let table = TableConfig::from_env(self.env.as_ref())?;
@@ -88,6 +90,15 @@ impl Ports for Adapters {
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
         let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
         Ok(SqsRetryQueue::new(self.sqs().await, queue.queue_url))
+    }
+
+    async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
+        let queue = InboundQueueConfig::from_env(self.env.as_ref())?;
+        Ok(SqsInboundQueue::new(self.sqs().await, queue.queue_url))
+    }
+
+    fn hs_token(&self) -> Result<Secret, InitError> {
+        Ok(hs_token(self.env.as_ref())?)
     }
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {

@@ -20,7 +20,7 @@ use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::AppUserId;
 use crate::matrix::Matrix;
 use crate::metrics::Counter;
-use crate::model::{ChangeKind, Message, MessageStatus, PendingChange, Role};
+use crate::model::{ChangeKind, MessageStatus, PendingChange, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -113,7 +113,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                 ));
             }
             let read = &target.message;
-            let deleted = deleted(read);
+            let deleted = read.deleted(OffsetDateTime::now_utc());
             let outcome = match read.status {
                 // Not in Matrix, or not yet: a pending send is cancelled. It
                 // may be on its way (a request or a retry job under way), so
@@ -176,14 +176,4 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             "the message kept changing while deleting it",
         ))
     }
-}
-
-/// The message as deleted: no text kept.
-fn deleted(read: &Message) -> Message {
-    let mut deleted = read.clone();
-    deleted.status = MessageStatus::Deleted;
-    deleted.deleted_at = Some(OffsetDateTime::now_utc());
-    deleted.body = String::new();
-    deleted.html = None;
-    deleted
 }

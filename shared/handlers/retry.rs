@@ -327,7 +327,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 };
             }
             Ok(Some(event_id)) => Ok(event_id),
-            Err(err) if err.is_transient() => Err(err),
+            Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable, say a puppet that left): send it.
             Ok(None) | Err(_) => {
                 send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await
@@ -349,11 +349,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 }
             }
             Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
-                let after = err.rate_limit().flatten();
+                let after = retry_after(&err);
                 Ok(Outcome::Later(err.to_string(), after))
             }
             Err(err) => {
-                let err = Error::from(err);
                 let reason = final_reason(&err, attempt, self.max_age);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.settle_failed(&message, &reason).await?;

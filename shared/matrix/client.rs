@@ -17,6 +17,7 @@ use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
+use ruma::api::client::state::get_state_event_for_key::{self, v3::StateEventFormat};
 use ruma::api::client::state::send_state_event;
 use ruma::api::client::typing::create_typing_event::{
     self,
@@ -30,9 +31,10 @@ use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
     OutgoingRequestAppserviceExt, SupportedVersions,
 };
+use ruma::events::room::member::MembershipState;
 use ruma::events::space::child::SpaceChildEventContent;
 use ruma::events::space::parent::SpaceParentEventContent;
-use ruma::events::{InitialStateEvent, MessageLikeEventType};
+use ruma::events::{InitialStateEvent, MessageLikeEventType, StateEventType};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
 use ruma::{
@@ -40,7 +42,7 @@ use ruma::{
     RoomVersionId, UserId,
 };
 
-use super::{Matrix, MatrixError, RoomSpec};
+use super::{Matrix, MatrixError, MemberState, RoomSpec};
 use crate::config::{MatrixConfig, Secret};
 use crate::model::{ConversationKind, Visibility};
 
@@ -404,5 +406,42 @@ impl Matrix for AppserviceClient {
             event_id.to_owned(),
         );
         self.call(request, self.acting_as(user)).await.map(drop)
+    }
+
+    async fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<MemberState>, MatrixError> {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            sender: OwnedUserId,
+            content: Content,
+        }
+        #[derive(serde::Deserialize)]
+        struct Content {
+            membership: MembershipState,
+            reason: Option<String>,
+        }
+        let mut request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::RoomMember,
+            user.to_string(),
+        );
+        request.format = StateEventFormat::Event;
+        let response = match self.call(request, None).await {
+            Ok(response) => response,
+            Err(err) if matches!(err.kind(), Some(ruma::api::error::ErrorKind::NotFound)) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        let event: Event = serde_json::from_str(response.event_or_content.get())
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        Ok(Some(MemberState {
+            membership: event.content.membership,
+            sender: event.sender,
+            reason: event.content.reason,
+        }))
     }
 }

@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
     owned_user_id,
 };
 
-use super::{Matrix, MatrixError, RoomSpec};
+use super::{Matrix, MatrixError, MemberState, RoomSpec};
 
 /// A call the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,6 +171,8 @@ struct State {
     typing: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// The latest `m.read` receipt of each user in each room.
     receipts: HashMap<(OwnedRoomId, OwnedUserId), OwnedEventId>,
+    /// Each user's `m.room.member` state in each room.
+    memberships: HashMap<(OwnedRoomId, OwnedUserId), MemberState>,
 }
 
 impl State {
@@ -179,6 +182,38 @@ impl State {
 
     fn is_joined(&self, room: &RoomId, user: &UserId) -> bool {
         self.joined.contains(&(room.to_owned(), user.to_owned()))
+    }
+
+    fn set_membership(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        membership: MembershipState,
+        sender: &UserId,
+        reason: Option<&str>,
+    ) {
+        let key = (room.to_owned(), user.to_owned());
+        match membership {
+            MembershipState::Join => {
+                self.invited.remove(&key);
+                self.joined.insert(key.clone());
+            }
+            MembershipState::Invite => {
+                self.invited.insert(key.clone());
+            }
+            _ => {
+                self.invited.remove(&key);
+                self.joined.remove(&key);
+            }
+        }
+        self.memberships.insert(
+            key,
+            MemberState {
+                membership,
+                sender: sender.to_owned(),
+                reason: reason.map(str::to_owned),
+            },
+        );
     }
 
     fn require_joined(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
@@ -263,12 +298,24 @@ impl FakeMatrix {
         self.fail_next(Op::Join, failure);
     }
 
-    /// Makes a user leave a room, as a kick on the Matrix side would: to
-    /// come back to an invite-only room, it needs a new invite.
+    /// Makes a user leave a room without a moderator (it left, or the
+    /// bridge made it leave): to come back to an invite-only room, it needs
+    /// a new invite.
     pub fn remove(&self, room: &RoomId, user: &UserId) {
         self.state()
-            .joined
-            .remove(&(room.to_owned(), user.to_owned()));
+            .set_membership(room, user, MembershipState::Leave, user, None);
+    }
+
+    /// Has `by` (a moderator) kick `user` out of a room.
+    pub fn kick(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state()
+            .set_membership(room, user, MembershipState::Leave, by, reason);
+    }
+
+    /// Has `by` (a moderator) ban `user` from a room: it cannot be invited.
+    pub fn ban(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state()
+            .set_membership(room, user, MembershipState::Ban, by, reason);
     }
 
     /// Puts a user in a room without an invite, as a test's setup.
@@ -355,13 +402,13 @@ impl Matrix for FakeMatrix {
         let room = OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
             .map_err(|err| MatrixError::Protocol(err.to_string()))?;
         for user in &spec.invite {
-            state.invited.insert((room.clone(), user.clone()));
+            state.set_membership(&room, user, MembershipState::Invite, &self.bot, None);
         }
         for (user, level) in &spec.power_levels {
             state.power.insert((room.clone(), user.clone()), *level);
         }
         // The creator is in its room, with every power (room version 12).
-        state.joined.insert((room.clone(), self.bot.clone()));
+        state.set_membership(&room, &self.bot, MembershipState::Join, &self.bot, None);
         state
             .power
             .insert((room.clone(), self.bot.clone()), i64::MAX);
@@ -381,7 +428,14 @@ impl Matrix for FakeMatrix {
         state
             .calls
             .push(Call::Invite(room.to_owned(), user.to_owned()));
-        state.invited.insert((room.to_owned(), user.to_owned()));
+        let banned = state
+            .memberships
+            .get(&(room.to_owned(), user.to_owned()))
+            .is_some_and(|member| member.membership == MembershipState::Ban);
+        if banned {
+            return Err(forbidden("user is banned from this room"));
+        }
+        state.set_membership(room, user, MembershipState::Invite, &self.bot, None);
         Ok(())
     }
 
@@ -397,8 +451,7 @@ impl Matrix for FakeMatrix {
                 return Err(forbidden("You are not invited to this room."));
             }
             // An invite is used up by joining: after leaving, a new one is needed.
-            state.invited.remove(&key);
-            state.joined.insert(key);
+            state.set_membership(room, user, MembershipState::Join, user, None);
             Ok(())
         })
     }
@@ -583,6 +636,18 @@ impl Matrix for FakeMatrix {
                 .insert((room.to_owned(), user.to_owned()), event_id.to_owned());
             Ok(())
         })
+    }
+
+    async fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<MemberState>, MatrixError> {
+        Ok(self
+            .state()
+            .memberships
+            .get(&(room.to_owned(), user.to_owned()))
+            .cloned())
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use client::AppserviceClient;
@@ -61,6 +62,15 @@ pub struct RoomSpec {
     pub power_levels: BTreeMap<OwnedUserId, i64>,
     /// The space the room belongs to (its canonical `m.space.parent`).
     pub parent: Option<OwnedRoomId>,
+}
+
+/// A user's membership of a room, as its `m.room.member` state says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub membership: MembershipState,
+    /// Who set it: the user itself, or whoever invited, kicked or banned it.
+    pub sender: OwnedUserId,
+    pub reason: Option<String>,
 }
 
 /// What the bridge needs from the homeserver.
@@ -190,4 +200,13 @@ pub trait Matrix: Send + Sync {
         user: &UserId,
         event_id: &EventId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// `user`'s membership of a room, from the room's state read as the bot
+    /// (`GET /rooms/{room}/state/m.room.member/{user}?format=event`); `None`
+    /// when it never had one.
+    fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Option<MemberState>, MatrixError>> + Send;
 }

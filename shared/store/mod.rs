@@ -7,6 +7,8 @@
 //!   (idempotency records included: they have no trait of their own, see
 //!   [`MessageStore`]);
 //! - [`MediaStore`]: files uploaded into a conversation, for attachments.
+//! - [`TransactionStore`]: the appservice transactions the homeserver
+//!   pushed, and the batched reads and writes of their events.
 //!
 //! [`DynamoStore`] is the real adapter (one DynamoDB table, single-table
 //! design); [`MemoryStore`] is the in-memory fake for unit tests. Both pass
@@ -27,6 +29,7 @@ mod media;
 mod members;
 mod memory;
 mod messages;
+mod transactions;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
@@ -35,10 +38,13 @@ pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
+pub use transactions::{MemberChange, TransactionContext, TransactionStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MediaStore, MemberStore, MessageStore, Store};
+    pub use super::{
+        ConversationStore, MediaStore, MemberStore, MessageStore, Store, TransactionStore,
+    };
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -58,6 +64,12 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore + MediaStore {}
+pub trait Store:
+    ConversationStore + MemberStore + MessageStore + MediaStore + TransactionStore
+{
+}
 
-impl<T: ConversationStore + MemberStore + MessageStore + MediaStore> Store for T {}
+impl<T> Store for T where
+    T: ConversationStore + MemberStore + MessageStore + MediaStore + TransactionStore
+{
+}

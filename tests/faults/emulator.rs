@@ -1,36 +1,19 @@
-//! The suite's own moto (the stack's installed one, `.local/tools`), started
-//! for a test and killed after it, with three of moto's defects fixed at
-//! start-up (`moto_fixes.py`; nothing else changes):
-//!
-//! - **memory**: moto's models record every instance they make in a
-//!   class-wide list only a reset clears, and `TransactWriteItems`
-//!   deep-copies each table it touches, whole, once per item, to roll back
-//!   with: every transaction keeps copies of the table alive for good. The
-//!   bridge writes with transactions, so under load moto grows by gigabytes
-//!   (the stack's reached 18 GB after a few runs of this suite). Recording
-//!   is off here.
-//! - **time**: those copies also make a transaction cost grow with the
-//!   table (40 ms at a few hundred items, seconds in a long soak). Here a
-//!   transaction keeps copies of only the items it touches, and puts them
-//!   back when it fails, as moto's own rollback would.
-//! - **FIFO order**: when several in-flight messages of one group become
-//!   visible again (handed back, their visibility timeout over), moto
-//!   releases them one by one while checking whether the group is still in
-//!   flight, so it delivers the *last* of them first (sent A, B, C; received
-//!   and not deleted; received again: moto answers `[C]`, SQS `[A, B, C]`).
-//!   Here a message whose visibility is over is no longer in flight before
-//!   any group is checked.
-//!
-//! A process of the test's own also returns its memory when the test ends
-//! and leaves the stack's moto alone. moto's fourth defect, transactions not
-//! isolated from concurrent requests, is the proxy's to handle
-//! (`Carry::DynamoDbOneAtATime`).
+//! The suite's own moto: the stack's installed one (`.local/tools`), run
+//! through the same server module as the stack's
+//! (`tools/bridge-dev/moto/moto_server.py`, `bridge_dev::stack::MOTO_SERVER`:
+//! DynamoDB requests one at a time, and moto's defects fixed that this
+//! suite found: model instances kept for good, whole-table copies per
+//! transaction, FIFO groups handed back out of order), started for a test
+//! and killed after it. A process of the test's own returns its memory when
+//! the test ends and leaves the stack's moto alone. What moto never does,
+//! DynamoDB's optimistic concurrency (`TransactionConflict`), the suite's
+//! proxy in front of it does (`Carry::DynamoDb`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// moto's server, with the fixes.
-const MOTO: &str = include_str!("moto_fixes.py");
+/// moto's server, as the stack runs it.
+const MOTO: &str = bridge_dev::stack::MOTO_SERVER;
 
 /// A running moto of the test's own.
 pub struct Emulator {

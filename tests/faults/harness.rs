@@ -19,10 +19,11 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use bridge::config::{MatrixConfig, RetryBackoff, SweepSettings};
+use bridge::config::{MatrixConfig, RetryBackoff, Secret, SweepSettings};
 use bridge::function::{Handler, QueueFunction, ScheduledFunction};
 use bridge::handlers::{retry, sweeper};
 use bridge::ids::PuppetNamer;
+use bridge::inbound::MemoryInbound;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::ports::{InitError, Ports};
@@ -59,6 +60,9 @@ impl Ports for FaultPorts {
     type Store = DynamoStore;
     type Matrix = AppserviceClient;
     type Queue = SqsRetryQueue;
+    /// The webhook is not under test here: Synapse calls the stack's front
+    /// door, not this one.
+    type Inbound = MemoryInbound;
 
     async fn store(&self) -> Result<DynamoStore, InitError> {
         Ok(self.store.clone())
@@ -74,6 +78,14 @@ impl Ports for FaultPorts {
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {
         Ok(self.namer.clone())
+    }
+
+    async fn inbound(&self) -> Result<MemoryInbound, InitError> {
+        Ok(MemoryInbound::default())
+    }
+
+    fn hs_token(&self) -> Result<Secret, InitError> {
+        Ok(Secret::new(var("MATRIX_HS_TOKEN")))
     }
 
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
@@ -226,10 +238,10 @@ impl Harness {
         let refuser = Refuser::start(
             free_addr(),
             authority(&emulator.url).unwrap(),
-            // moto undoes concurrent writes when a transaction's condition
-            // fails (see `Carry`): without taking DynamoDB requests one at a
-            // time, moto, not the bridge, would lose updates under load. And
-            // as DynamoDB, transactions on an item under way are cancelled.
+            // As DynamoDB, a transaction on an item another has under way
+            // is cancelled (`TransactionConflict`), which moto never does;
+            // the proxy carries DynamoDB requests one at a time to tell
+            // (moto's server module serialises them too).
             Carry::DynamoDb { conflict_window },
         )
         .await

@@ -14,3 +14,4 @@ mod guards;
 mod matrix_ops;
 mod media_activity;
 mod round_trips;
+mod webhook;

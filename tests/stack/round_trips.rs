@@ -3,9 +3,10 @@
 //! client. The handlers run in process on real Lambda events (`events/`)
 //! against the real table, queue and homeserver.
 
-use bridge::config::MatrixConfig;
+use bridge::config::{MatrixConfig, Secret};
 use bridge::handlers::send::{self, SendService};
 use bridge::ids::PuppetNamer;
+use bridge::inbound::SqsInboundQueue;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::queue::SqsRetryQueue;
@@ -28,6 +29,7 @@ mod support_ports {
         pub store: DynamoStore,
         pub matrix: AppserviceClient,
         pub queue: SqsRetryQueue,
+        pub inbound: SqsInboundQueue,
         pub namer: PuppetNamer,
         pub trips: RoundTrips,
     }
@@ -44,6 +46,10 @@ mod support_ports {
                     aws_sdk_sqs::Client::new(&sdk),
                     var("BRIDGE_RETRY_QUEUE_URL"),
                 ),
+                inbound: SqsInboundQueue::new(
+                    aws_sdk_sqs::Client::new(&sdk),
+                    var("BRIDGE_INBOUND_QUEUE_URL"),
+                ),
                 namer: PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
                 trips,
             }
@@ -59,6 +65,7 @@ mod support_ports {
         type Store = DynamoStore;
         type Matrix = AppserviceClient;
         type Queue = SqsRetryQueue;
+        type Inbound = SqsInboundQueue;
 
         async fn store(&self) -> Result<DynamoStore, InitError> {
             Ok(self.store.clone())
@@ -70,6 +77,14 @@ mod support_ports {
 
         async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
             Ok(self.queue.clone())
+        }
+
+        async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
+            Ok(self.inbound.clone())
+        }
+
+        fn hs_token(&self) -> Result<Secret, InitError> {
+            Ok(Secret::new(var("MATRIX_HS_TOKEN")))
         }
 
         fn namer(&self) -> Result<PuppetNamer, InitError> {

@@ -99,6 +99,7 @@ impl Plan {
                 display_name,
                 joined: false,
                 typing_until: None,
+                removed: None,
             });
         }
         Ok(Self {

@@ -7,6 +7,7 @@ mod conversations;
 mod media;
 mod members;
 mod messages;
+mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
     Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, Puppet,
+    TransactionRecord,
 };
 
 #[derive(Default)]
@@ -30,6 +32,8 @@ struct State {
     media: HashMap<(ConversationId, MediaId), MediaRecord>,
     /// The pending index: when each message's pending operation began.
     pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
+    /// Appservice transactions, by id and fingerprint.
+    transactions: HashMap<(String, String), TransactionRecord>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a

@@ -1,6 +1,14 @@
-"""moto's server for the fault suite, with three of moto's defects fixed
-(tests/faults/emulator.rs says why). Run as moto_server is:
-python moto_fixes.py -H 127.0.0.1 -p PORT. Nothing else of moto changes.
+"""moto's server as the local stack runs it: moto 5's own server, with
+DynamoDB requests taken one at a time and three of moto's defects fixed.
+Run as moto_server is: python moto_server.py -H 127.0.0.1 -p PORT.
+Nothing else of moto changes.
+
+0. moto's threaded server runs DynamoDB requests concurrently over shared
+   dicts, without isolation: a write during a query or a transaction fails
+   with "dictionary changed size during iteration" (an HTML 500) or is
+   undone by another transaction's rollback. Real DynamoDB serialises
+   writes per item; here one lock serialises every DynamoDB request. SQS
+   is left concurrent, as its long polls would otherwise hold the lock.
 
 1. Every model instance is recorded in a class-wide list that only a reset
    clears: recording is off (only a reset reads it).
@@ -10,17 +18,16 @@ python moto_fixes.py -H 127.0.0.1 -p PORT. Nothing else of moto changes.
    that grows with the table).
 3. FIFO: in-flight messages whose visibility is over are released before
    any group is checked, so a group handed back is delivered in order.
-
-Requests must still reach DynamoDB one at a time (the suite's proxy does
-that): moto's transactions are not isolated from concurrent requests.
 """
 
 import copy
 import sys
+import threading
 
 import moto.core.common_models as models
 import moto.dynamodb.models as dynamodb
 import moto.sqs.models as sqs
+from moto.moto_server import werkzeug_app
 from moto.dynamodb.models.table import Table
 
 
@@ -87,6 +94,21 @@ sqs.Queue.pending_messages = property(_in_flight)
 sqs.Queue.pending_message_groups = property(
     lambda self: {m.group_id for m in self.pending_messages if m.group_id is not None}
 )
+
+_dynamodb = threading.Lock()
+_dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+
+
+def _serialised(self, environ, start_response):
+    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+        with _dynamodb:
+            # Flask builds the whole response inside the call: nothing of
+            # the request runs after the lock is released.
+            return _dispatch(self, environ, start_response)
+    return _dispatch(self, environ, start_response)
+
+
+werkzeug_app.DomainDispatcherApplication.__call__ = _serialised
 
 if __name__ == "__main__":
     from moto.server import main
