@@ -386,6 +386,7 @@ async fn conclude(dir: &Path, ledger: &Ledger, report: &Report, no_5xx: bool, re
         serde_json::to_vec_pretty(report).unwrap(),
     )
     .unwrap();
+    std::fs::write(dir.join("summary.txt"), report.summary()).unwrap();
     eprintln!("{}", report.summary());
     eprintln!("ledger, report and proxy log: {}", dir.display());
     let violations = report.violations(no_5xx);
