@@ -85,17 +85,30 @@ def _transact(self, transact_items):
 dynamodb.DynamoDBBackend.transact_write_items = _transact
 
 
+def _settled(read):
+    # SQS requests run concurrently: another request may change the set
+    # while this one iterates over it ("Set changed size during
+    # iteration", an HTML 500). Read again, then; a copy every time would
+    # slow every receive down.
+    while True:
+        try:
+            return read()
+        except RuntimeError:
+            continue
+
+
 def _in_flight(self):
-    # SQS requests run concurrently: iterate over a copy (taking one is a
-    # single step under the GIL), never over the set another request
-    # changes ("Set changed size during iteration", an HTML 500).
-    self._pending_messages -= {m for m in list(self._pending_messages) if m.visible}
+    self._pending_messages -= _settled(
+        lambda: {m for m in self._pending_messages if m.visible}
+    )
     return self._pending_messages
 
 
 sqs.Queue.pending_messages = property(_in_flight)
 sqs.Queue.pending_message_groups = property(
-    lambda self: {m.group_id for m in list(self.pending_messages) if m.group_id is not None}
+    lambda self: _settled(
+        lambda: {m.group_id for m in self.pending_messages if m.group_id is not None}
+    )
 )
 
 _dynamodb = threading.Lock()
