@@ -2,6 +2,7 @@
 //! the retry queue, shared by every function built from one [`Fakes`], so
 //! a test can drive the registered functions and look at what they did.
 
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::matrix::fake::FakeMatrix;
 use crate::metrics::Metrics;
@@ -17,6 +18,9 @@ pub struct Fakes {
     pub queue: MemoryQueue,
     pub namer: PuppetNamer,
     pub retry_max_attempts: u32,
+    /// Public addresses only, as deployed; tests that serve images on
+    /// loopback widen it.
+    pub fetch: FetchPolicy,
 }
 
 impl Fakes {
@@ -28,6 +32,7 @@ impl Fakes {
             queue: MemoryQueue::default(),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
             retry_max_attempts: 8,
+            fetch: FetchPolicy::default(),
         }
     }
 }
@@ -65,5 +70,9 @@ impl Ports for Fakes {
 
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::off(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(self.fetch.clone())?)
     }
 }

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
 use crate::metrics::Metrics;
@@ -57,4 +58,10 @@ pub trait Ports: Send + Sync {
 
     /// The metrics of `function`.
     fn metrics(&self, function: &'static str) -> Metrics;
+
+    /// The client that fetches images from `https://` addresses (avatars):
+    /// public addresses only, unless the ports say otherwise for a test.
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(FetchPolicy::default())?)
+    }
 }

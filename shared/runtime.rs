@@ -9,8 +9,10 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, puppet_namer, retry_max_attempts,
+    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, fetch_policy, puppet_namer,
+    retry_max_attempts,
 };
+use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
 use crate::matrix::AppserviceClient;
@@ -99,6 +101,10 @@ impl Ports for Adapters {
 
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::emf(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(fetch_policy(self.env.as_ref())?)?)
     }
 }
 
