@@ -105,6 +105,13 @@ pub struct Conversation {
     pub claim: Option<Claim>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The room's avatar (`mxc://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// The `https://` address the avatar was fetched from, so the same
+    /// address is not fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_source: Option<String>,
 }
 
 impl Conversation {
@@ -122,6 +129,8 @@ impl Conversation {
             outbox: 0,
             claim: None,
             created_at,
+            avatar_url: None,
+            avatar_source: None,
         }
     }
 }
@@ -154,6 +163,43 @@ pub struct Puppet {
     pub avatar_url: Option<String>,
     /// Registered on the homeserver, so the hot path need not try again.
     pub registered: bool,
+    /// The `https://` address `avatar_url` was fetched from, so the same
+    /// address is not fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_source: Option<String>,
+}
+
+/// What a [`PendingSync`] brings Matrix in line with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SyncSubject {
+    /// The room: its name, topic and avatar, and whether it is closed
+    /// (the conversation archived).
+    Room,
+    /// One member: in the room with its role's power level and its
+    /// per-conversation display name, or not in it (removed).
+    Member {
+        matrix_user_id: OwnedUserId,
+        /// The application user, for a puppet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<AppUserId>,
+    },
+}
+
+/// A change of a conversation or of one of its members that the table has
+/// and Matrix has not had yet. It goes to Matrix like a message: directly
+/// while the conversation's outbox is empty, else (or when the homeserver
+/// cannot take it) through the outbox, delivered by the retry function.
+/// What Matrix is brought to is what the table says when the sync runs, so
+/// a later change replaces a pending one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSync {
+    pub conversation_id: ConversationId,
+    pub subject: SyncSubject,
+    /// Unique per change (a UUIDv7, like message ids): what settling it is
+    /// conditioned on, and its retry job's deduplication id.
+    pub id: MessageId,
+    pub delivery: Delivery,
 }
 
 /// A message id: a UUIDv7, so ids sort by creation time.

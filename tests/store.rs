@@ -7,12 +7,12 @@
 mod support;
 
 use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
-use bridge::model::{ChangeKind, PendingChange};
+use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
 use bridge::model::{
     Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
     Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender,
 };
-use bridge::store::{Claim, DynamoStore, MemoryStore, Outbox, Store, StoreError};
+use bridge::store::{Claim, DynamoStore, MemberWrite, MemoryStore, Outbox, Store, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
 
@@ -282,8 +282,9 @@ async fn puppets_are_remembered(store: &impl Store) {
         user_id: known.clone(),
         matrix_user_id: namer().user_id(&known),
         display_name: Some("Known".into()),
-        avatar_url: None,
+        avatar_url: Some("mxc://localhost/abc".into()),
         registered: true,
+        avatar_source: Some("https://example.org/known.png".into()),
     };
     store.put_puppet(&puppet).await.unwrap();
     assert_eq!(
@@ -306,6 +307,7 @@ async fn many_puppets_are_read_in_batches(store: &impl Store) {
             display_name: None,
             avatar_url: None,
             registered: false,
+            avatar_source: None,
         };
         store.put_puppet(&puppet).await.unwrap();
         known.push(puppet);
@@ -608,6 +610,214 @@ async fn history_pages_newest_first(store: &impl Store) {
     );
 }
 
+fn member_sync(id: &ConversationId, name: &str, delivery: Delivery) -> PendingSync {
+    PendingSync {
+        conversation_id: id.clone(),
+        subject: SyncSubject::Member {
+            matrix_user_id: puppet_id(name),
+            user_id: Some(user(name)),
+        },
+        id: MessageId::new(),
+        delivery,
+    }
+}
+
+async fn outbox_of(store: &impl Store, id: &ConversationId) -> i64 {
+    store.conversation(id).await.unwrap().unwrap().outbox
+}
+
+async fn member_changes_carry_their_sync(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let carol = Member {
+        role: Role::Moderator,
+        ..member(&id, "carol", false)
+    };
+    let first = member_sync(&id, "carol", Delivery::Direct);
+    let put = MemberWrite::Put(&carol);
+    store
+        .change_member(put, &first, None, Outbox::RequireEmpty)
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &first.subject).await.unwrap();
+    assert_eq!(context.member.as_ref(), Some(&carol));
+    assert_eq!(context.sync.as_ref(), Some(&first));
+    assert_eq!(context.conversation.unwrap().id, id);
+
+    // A change made against an older read is refused: a sync is pending.
+    let second = member_sync(&id, "carol", Delivery::Direct);
+    assert!(matches!(
+        store
+            .change_member(put, &second, None, Outbox::RequireEmpty)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    store
+        .change_member(put, &second, Some(first.id), Outbox::RequireEmpty)
+        .await
+        .unwrap();
+    assert!(
+        matches!(store.settle_sync(&first).await, Err(StoreError::Rejected)),
+        "a replaced sync does not settle"
+    );
+    assert!(matches!(
+        store.queue_sync(&first).await,
+        Err(StoreError::Rejected)
+    ));
+
+    // Moved into the outbox, then settled out of it.
+    store.queue_sync(&second).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
+    let queued = PendingSync {
+        delivery: Delivery::Queued,
+        ..second.clone()
+    };
+    let removal = member_sync(&id, "carol", Delivery::Queued);
+    assert!(
+        matches!(
+            store
+                .change_member(
+                    MemberWrite::Put(&carol),
+                    &removal,
+                    Some(second.id),
+                    Outbox::RequireEmpty
+                )
+                .await,
+            Err(StoreError::Rejected)
+        ),
+        "not directly while the outbox is not empty"
+    );
+    let carol_id = puppet_id("carol");
+    store
+        .change_member(
+            MemberWrite::Remove(&carol_id),
+            &removal,
+            Some(second.id),
+            Outbox::Keep,
+        )
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &removal.subject).await.unwrap();
+    assert_eq!(context.member, None, "removed from the table at once");
+    assert!(matches!(
+        store.settle_sync(&queued).await,
+        Err(StoreError::Rejected)
+    ));
+    store.settle_sync(&removal).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
+    assert_eq!(
+        store
+            .sync_context(&id, &removal.subject)
+            .await
+            .unwrap()
+            .sync,
+        None
+    );
+
+    // Entering the outbox counts it.
+    let dave = member(&id, "dave", false);
+    let entering = member_sync(&id, "dave", Delivery::Queued);
+    store
+        .change_member(MemberWrite::Put(&dave), &entering, None, Outbox::Enter)
+        .await
+        .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
+    store.settle_sync(&entering).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
+
+    // Undoing a refused change writes the record alone.
+    store
+        .restore_member(&id, MemberWrite::Remove(&puppet_id("dave")))
+        .await
+        .unwrap();
+    assert_eq!(store.member(&id, &puppet_id("dave")).await.unwrap(), None);
+    store
+        .restore_member(&id, MemberWrite::Put(&dave))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member(&id, &puppet_id("dave")).await.unwrap(),
+        Some(dave)
+    );
+}
+
+async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    let renamed = Conversation {
+        name: Some("Renamed".into()),
+        avatar_url: Some("mxc://localhost/room".into()),
+        avatar_source: Some("https://example.org/room.png".into()),
+        ..read.clone()
+    };
+    let sync = PendingSync {
+        conversation_id: id.clone(),
+        subject: SyncSubject::Room,
+        id: MessageId::new(),
+        delivery: Delivery::Direct,
+    };
+    store
+        .change_room(&read, &renamed, &sync, None, Outbox::RequireEmpty)
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &SyncSubject::Room).await.unwrap();
+    assert_eq!(context.conversation.as_ref(), Some(&renamed));
+    assert_eq!(context.sync.as_ref(), Some(&sync));
+    assert_eq!(context.member, None);
+    store.settle_sync(&sync).await.unwrap();
+
+    // A send moved the outbox since: the read is stale.
+    let queued = message(&id, "alice", "queued", Delivery::Queued);
+    store.insert_message(&queued, None).await.unwrap();
+    let archived = Conversation {
+        status: ConversationStatus::Archived,
+        ..renamed.clone()
+    };
+    let archive = PendingSync {
+        id: MessageId::new(),
+        ..sync.clone()
+    };
+    assert!(matches!(
+        store
+            .change_room(&renamed, &archived, &archive, None, Outbox::Enter)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(read.outbox, 1);
+    let archived = Conversation {
+        status: ConversationStatus::Archived,
+        ..read.clone()
+    };
+    let archive = PendingSync {
+        delivery: Delivery::Queued,
+        ..archive
+    };
+    store
+        .change_room(&read, &archived, &archive, None, Outbox::Enter)
+        .await
+        .unwrap();
+    let stored = store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.outbox, stored.name.as_deref()),
+        (ConversationStatus::Archived, 2, Some("Renamed"))
+    );
+    // Nothing more changes an archived conversation.
+    let late = member_sync(&id, "erin", Delivery::Direct);
+    assert!(matches!(
+        store
+            .change_member(
+                MemberWrite::Put(&member(&id, "erin", false)),
+                &late,
+                None,
+                Outbox::Keep
+            )
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    store.settle_sync(&archive).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
+}
+
 async fn memory() -> MemoryStore {
     MemoryStore::new()
 }
@@ -661,4 +871,6 @@ both_adapters!(
     failures_and_queueing_move_messages_through_the_outbox,
     updates_hold_only_while_the_message_is_as_read,
     history_pages_newest_first,
+    member_changes_carry_their_sync,
+    room_changes_hold_only_while_the_conversation_is_as_read,
 );

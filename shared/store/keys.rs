@@ -5,7 +5,7 @@
 use ruma::{EventId, RoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::MessageId;
+use crate::model::{MessageId, SyncSubject};
 
 const CONVERSATION: &str = "CONV#";
 const MEMBER: &str = "MEMBER#";
@@ -14,6 +14,9 @@ const ROOM: &str = "ROOM#";
 const EVENT: &str = "EVENT#";
 const USER: &str = "USER#";
 const IDEMPOTENCY: &str = "IDEM#";
+/// A pending sync, in its conversation's partition: it sorts after `MSG#…`,
+/// outside the ranges that read members and messages.
+const SYNC: &str = "SYNC#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -80,6 +83,15 @@ pub fn puppet(user: &AppUserId) -> Key {
     Key::new(format!("{USER}{user}"), PUPPET)
 }
 
+/// A conversation's pending sync of `subject` (one at a time per subject).
+pub fn sync(id: &ConversationId, subject: &SyncSubject) -> Key {
+    let sk = match subject {
+        SyncSubject::Room => format!("{SYNC}ROOM"),
+        SyncSubject::Member { matrix_user_id, .. } => format!("{SYNC}{MEMBER}{matrix_user_id}"),
+    };
+    Key::new(conversation_pk(id), sk)
+}
+
 pub fn idempotency(scope: &str) -> Key {
     Key::new(format!("{IDEMPOTENCY}{scope}"), META)
 }
@@ -121,5 +133,12 @@ mod tests {
             panic!("a range")
         };
         assert!(from <= member && member < record && record <= to && to < message);
+        let subject = SyncSubject::Member {
+            matrix_user_id: user.to_owned(),
+            user_id: None,
+        };
+        for sync in [sync(&id, &subject).sk, sync(&id, &SyncSubject::Room).sk] {
+            assert!(to < sync && !sync.starts_with(MESSAGE), "{sync}");
+        }
     }
 }

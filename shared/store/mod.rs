@@ -5,7 +5,9 @@
 //! - [`MemberStore`]: members of a conversation and application puppets;
 //! - [`MessageStore`]: messages, the outbox and the lookups that lead to them
 //!   (idempotency records included: they have no trait of their own, see
-//!   [`MessageStore`]).
+//!   [`MessageStore`]);
+//! - [`SyncStore`]: changes of conversations and members on their way to
+//!   Matrix, through the same outbox.
 //!
 //! [`DynamoStore`] is the real adapter (one DynamoDB table, single-table
 //! design); [`MemoryStore`] is the in-memory fake for unit tests. Both pass
@@ -25,16 +27,18 @@ mod keys;
 mod members;
 mod memory;
 mod messages;
+mod syncs;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
+pub use syncs::{MemberWrite, SyncContext, SyncStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MemberStore, MessageStore, Store};
+    pub use super::{ConversationStore, MemberStore, MessageStore, Store, SyncStore};
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +58,6 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore {}
+pub trait Store: ConversationStore + MemberStore + MessageStore + SyncStore {}
 
-impl<T: ConversationStore + MemberStore + MessageStore> Store for T {}
+impl<T: ConversationStore + MemberStore + MessageStore + SyncStore> Store for T {}

@@ -24,7 +24,7 @@ struct EventLookup {
 }
 
 /// Adds `delta` to a conversation's outbox, optionally only while it is active.
-fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write {
+pub(super) fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write {
     let change = Write::update(
         keys::conversation(id),
         "SET #outbox = if_not_exists(#outbox, :zero) + :delta",

@@ -12,6 +12,7 @@ mod conversations;
 mod idempotency;
 mod members;
 mod messages;
+mod syncs;
 mod table;
 
 use aws_sdk_dynamodb::Client;

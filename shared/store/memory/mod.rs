@@ -6,6 +6,7 @@
 mod conversations;
 mod members;
 mod messages;
+mod syncs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::{Conversation, IdempotencyRecord, Member, Message, MessageId, Puppet};
+use crate::model::{
+    Conversation, IdempotencyRecord, Member, Message, MessageId, PendingSync, Puppet, SyncSubject,
+};
 
 #[derive(Default)]
 struct State {
@@ -24,6 +27,7 @@ struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     rooms: HashMap<OwnedRoomId, ConversationId>,
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    syncs: HashMap<(ConversationId, SyncSubject), PendingSync>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a
