@@ -35,6 +35,14 @@ impl Event {
                 include_str!("../events/provision-get-conversation.json")
             }
             "provision-put-user" => include_str!("../events/provision-put-user.json"),
+            "provision-update-conversation" => {
+                include_str!("../events/provision-update-conversation.json")
+            }
+            "provision-archive-conversation" => {
+                include_str!("../events/provision-archive-conversation.json")
+            }
+            "provision-put-member" => include_str!("../events/provision-put-member.json"),
+            "provision-remove-member" => include_str!("../events/provision-remove-member.json"),
             "send-message-plain" => include_str!("../events/send-message-plain.json"),
             "send-message-markdown" => include_str!("../events/send-message-markdown.json"),
             "history-list-messages" => include_str!("../events/history-list-messages.json"),
@@ -96,25 +104,29 @@ struct Bridge {
 impl Bridge {
     /// A bridge with `grp-42` provisioned from the sample event (alice owner, bob member).
     async fn with_conversation() -> Self {
-        let fakes = Fakes::new();
+        let bridge = Self::new(Fakes::new()).await;
+        let created = bridge
+            .handle(Event::load("provision-create-conversation").by("svc", true))
+            .await;
+        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
+        bridge
+    }
+
+    /// Every registered function on `fakes`, nothing provisioned.
+    async fn new(fakes: Fakes) -> Self {
         let mut http = HashMap::new();
         for function in registry::<Fakes>() {
             if let Handler::Http(handler) = function.handler(&fakes).await.unwrap() {
                 http.insert(function.name, handler);
             }
         }
-        let bridge = Self {
+        Self {
             store: fakes.store.clone(),
             matrix: fakes.matrix.clone(),
             queue: fakes.queue.clone(),
             fakes,
             http,
-        };
-        let created = bridge
-            .handle(Event::load("provision-create-conversation").by("svc", true))
-            .await;
-        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
-        bridge
+        }
     }
 
     /// Calls the function `name` with a request.
@@ -1056,3 +1068,8 @@ async fn a_refused_change_is_failed_with_a_reason() {
     assert!(!failure.contains("bad"), "no homeserver text: {failure}");
     assert_eq!(bridge.outbox().await, 0);
 }
+
+// ----------------------------------------------------------- provisioning
+
+#[path = "handlers/provisioning.rs"]
+mod provisioning;

@@ -42,6 +42,8 @@ pub struct ConversationView<'a> {
     visibility: Visibility,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent_id: Option<&'a ConversationId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar_url: Option<&'a str>,
     room_id: Option<&'a OwnedRoomId>,
     status: ConversationStatus,
     #[serde(with = "time::serde::rfc3339")]
@@ -58,6 +60,7 @@ impl<'a> ConversationView<'a> {
             topic: conversation.topic.as_deref(),
             visibility: conversation.visibility,
             parent_id: conversation.parent_id.as_ref(),
+            avatar_url: conversation.avatar_url.as_deref(),
             room_id: conversation.room_id.as_ref(),
             status: conversation.status,
             created_at: conversation.created_at,

@@ -113,6 +113,21 @@ async fn queue_change<S: Store, Q: RetryQueue>(
     Ok(queued)
 }
 
+/// How a change goes to Matrix, and how it moves the conversation's outbox:
+/// a change whose subject already waits in the outbox replaces it there
+/// (its job delivers the latest); else it goes directly while nothing waits
+/// in the outbox, and joins the outbox otherwise. Message changes and
+/// provisioning changes (`provision::apply`) decide alike.
+pub fn route(already_queued: bool, outbox_empty: bool) -> (Delivery, Outbox) {
+    if already_queued {
+        (Delivery::Queued, Outbox::Keep)
+    } else if outbox_empty {
+        (Delivery::Direct, Outbox::RequireEmpty)
+    } else {
+        (Delivery::Queued, Outbox::Enter)
+    }
+}
+
 /// Stores `changed` (the message `read` with a new change of kind `kind`
 /// applied) and delivers the change: directly when nothing waits before it,
 /// else through the outbox. `idempotency` is the request's key, used once.
@@ -134,13 +149,7 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
         .pending_change
         .as_ref()
         .is_some_and(|change| change.delivery == Delivery::Queued);
-    let (delivery, outbox) = if already_queued {
-        (Delivery::Queued, Outbox::Keep)
-    } else if outbox_empty {
-        (Delivery::Direct, Outbox::RequireEmpty)
-    } else {
-        (Delivery::Queued, Outbox::Enter)
-    };
+    let (delivery, outbox) = route(already_queued, outbox_empty);
     changed.pending_change = Some(PendingChange { kind, delivery });
     store
         .update_message(read, &changed, outbox, idempotency)

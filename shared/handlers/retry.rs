@@ -18,6 +18,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 
 use super::changes::{send_change, settle_change};
 use super::outbound::{send_as_sender, stored_content};
+use super::provision::sync;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::matrix::Matrix;
@@ -126,6 +127,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         let outcome = match job.operation {
             Operation::Send => self.try_send(&job, attempt).await,
             Operation::Change => self.try_change(&job, attempt).await,
+            Operation::Sync => self.try_sync(&job, attempt).await,
         };
         outcome.unwrap_or_else(|err| Outcome::Later(format!("the table is unavailable: {err}")))
     }
@@ -187,6 +189,52 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             }
         }
         Ok(Outcome::Later("the message kept changing".into()))
+    }
+
+    /// Brings a room or a member in line with the table: the subject's
+    /// pending sync if it waits in the outbox (a newer change may have
+    /// replaced the one queued, and this job delivers it).
+    async fn try_sync(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        let Some(subject) = &job.subject else {
+            tracing::error!(message_id = %job.message_id, "a sync job without a subject");
+            return Ok(Outcome::Done);
+        };
+        let context = self
+            .store
+            .sync_context(&job.conversation_id, subject)
+            .await?;
+        let Some(pending) = context
+            .sync
+            .clone()
+            .filter(|pending| pending.delivery == Delivery::Queued)
+        else {
+            return Ok(Outcome::Done);
+        };
+        match sync::run(
+            &self.store,
+            &self.matrix,
+            &self.metrics,
+            &pending,
+            Some(context),
+        )
+        .await
+        {
+            Ok(()) => {
+                self.metrics.count(Counter::ChangesDelivered);
+                Ok(Outcome::Done)
+            }
+            Err(err) if err.is_transient() && attempt < self.max_attempts => {
+                Ok(Outcome::Later(err.to_string()))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, conversation = %job.conversation_id, attempt, "a room or member change failed for good");
+                self.metrics.count(Counter::MessagesFailed);
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+        }
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {

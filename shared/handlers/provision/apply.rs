@@ -1,0 +1,109 @@
+//! A change of a conversation or of a member on its way to Matrix, the way
+//! a message change goes (`handlers::changes::route`): written with its
+//! [`PendingSync`] in one transaction, then delivered directly while the
+//! conversation's outbox is empty, else through the outbox by the retry
+//! function, in order after what waits there. A homeserver that cannot
+//! take it moves it into the outbox; a refusal drops it and is the caller's
+//! to undo.
+
+use super::service::{Applied, Provisioning};
+use super::sync;
+use crate::error::Error;
+use crate::handlers::changes::route;
+use crate::matrix::Matrix;
+use crate::model::{Conversation, Delivery, Member, MessageId, PendingSync, SyncSubject};
+use crate::queue::{RetryJob, RetryQueue};
+use crate::store::{MemberWrite, Store, StoreError, SyncContext};
+
+/// What a change writes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Change<'a> {
+    Member(MemberWrite<'a>),
+    /// The conversation as read, and as it is to be.
+    Room {
+        read: &'a Conversation,
+        next: &'a Conversation,
+    },
+}
+
+impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
+    /// Writes `change` of `subject` against `context` (as read before) and
+    /// delivers it. `Err(Store(Rejected))` when something changed since
+    /// `context` was read: read again and retry.
+    pub(super) async fn apply(
+        &self,
+        context: &SyncContext,
+        subject: SyncSubject,
+        change: Change<'_>,
+    ) -> Result<Applied, Error> {
+        let conversation = context
+            .conversation
+            .as_ref()
+            .ok_or(Error::Store(StoreError::Rejected))?;
+        let already_queued = context
+            .sync
+            .as_ref()
+            .is_some_and(|pending| pending.delivery == Delivery::Queued);
+        let (delivery, outbox) = route(already_queued, conversation.outbox <= 0);
+        let sync = PendingSync {
+            conversation_id: conversation.id.clone(),
+            subject,
+            id: MessageId::new(),
+            delivery,
+        };
+        let replaces = context.sync.as_ref().map(|pending| pending.id);
+        let after = match change {
+            Change::Member(write) => {
+                self.store
+                    .change_member(write, &sync, replaces, outbox)
+                    .await?;
+                let member: Option<Member> = match write {
+                    MemberWrite::Put(member) => Some(member.clone()),
+                    MemberWrite::Remove(_) => None,
+                };
+                SyncContext {
+                    conversation: Some(conversation.clone()),
+                    member,
+                    sync: Some(sync.clone()),
+                }
+            }
+            Change::Room { read, next } => {
+                self.store
+                    .change_room(read, next, &sync, replaces, outbox)
+                    .await?;
+                SyncContext {
+                    conversation: Some(next.clone()),
+                    member: None,
+                    sync: Some(sync.clone()),
+                }
+            }
+        };
+        match (delivery, already_queued) {
+            // Its job, queued before, delivers what the table says then.
+            (Delivery::Queued, true) => return Ok(Applied::Queued),
+            (Delivery::Queued, false) => {
+                self.queue.enqueue(&RetryJob::sync(&sync)).await?;
+                return Ok(Applied::Queued);
+            }
+            (Delivery::Direct, _) => {}
+        }
+        match sync::run(&self.store, &self.matrix, &self.metrics, &sync, Some(after)).await {
+            Ok(()) => Ok(Applied::Done),
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, conversation = %sync.conversation_id, "homeserver unavailable; the change waits in the outbox");
+                match self.store.queue_sync(&sync).await {
+                    Ok(()) => self.queue.enqueue(&RetryJob::sync(&sync)).await?,
+                    // Replaced meanwhile: the newer change is delivered by its own request.
+                    Err(StoreError::Rejected) => {}
+                    Err(other) => return Err(other.into()),
+                }
+                Ok(Applied::Queued)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, conversation = %sync.conversation_id, "the homeserver refused a change");
+                sync::give_up(&self.store, &sync).await?;
+                Err(err)
+            }
+        }
+    }
+}
