@@ -11,4 +11,5 @@ mod client;
 mod flows;
 mod guards;
 mod matrix_ops;
+mod provisioning;
 mod round_trips;
