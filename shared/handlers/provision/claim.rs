@@ -101,8 +101,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
         }
     }
 
-    /// The space a new conversation goes in: an active conversation of kind `space`.
-    pub(super) async fn parent_space(
+    /// The space a new conversation goes in: an active conversation of kind
+    /// `space` (`400` for another kind or none, `409` for one not active).
+    pub async fn parent_space(
         &self,
         parent_id: &ConversationId,
     ) -> Result<(ConversationId, OwnedRoomId), Error> {
