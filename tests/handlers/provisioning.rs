@@ -15,49 +15,54 @@ mod images;
 use images::ImageServer;
 
 impl Bridge {
+    /// The provision function called by the service with the sample event
+    /// `name`, its path parameters and body replaced.
+    async fn as_service(
+        &self,
+        name: &str,
+        params: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Response<Body> {
+        let mut event = Event::load(name).by("svc", true);
+        for (param, value) in params {
+            event = event.path_param(param, value);
+        }
+        if let Some(body) = body {
+            event = event.body(body);
+        }
+        self.call("provision", event.request()).await
+    }
+
     async fn provision(&self, body: Value) -> Response<Body> {
-        let event = Event::load("provision-create-conversation").by("svc", true);
-        self.call("provision", event.body(body).request()).await
+        self.as_service("provision-create-conversation", &[], Some(body))
+            .await
     }
 
     async fn put_member(&self, id: &str, user: &str, body: Value) -> Response<Body> {
-        let event = Event::load("provision-put-member")
-            .by("svc", true)
-            .path_param("id", id)
-            .path_param("user_id", user)
-            .body(body);
-        self.call("provision", event.request()).await
+        let params = [("id", id), ("user_id", user)];
+        self.as_service("provision-put-member", &params, Some(body))
+            .await
     }
 
     async fn remove_member(&self, id: &str, user: &str) -> Response<Body> {
-        let event = Event::load("provision-remove-member")
-            .by("svc", true)
-            .path_param("id", id)
-            .path_param("user_id", user);
-        self.call("provision", event.request()).await
+        let params = [("id", id), ("user_id", user)];
+        self.as_service("provision-remove-member", &params, None)
+            .await
     }
 
     async fn patch(&self, id: &str, body: Value) -> Response<Body> {
-        let event = Event::load("provision-update-conversation")
-            .by("svc", true)
-            .path_param("id", id)
-            .body(body);
-        self.call("provision", event.request()).await
+        self.as_service("provision-update-conversation", &[("id", id)], Some(body))
+            .await
     }
 
     async fn archive(&self, id: &str) -> Response<Body> {
-        let event = Event::load("provision-archive-conversation")
-            .by("svc", true)
-            .path_param("id", id);
-        self.call("provision", event.request()).await
+        self.as_service("provision-archive-conversation", &[("id", id)], None)
+            .await
     }
 
     async fn put_user(&self, user: &str, body: Value) -> Response<Body> {
-        let event = Event::load("provision-put-user")
-            .by("svc", true)
-            .path_param("user_id", user)
-            .body(body);
-        self.call("provision", event.request()).await
+        self.as_service("provision-put-user", &[("user_id", user)], Some(body))
+            .await
     }
 
     async fn room_of(&self, id: &str) -> OwnedRoomId {

@@ -16,7 +16,7 @@ use bridge::runtime::Adapters;
 use bridge::store::{ConversationStore, DynamoStore};
 use serde_json::{Value, json};
 
-use crate::client::{Api, MatrixUser, token, unique};
+use crate::client::{Api, MatrixUser, Reply, token, unique};
 use crate::flows::puppet;
 use crate::support::{sdk_config, stack_env, var};
 
@@ -26,6 +26,25 @@ mod images;
 fn member_path(conversation: &str, user: &str) -> String {
     let user = percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC);
     format!("/v1/conversations/{conversation}/members/{user}")
+}
+
+/// `PUT` of a member, as the service.
+async fn put_member(api: &Api, conversation: &str, user: &str, body: Value) -> Reply {
+    let path = member_path(conversation, user);
+    api.json("PUT", &path, &token("svc", true), &body).await
+}
+
+/// `DELETE` of a path, as the service.
+async fn delete(api: &Api, path: &str) -> Reply {
+    api.call("DELETE", path, Some(&token("svc", true)), &[], None)
+        .await
+}
+
+/// A message sent by `user`.
+async fn send(api: &Api, conversation: &str, user: &str, body: &str) -> Reply {
+    let path = format!("/v1/conversations/{conversation}/messages");
+    api.json("POST", &path, &token(user, false), &json!({"body": body}))
+        .await
 }
 
 /// A member's membership and display name, as `viewer` reads them.
@@ -71,48 +90,26 @@ async fn members_join_change_roles_and_leave_as_a_matrix_user_sees_it() {
         assert_eq!(level(&carol, &room, bot.as_str()).await, None);
     }
 
-    let added = api
-        .json(
-            "PUT",
-            &member_path(&conversation, &bob),
-            &admin,
-            &json!({"role": "moderator", "display_name": "Bob (guide)"}),
-        )
-        .await;
+    let added = put_member(
+        &api,
+        &conversation,
+        &bob,
+        json!({"role": "moderator", "display_name": "Bob (guide)"}),
+    )
+    .await;
     assert_eq!(added.status, 200, "{added:?}");
     assert_eq!(
         member(&carol, &room, &puppet(&bob)).await,
         (json!("join"), json!("Bob (guide)"))
     );
     assert_eq!(level(&carol, &room, &puppet(&bob)).await, Some(50));
-    let sent = api
-        .json(
-            "POST",
-            &format!("/v1/conversations/{conversation}/messages"),
-            &token(&bob, false),
-            &json!({"body": "Hello from the guide"}),
-        )
-        .await;
+    let sent = send(&api, &conversation, &bob, "Hello from the guide").await;
     assert_eq!(sent.status, 201, "{sent:?}");
 
-    let promoted = api
-        .json(
-            "PUT",
-            &member_path(&conversation, &bob),
-            &admin,
-            &json!({"role": "owner"}),
-        )
-        .await;
+    let promoted = put_member(&api, &conversation, &bob, json!({"role": "owner"})).await;
     assert_eq!(promoted.status, 200, "{promoted:?}");
     assert_eq!(level(&carol, &room, &puppet(&bob)).await, Some(100));
-    let demoted = api
-        .json(
-            "PUT",
-            &member_path(&conversation, &alice),
-            &admin,
-            &json!({"role": "member"}),
-        )
-        .await;
+    let demoted = put_member(&api, &conversation, &alice, json!({"role": "member"})).await;
     assert_eq!(demoted.status, 200, "{demoted:?}");
     assert_eq!(
         level(&carol, &room, &puppet(&alice)).await,
@@ -126,26 +123,17 @@ async fn members_join_change_roles_and_leave_as_a_matrix_user_sees_it() {
     );
 
     // A plain Matrix user: invited, not joined for them; removed by a kick.
-    let invited = api
-        .json(
-            "PUT",
-            &member_path(&conversation, &dan.user_id),
-            &admin,
-            &json!({"role": "moderator"}),
-        )
-        .await;
+    let invited = put_member(
+        &api,
+        &conversation,
+        &dan.user_id,
+        json!({"role": "moderator"}),
+    )
+    .await;
     assert_eq!(invited.status, 200, "{invited:?}");
     assert_eq!(member(&carol, &room, &dan.user_id).await.0, json!("invite"));
     assert_eq!(level(&carol, &room, &dan.user_id).await, Some(50));
-    let kicked = api
-        .call(
-            "DELETE",
-            &member_path(&conversation, &dan.user_id),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
+    let kicked = delete(&api, &member_path(&conversation, &dan.user_id)).await;
     assert_eq!(kicked.status, 204, "{kicked:?}");
     let event = carol.state(&room, "m.room.member", &dan.user_id).await;
     assert_eq!(event["membership"], "leave");
@@ -153,46 +141,16 @@ async fn members_join_change_roles_and_leave_as_a_matrix_user_sees_it() {
 
     // A removed puppet leaves; its sends are 404. (Alice is an owner again
     // first: a group keeps an owner.)
-    let owner_again = api
-        .json(
-            "PUT",
-            &member_path(&conversation, &alice),
-            &admin,
-            &json!({"role": "owner"}),
-        )
-        .await;
+    let owner_again = put_member(&api, &conversation, &alice, json!({"role": "owner"})).await;
     assert_eq!(owner_again.status, 200, "{owner_again:?}");
     assert_eq!(level(&carol, &room, &puppet(&alice)).await, Some(100));
-    let removed = api
-        .call(
-            "DELETE",
-            &member_path(&conversation, &bob),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
+    let removed = delete(&api, &member_path(&conversation, &bob)).await;
     assert_eq!(removed.status, 204, "{removed:?}");
     assert_eq!(member(&carol, &room, &puppet(&bob)).await.0, json!("leave"));
     assert_eq!(level(&carol, &room, &puppet(&bob)).await, None);
-    let refused = api
-        .json(
-            "POST",
-            &format!("/v1/conversations/{conversation}/messages"),
-            &token(&bob, false),
-            &json!({"body": "let me back"}),
-        )
-        .await;
+    let refused = send(&api, &conversation, &bob, "let me back").await;
     assert_eq!(refused.status, 404, "{refused:?}");
-    let again = api
-        .call(
-            "DELETE",
-            &member_path(&conversation, &bob),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
+    let again = delete(&api, &member_path(&conversation, &bob)).await;
     assert_eq!(again.status, 204, "removing again is no error");
     let read = api
         .get(&format!("/v1/conversations/{conversation}"), &admin)
@@ -327,15 +285,7 @@ async fn updates_and_archiving_as_a_matrix_user_sees_them() {
         "mxc://localhost/after"
     );
 
-    let archived = api
-        .call(
-            "DELETE",
-            &format!("/v1/conversations/{id}"),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
+    let archived = delete(&api, &format!("/v1/conversations/{id}")).await;
     assert_eq!(archived.status, 204, "{archived:?}");
     assert_eq!(
         member(&carol, &room, &puppet(&alice)).await.0,
@@ -352,15 +302,8 @@ async fn updates_and_archiving_as_a_matrix_user_sees_them() {
         (read.body["status"].as_str(), read.body["room_id"].as_str()),
         (Some("archived"), Some(room.as_str()))
     );
-    let send = api
-        .json(
-            "POST",
-            &format!("/v1/conversations/{id}/messages"),
-            &token(&alice, false),
-            &json!({"body": "hello?"}),
-        )
-        .await;
-    assert_eq!(send.status, 409, "{send:?}");
+    let sent = send(&api, &id, &alice, "hello?").await;
+    assert_eq!(sent.status, 409, "{sent:?}");
     let again = api
         .json(
             "POST",
@@ -370,24 +313,9 @@ async fn updates_and_archiving_as_a_matrix_user_sees_them() {
         )
         .await;
     assert_eq!(again.status, 409, "{again:?}");
-    let member_change = api
-        .json(
-            "PUT",
-            &member_path(&id, &alice),
-            &admin,
-            &json!({"role": "member"}),
-        )
-        .await;
+    let member_change = put_member(&api, &id, &alice, json!({"role": "member"})).await;
     assert_eq!(member_change.status, 409);
-    let archived_again = api
-        .call(
-            "DELETE",
-            &format!("/v1/conversations/{id}"),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
+    let archived_again = delete(&api, &format!("/v1/conversations/{id}")).await;
     assert_eq!(archived_again.status, 204);
 }
 

@@ -240,3 +240,85 @@ async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
         "warm send: one Matrix request"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn member_changes_cost_three_to_five_table_round_trips_and_their_matrix_requests() {
+    use bridge::handlers::provision::{
+        self, Applied,
+        plan::{MemberRef, PutMember},
+    };
+    use bridge::ids::{AppUserId, ConversationId};
+    use bridge::model::Role;
+
+    let api = Api::new();
+    let (alice, bob, conversation) = (unique("alice"), unique("bob"), unique("trips"));
+    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    // Bob's puppet exists already (as after the cutover's users phase).
+    let put_user = api
+        .json(
+            "PUT",
+            &format!("/v1/users/{bob}"),
+            &crate::client::token("svc", true),
+            &json!({"display_name": "Bob"}),
+        )
+        .await;
+    assert_eq!(put_user.status, 200);
+
+    let ports = Counted::new().await;
+    let service = provision::from_ports(&ports, Metrics::off(provision::NAME))
+        .await
+        .unwrap();
+    let id = ConversationId::parse(conversation.as_str()).unwrap();
+    let who = MemberRef::App(AppUserId::parse(bob.as_str()).unwrap());
+    let put = |role| PutMember {
+        role,
+        display_name: None,
+    };
+
+    let before = ports.count();
+    let (_, applied) = service
+        .put_member(&id, &who, put(Role::Moderator))
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Done);
+    let joined = ports.count();
+    assert_eq!(
+        (joined.0 - before.0, joined.1 - before.1),
+        (5, 5),
+        "join: read, store the change, puppet known?, mark joined, settle; \
+         read membership, invite, join, read power levels, write them"
+    );
+    service
+        .put_member(&id, &who, put(Role::Owner))
+        .await
+        .unwrap();
+    let promoted = ports.count();
+    assert_eq!(
+        (promoted.0 - joined.0, promoted.1 - joined.1),
+        (3, 3),
+        "role: read, store the change, settle; read membership, read and write power levels"
+    );
+    service
+        .put_member(&id, &who, put(Role::Owner))
+        .await
+        .unwrap();
+    let same = ports.count();
+    assert_eq!(
+        (same.0 - promoted.0, same.1 - promoted.1),
+        (1, 0),
+        "the same again: one read"
+    );
+    service
+        .put_member(&id, &who, put(Role::Member))
+        .await
+        .unwrap();
+    service.remove_member(&id, &who).await.unwrap();
+    let removed = ports.count();
+    let demoted_by = same.0 + 4; // the demotion reads the members, to keep an owner
+    assert_eq!(
+        (removed.0 - demoted_by, removed.1 - same.1 - 3),
+        (3, 3),
+        "removal: read, store the change, settle; read membership, leave, read power levels"
+    );
+}
