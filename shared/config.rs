@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use ruma::{OwnedServerName, OwnedUserId, UserId};
+use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 
-use crate::ids::PuppetNamer;
+use crate::ids::{MAX_ENCODED_USER, MAX_MATRIX_USER_ID, PuppetNamer};
 
 /// A configuration problem found at start-up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,6 +115,7 @@ impl MatrixConfig {
         let server_name = server_name(env)?;
         let as_token = Secret::new(required(env, "MATRIX_AS_TOKEN")?);
         let puppet_prefix = puppet_prefix(env)?;
+        check_puppet_ids_fit(&puppet_prefix, &server_name)?;
         let bot_localpart = optional(env, "BRIDGE_BOT_LOCALPART", "bridgebot");
         let bot_user_id = UserId::parse(format!("@{bot_localpart}:{server_name}"))
             .map_err(|err| invalid("BRIDGE_BOT_LOCALPART", err.to_string()))?;
@@ -150,7 +151,28 @@ fn puppet_prefix(env: &dyn Env) -> Result<String, ConfigError> {
 
 /// How puppets are named, for functions that only read (no Matrix token).
 pub fn puppet_namer(env: &dyn Env) -> Result<PuppetNamer, ConfigError> {
-    Ok(PuppetNamer::new(puppet_prefix(env)?, &server_name(env)?))
+    let (prefix, server) = (puppet_prefix(env)?, server_name(env)?);
+    check_puppet_ids_fit(&prefix, &server)?;
+    Ok(PuppetNamer::new(prefix, &server))
+}
+
+/// Every application user id must make a valid Matrix user id: `@`, the
+/// prefix, the longest encoding of a user id, `:` and the server name must
+/// fit in Matrix's 255 bytes.
+fn check_puppet_ids_fit(prefix: &str, server: &ServerName) -> Result<(), ConfigError> {
+    let longest = 1 + prefix.len() + MAX_ENCODED_USER + 1 + server.as_str().len();
+    if longest <= MAX_MATRIX_USER_ID {
+        return Ok(());
+    }
+    Err(invalid(
+        "BRIDGE_PUPPET_PREFIX",
+        format!(
+            "with MATRIX_SERVER_NAME '{server}', a 64-character user id would make a {longest}-byte \
+             Matrix id, over Matrix's {MAX_MATRIX_USER_ID}; the prefix and the server name may \
+             have {} bytes together",
+            MAX_MATRIX_USER_ID - 2 - MAX_ENCODED_USER
+        ),
+    ))
 }
 
 /// The DynamoDB table that holds every record of the bridge.
@@ -206,24 +228,96 @@ pub fn fetch_policy(env: &dyn Env) -> Result<crate::fetch::FetchPolicy, ConfigEr
     })
 }
 
-/// How many times the retry function tries a delivery: the retry queue's
-/// `maxReceiveCount` (`BRIDGE_RETRY_MAX_RECEIVE_COUNT`, 8 by default).
-pub fn retry_max_attempts(env: &dyn Env) -> Result<u32, ConfigError> {
-    optional(env, "BRIDGE_RETRY_MAX_RECEIVE_COUNT", "8")
-        .parse()
-        .ok()
-        .filter(|count| *count >= 1)
-        .ok_or_else(|| {
-            invalid(
-                "BRIDGE_RETRY_MAX_RECEIVE_COUNT",
-                "must be a whole number of at least 1",
-            )
-        })
+/// When the sweeper steps in: operations pending longer than `stale_after`
+/// are handed (back) to the retry function; those pending longer than
+/// `max_age` are failed, with a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepSettings {
+    pub stale_after: time::Duration,
+    pub max_age: time::Duration,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            stale_after: time::Duration::minutes(10),
+            max_age: time::Duration::hours(24),
+        }
+    }
+}
+
+impl SweepSettings {
+    /// `BRIDGE_SWEEP_AFTER_SECONDS` (600) and `BRIDGE_MAX_PENDING_AGE_SECONDS`
+    /// (86400).
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str, default: &str| {
+            optional(env, name, default)
+                .parse::<i64>()
+                .ok()
+                .filter(|seconds| *seconds >= 1)
+                .map(time::Duration::seconds)
+                .ok_or_else(|| invalid(name, "must be a whole number of seconds, at least 1"))
+        };
+        let settings = Self {
+            stale_after: seconds("BRIDGE_SWEEP_AFTER_SECONDS", "600")?,
+            max_age: seconds("BRIDGE_MAX_PENDING_AGE_SECONDS", "86400")?,
+        };
+        if settings.max_age <= settings.stale_after {
+            return Err(invalid(
+                "BRIDGE_MAX_PENDING_AGE_SECONDS",
+                "must be longer than BRIDGE_SWEEP_AFTER_SECONDS",
+            ));
+        }
+        Ok(settings)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn puppet_ids_must_fit_in_matrix_user_ids() {
+        let long_prefix = "p".repeat(40);
+        let env = [
+            (
+                "MATRIX_SERVER_NAME",
+                "a-rather-long-homeserver-name.example.org",
+            ),
+            ("BRIDGE_PUPPET_PREFIX", long_prefix.as_str()),
+        ];
+        let err = puppet_namer(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("BRIDGE_PUPPET_PREFIX") && err.contains("255"),
+            "{err}"
+        );
+        let fits = [
+            ("MATRIX_SERVER_NAME", "example.org"),
+            ("BRIDGE_PUPPET_PREFIX", "app_"),
+        ];
+        let namer = puppet_namer(&fits).unwrap();
+        // The longest id there is makes a valid Matrix id.
+        let longest = crate::ids::AppUserId::parse("=".repeat(64)).unwrap();
+        assert!(namer.user_id(&longest).as_str().len() <= MAX_MATRIX_USER_ID);
+    }
+
+    #[test]
+    fn sweep_settings_have_defaults_and_are_checked() {
+        assert_eq!(
+            SweepSettings::from_env(&[("X", "y")]).unwrap(),
+            SweepSettings::default()
+        );
+        let custom = SweepSettings::from_env(&[("BRIDGE_SWEEP_AFTER_SECONDS", "60")]).unwrap();
+        assert_eq!(custom.stale_after, time::Duration::minutes(1));
+        assert!(SweepSettings::from_env(&[("BRIDGE_SWEEP_AFTER_SECONDS", "0")]).is_err());
+        assert!(
+            SweepSettings::from_env(&[
+                ("BRIDGE_SWEEP_AFTER_SECONDS", "100"),
+                ("BRIDGE_MAX_PENDING_AGE_SECONDS", "50")
+            ])
+            .is_err()
+        );
+    }
 
     const FULL: [(&str, &str); 5] = [
         ("MATRIX_HOMESERVER_URL", "http://127.0.0.1:8008/"),

@@ -2,6 +2,7 @@
 //! the retry queue, shared by every function built from one [`Fakes`], so
 //! a test can drive the registered functions and look at what they did.
 
+use crate::config::SweepSettings;
 use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::matrix::fake::FakeMatrix;
@@ -17,7 +18,7 @@ pub struct Fakes {
     pub matrix: FakeMatrix,
     pub queue: MemoryQueue,
     pub namer: PuppetNamer,
-    pub retry_max_attempts: u32,
+    pub sweep: SweepSettings,
     /// Public addresses only, as deployed; tests that serve images on
     /// loopback widen it.
     pub fetch: FetchPolicy,
@@ -31,7 +32,7 @@ impl Fakes {
             matrix: FakeMatrix::default(),
             queue: MemoryQueue::default(),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
-            retry_max_attempts: 8,
+            sweep: SweepSettings::default(),
             fetch: FetchPolicy::default(),
         }
     }
@@ -64,8 +65,8 @@ impl Ports for Fakes {
         Ok(self.namer.clone())
     }
 
-    fn retry_max_attempts(&self) -> Result<u32, InitError> {
-        Ok(self.retry_max_attempts)
+    fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
+        Ok(self.sweep)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {

@@ -23,10 +23,17 @@ pub trait QueueFunction: Send + Sync {
     fn call(&self, event: SqsEvent) -> BoxFuture<'_, SqsBatchResponse>;
 }
 
+/// A function run on a schedule (an EventBridge rule); what it did, as
+/// JSON, is its result. An error fails the invocation (an alarm counts it).
+pub trait ScheduledFunction: Send + Sync {
+    fn call(&self) -> BoxFuture<'_, Result<serde_json::Value, crate::ports::BoxError>>;
+}
+
 /// A built function, ready for its events.
 pub enum Handler {
     Http(Box<dyn HttpFunction>),
     Queue(Box<dyn QueueFunction>),
+    Scheduled(Box<dyn ScheduledFunction>),
 }
 
 impl Handler {
@@ -34,6 +41,7 @@ impl Handler {
         match self {
             Self::Http(_) => Trigger::Http,
             Self::Queue(_) => Trigger::Queue,
+            Self::Scheduled(_) => Trigger::Schedule,
         }
     }
 }
@@ -45,6 +53,8 @@ pub enum Trigger {
     Http,
     /// An SQS queue.
     Queue,
+    /// A schedule.
+    Schedule,
 }
 
 /// Builds a function's handler from the ports.
@@ -74,6 +84,15 @@ impl<P: Ports> Function<P> {
         Self {
             name,
             trigger: Trigger::Queue,
+            build,
+        }
+    }
+
+    /// A function run on a schedule.
+    pub fn scheduled(name: &'static str, build: Build<P>) -> Self {
+        Self {
+            name,
+            trigger: Trigger::Schedule,
             build,
         }
     }

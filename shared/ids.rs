@@ -151,6 +151,13 @@ impl PuppetNamer {
     }
 }
 
+/// The longest a puppet localpart's encoding of an application user id can
+/// be: every byte of a 64-byte id written as `=xx`.
+pub const MAX_ENCODED_USER: usize = 64 * 3;
+
+/// Matrix's limit on a user id, in bytes.
+pub const MAX_MATRIX_USER_ID: usize = 255;
+
 /// Encodes arbitrary text into the characters a Matrix localpart allows.
 pub fn encode_localpart(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());

@@ -59,7 +59,28 @@ static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
             ("ol", HashSet::from(["start"])),
             ("code", HashSet::from(["class"])),
         ]))
-        .url_schemes(HashSet::from(["http", "https", "ftp", "mailto", "magnet"]))
+        // Absolute links of these schemes only: a relative or
+        // protocol-relative one (`//evil.example`) would resolve against
+        // whatever page shows the message.
+        .url_schemes(HashSet::from(["http", "https", "mailto", "matrix"]))
+        .url_relative(ammonia::UrlRelative::Deny)
+        // No attribute on every tag (ammonia's default keeps lang and title).
+        .generic_attributes(HashSet::new())
+        // A code block names its language (`language-rust`), nothing else.
+        .attribute_filter(|element, attribute, value| match (element, attribute) {
+            ("code", "class") => value
+                .split_whitespace()
+                .all(|class| {
+                    class.strip_prefix("language-").is_some_and(|language| {
+                        !language.is_empty()
+                            && language
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+#-_.".contains(c))
+                    })
+                })
+                .then(|| value.into()),
+            _ => Some(value.into()),
+        })
         .link_rel(None)
         .allowed_classes(HashMap::new())
         .clean_content_tags(HashSet::from(["script", "style"]));
@@ -121,6 +142,32 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<del>gone</del>"), "{html}");
+    }
+
+    #[test]
+    fn only_absolute_links_and_language_classes_survive() {
+        let html = render(
+            "[a](//evil.example) [b](/relative) [c](matrix:r/room:example.org) [d](mailto:x@example.org)",
+        )
+        .unwrap();
+        assert!(!html.contains("evil.example"), "{html}");
+        assert!(!html.contains("/relative"), "{html}");
+        assert!(
+            html.contains("href=\"matrix:r/room:example.org\""),
+            "{html}"
+        );
+        assert!(html.contains("href=\"mailto:x@example.org\""), "{html}");
+        let code = render("```rust\nfn main() {}\n```").unwrap();
+        assert!(code.contains("<code class=\"language-rust\">"), "{code}");
+        let hostile = render(
+            "<code class=\"evil\">x</code> <code class=\"language-a b\">y</code> <p lang=\"en\" title=\"t\">z</p>",
+        )
+        .unwrap();
+        assert!(!hostile.contains("class"), "{hostile}");
+        assert!(
+            !hostile.contains("lang=") && !hostile.contains("title="),
+            "{hostile}"
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// The largest file accepted: 4 MiB. A file reaches the bridge inside a
 /// Lambda request, which is at most 6 MB (API Gateway forwards binary
 /// bodies base64-encoded); 4 MiB is 5.33 MiB as base64, which leaves room
@@ -56,14 +58,16 @@ impl MediaKind {
 }
 
 /// What the checks found out about an accepted file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaInfo {
     /// The canonical type from the allow-list (no parameters, lower case).
     pub mimetype: String,
     /// The size in bytes.
     pub size: u64,
     /// An image's size in pixels, from its header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
 }
 

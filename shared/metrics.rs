@@ -87,6 +87,8 @@ pub enum Counter {
     MessagesDeleted,
     /// Changes (edits, deletes) delivered by the retry function.
     ChangesDelivered,
+    /// Stale pending operations the sweeper handed to the retry function.
+    OperationsRequeued,
     /// Retry jobs handed back to the queue for a later attempt.
     RetriesHandedBack,
     RoomsCreated,
@@ -103,6 +105,7 @@ impl Counter {
             Counter::MessagesEdited => "MessagesEdited",
             Counter::MessagesDeleted => "MessagesDeleted",
             Counter::ChangesDelivered => "ChangesDelivered",
+            Counter::OperationsRequeued => "OperationsRequeued",
             Counter::RetriesHandedBack => "RetriesHandedBack",
             Counter::RoomsCreated => "RoomsCreated",
             Counter::PuppetsRegistered => "PuppetsRegistered",

@@ -7,12 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::ids::{AppUserId, ConversationId};
+use crate::media::MediaInfo;
 
 /// What a conversation is in the application; it decides the room's preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +151,15 @@ pub struct Member {
     /// users are invited and join on their own, so it stays false for them.
     #[serde(default)]
     pub joined: bool,
+    /// Until when the homeserver was last told the member is typing (epoch
+    /// milliseconds, so the table can compare it in a condition): a repeat
+    /// within the window is not passed on.
+    #[serde(
+        default,
+        with = "time::serde::timestamp::milliseconds_i64::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub typing_until: Option<OffsetDateTime>,
 }
 
 /// An application user and its Matrix puppet.
@@ -187,9 +197,10 @@ pub enum SyncSubject {
 }
 
 /// A change of a conversation or of one of its members that the table has
-/// and Matrix has not had yet. It goes to Matrix like a message: directly
-/// while the conversation's outbox is empty, else (or when the homeserver
-/// cannot take it) through the outbox, delivered by the retry function.
+/// and Matrix has not had yet. It goes to Matrix like a message change, and
+/// is counted in the conversation's outbox until it settles: directly while
+/// the outbox is empty, else (or when the homeserver cannot take it) by the
+/// retry function, in order.
 /// What Matrix is brought to is what the table says when the sync runs, so
 /// a later change replaces a pending one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +211,10 @@ pub struct PendingSync {
     /// conditioned on, and its retry job's deduplication id.
     pub id: MessageId,
     pub delivery: Delivery,
+    /// When the change was accepted: its deadline runs from here, as a
+    /// message's does from its send or its latest change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
 }
 
 /// A message id: a UUIDv7, so ids sort by creation time.
@@ -320,6 +335,9 @@ pub struct Message {
     pub html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The file the message carries (Matrix events carry at most one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     pub status: MessageStatus,
     #[serde(default)]
     pub delivery: Delivery,
@@ -355,6 +373,23 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether an operation on it (its send, or a change) is not settled yet.
+    pub fn is_pending(&self) -> bool {
+        self.status == MessageStatus::Pending || self.pending_change.is_some()
+    }
+
+    /// When its pending operation was accepted: the change's time, or the
+    /// send's; none when nothing is pending.
+    pub fn pending_since(&self) -> Option<OffsetDateTime> {
+        match &self.pending_change {
+            Some(change) => match change.kind {
+                ChangeKind::Edit => self.edited_at,
+                ChangeKind::Delete { .. } => self.deleted_at,
+            },
+            None => (self.status == MessageStatus::Pending).then_some(self.created_at),
+        }
+    }
+
     /// The transaction id of this message's latest change.
     pub fn change_txn_id(&self) -> String {
         match self.pending_change.as_ref().map(|change| &change.kind) {
@@ -387,6 +422,70 @@ pub struct PendingChange {
     pub delivery: Delivery,
 }
 
+/// A media id: a UUIDv7, like a message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MediaId(Uuid);
+
+impl MediaId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for MediaId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MediaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for MediaId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// A file a member uploaded into a conversation, in the homeserver's media
+/// repository. Only its uploader may attach it, and only in that conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub media_id: MediaId,
+    pub conversation_id: ConversationId,
+    pub uploader: AppUserId,
+    pub content_uri: OwnedMxcUri,
+    pub info: MediaInfo,
+    pub filename: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A file as a message carries it: what its event says about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub media_id: MediaId,
+    pub content_uri: OwnedMxcUri,
+    pub info: MediaInfo,
+    pub filename: String,
+}
+
+impl From<&MediaRecord> for Attachment {
+    fn from(media: &MediaRecord) -> Self {
+        Self {
+            media_id: media.media_id,
+            content_uri: media.content_uri.clone(),
+            info: media.info.clone(),
+            filename: media.filename.clone(),
+        }
+    }
+}
+
 /// What an `Idempotency-Key` was first used for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
@@ -403,6 +502,12 @@ pub struct IdempotencyRecord {
 impl IdempotencyRecord {
     /// How long a key is remembered.
     pub const LIFETIME: time::Duration = time::Duration::hours(24);
+
+    /// Whether the key is still remembered at `now`. DynamoDB deletes
+    /// expired items days late, so an expired record counts as absent.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_at > now
+    }
 
     pub fn scope(caller: &AppUserId, conversation: &ConversationId, key: &str) -> String {
         format!("{caller}/{conversation}/{key}")

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 
+use crate::config::SweepSettings;
 use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
@@ -53,8 +54,10 @@ pub trait Ports: Send + Sync {
     /// How application users map to puppets (no token needed).
     fn namer(&self) -> Result<PuppetNamer, InitError>;
 
-    /// How many times the retry function tries a delivery.
-    fn retry_max_attempts(&self) -> Result<u32, InitError>;
+    /// When the sweeper steps in (the defaults, unless configured).
+    fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
+        Ok(SweepSettings::default())
+    }
 
     /// The metrics of `function`.
     fn metrics(&self, function: &'static str) -> Metrics;

@@ -9,8 +9,8 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, TableConfig, fetch_policy, puppet_namer,
-    retry_max_attempts,
+    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, SweepSettings, TableConfig, fetch_policy,
+    puppet_namer,
 };
 use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
@@ -95,8 +95,8 @@ impl Ports for Adapters {
         Ok(puppet_namer(self.env.as_ref())?)
     }
 
-    fn retry_max_attempts(&self) -> Result<u32, InitError> {
-        Ok(retry_max_attempts(self.env.as_ref())?)
+    fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
+        Ok(SweepSettings::from_env(self.env.as_ref())?)
     }
 
     fn metrics(&self, function: &'static str) -> Metrics {
@@ -118,6 +118,12 @@ pub async fn run(function: Function<Adapters>) -> Result<(), InitError> {
                 let response = handler.call(request);
                 async move { Ok::<_, Infallible>(response.await) }
             }))
+            .await?;
+        }
+        Handler::Scheduled(handler) => {
+            lambda_runtime::run(lambda_runtime::service_fn(
+                |_: LambdaEvent<serde_json::Value>| handler.call(),
+            ))
             .await?;
         }
         Handler::Queue(handler) => {

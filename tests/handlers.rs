@@ -49,6 +49,9 @@ impl Event {
             "history-get-message" => include_str!("../events/history-get-message.json"),
             "edit-message" => include_str!("../events/edit-message.json"),
             "delete-message" => include_str!("../events/delete-message.json"),
+            "media-upload" => include_str!("../events/media-upload.json"),
+            "activity-typing" => include_str!("../events/activity-typing.json"),
+            "activity-read" => include_str!("../events/activity-read.json"),
             other => panic!("no event {other}"),
         };
         Self {
@@ -80,6 +83,38 @@ impl Event {
 
     fn path_param(mut self, name: &str, value: &str) -> Self {
         self.json["pathParameters"][name] = json!(value);
+        self
+    }
+
+    /// Sets a query parameter, or removes it (`None`), in the raw query
+    /// string (which `lambda_http` reads) and the parsed parameters alike.
+    fn query(mut self, name: &str, value: Option<&str>) -> Self {
+        let query = &mut self.json["queryStringParameters"];
+        if !query.is_object() {
+            *query = json!({});
+        }
+        let query = query.as_object_mut().unwrap();
+        match value {
+            Some(value) => query.insert(name.to_owned(), json!(value)),
+            None => query.remove(name),
+        };
+        let encode = |text: &str| {
+            percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        };
+        let raw: Vec<String> = query
+            .iter()
+            .map(|(name, value)| format!("{}={}", encode(name), encode(value.as_str().unwrap())))
+            .collect();
+        self.json["rawQueryString"] = json!(raw.join("&"));
+        self
+    }
+
+    /// A binary body, base64-encoded as API Gateway passes it on.
+    fn bytes(mut self, bytes: &[u8]) -> Self {
+        use base64::Engine;
+        self.json["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        self.json["isBase64Encoded"] = json!(true);
         self
     }
 
@@ -153,12 +188,16 @@ impl Bridge {
             .unwrap()
     }
 
-    /// The retry function on this bridge's fakes, giving up after `max_attempts`.
-    async fn retry(&self, max_attempts: u32) -> Box<dyn QueueFunction> {
-        let fakes = Fakes {
-            retry_max_attempts: max_attempts,
-            ..self.fakes.clone()
-        };
+    /// The retry function on this bridge's fakes.
+    async fn retry(&self) -> Box<dyn QueueFunction> {
+        self.retry_with_deadline(bridge::config::SweepSettings::default().max_age)
+            .await
+    }
+
+    /// The retry function, failing what is undelivered after `max_age`.
+    async fn retry_with_deadline(&self, max_age: time::Duration) -> Box<dyn QueueFunction> {
+        let mut fakes = self.fakes.clone();
+        fakes.sweep.max_age = max_age;
         match registry::<Fakes>()
             .into_iter()
             .find(|function| function.name == "retry")
@@ -168,7 +207,7 @@ impl Bridge {
             .unwrap()
         {
             Handler::Queue(retry) => retry,
-            Handler::Http(_) => panic!("retry is a queue function"),
+            _ => panic!("retry is a queue function"),
         }
     }
 
@@ -514,7 +553,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     assert_eq!(bridge.send("alice", "one").await.status(), 202);
     assert_eq!(bridge.send("bob", "two").await.status(), 202);
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
 
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
@@ -562,7 +601,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
 }
 
 #[tokio::test]
-async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
+async fn the_retry_function_waits_until_the_deadline_and_gives_up_on_refusals() {
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::Down);
     assert_eq!(bridge.send("alice", "doomed").await.status(), 202);
@@ -572,21 +611,27 @@ async fn the_retry_function_gives_up_on_the_last_attempt_and_on_refusals() {
         "queued behind the first"
     );
     let jobs = bridge.queue.jobs();
-    let retry = bridge.retry(3).await;
 
+    // However many attempts it takes, before the deadline it waits.
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = retry.call(retry_batch(&jobs[..1], 3)).await;
+    let response = bridge.retry().await.call(retry_batch(&jobs[..1], 50)).await;
+    assert_eq!(failed_ids(&response).len(), 1, "handed back at attempt 50");
+    assert_eq!(bridge.stored(&jobs[0]).await.status, MessageStatus::Pending);
+
+    // Past the deadline, it fails, with the reason.
+    let retry = bridge.retry_with_deadline(time::Duration::ZERO).await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let response = retry.call(retry_batch(&jobs[..1], 51)).await;
     assert!(
         failed_ids(&response).is_empty(),
-        "the last attempt ends the job"
+        "past the deadline the job ends"
     );
     let first = bridge.stored(&jobs[0]).await;
     assert_eq!(first.status, MessageStatus::Failed);
+    let failure = first.failure.unwrap();
     assert!(
-        first
-            .failure
-            .unwrap()
-            .starts_with("gave up after 3 attempts")
+        failure.starts_with("not delivered within 0 hours (51 attempts)"),
+        "{failure}"
     );
 
     bridge.matrix.fail_next_send(Failure::Refused);
@@ -639,6 +684,7 @@ async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
         role: Role::Member,
         display_name: None,
         joined: false,
+        typing_until: None,
     };
     bridge
         .store
@@ -752,7 +798,7 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let jobs = bridge.queue.jobs();
     let sends = bridge.matrix.sends().len();
 
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
@@ -990,7 +1036,7 @@ async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_orde
     );
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     let new_sends = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(new_sends.len(), 1, "one edit, the latest: {new_sends:?}");
@@ -1036,7 +1082,7 @@ async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
     assert_eq!(bridge.outbox().await, 1);
 
     let sends = bridge.matrix.sends().len();
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     let delivered = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
@@ -1067,6 +1113,713 @@ async fn a_refused_change_is_failed_with_a_reason() {
     );
     assert!(!failure.contains("bad"), "no homeserver text: {failure}");
     assert_eq!(bridge.outbox().await, 0);
+}
+
+/// A PNG signature and IHDR chunk: all the checks read.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bytes.extend(width.to_be_bytes());
+    bytes.extend(height.to_be_bytes());
+    bytes.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend(b"\x00\x00\x00\x00IEND\xaeB`\x82");
+    bytes
+}
+
+impl Bridge {
+    /// The room of `grp-42`.
+    async fn room(&self) -> ruma::OwnedRoomId {
+        self.store
+            .conversation(&Self::conversation())
+            .await
+            .unwrap()
+            .unwrap()
+            .room_id
+            .unwrap()
+    }
+
+    /// Uploads the sample PNG as `user`; answers the `media_id`.
+    async fn upload(&self, user: &str) -> String {
+        let response = self
+            .handle(Event::load("media-upload").by(user, false))
+            .await;
+        assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+        json_of(&response)["media_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends `body` as `user`, with these attachments.
+    async fn send_with(&self, user: &str, body: Value) -> Response<Body> {
+        let event = Event::load("send-message-plain")
+            .by(user, false)
+            .without_header("idempotency-key")
+            .body(body);
+        self.call(send::NAME, event.request()).await
+    }
+
+    async fn typing(&self, user: &str, body: Value) -> Response<Body> {
+        let event = Event::load("activity-typing").by(user, false).body(body);
+        self.handle(event).await
+    }
+
+    async fn read(&self, user: &str, message_id: &Value) -> Response<Body> {
+        let event = Event::load("activity-read")
+            .by(user, false)
+            .body(json!({ "message_id": message_id }));
+        self.handle(event).await
+    }
+
+    /// Provisions conversation `id` with `member` alone (its owner: a group
+    /// that names members needs one).
+    async fn provision_other(&self, id: &str, member: &str) {
+        let create = Event::load("provision-create-conversation")
+            .by("svc", true)
+            .body(json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "owner"}]}));
+        let response = self.handle(create).await;
+        assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    }
+
+    fn typing_calls(&self) -> Vec<(bool, std::time::Duration)> {
+        self.matrix
+            .calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                Call::Typing {
+                    typing, timeout, ..
+                } => Some((typing, timeout)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn error_message(response: &Response<Body>) -> String {
+    json_of(response)["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_upload_lands_in_the_media_repository_as_the_puppet_and_is_recorded() {
+    let bridge = Bridge::with_conversation().await;
+    let response = bridge
+        .handle(Event::load("media-upload").by("alice", false))
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    let body = json_of(&response);
+    let uri = body["content_uri"].as_str().unwrap();
+    assert!(uri.starts_with("mxc://"), "{body}");
+    assert_eq!(
+        (
+            &body["mimetype"],
+            &body["filename"],
+            &body["width"],
+            &body["height"]
+        ),
+        (&json!("image/png"), &json!("red.png"), &json!(2), &json!(2))
+    );
+    let stored = bridge.matrix.media(uri.into()).unwrap();
+    assert_eq!(stored.uploader, puppet("alice"));
+    assert_eq!(stored.content_type, "image/png");
+    assert_eq!(stored.filename.as_deref(), Some("red.png"));
+    assert_eq!(body["size"], json!(stored.bytes.len()));
+    let media_id = body["media_id"].as_str().unwrap().parse().unwrap();
+    let record = bridge
+        .store
+        .media(&Bridge::conversation(), media_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.uploader.as_str(), "alice");
+    assert_eq!(record.content_uri.as_str(), uri);
+
+    // Names are cleaned, or made up from the type.
+    let named = |name: Option<&str>| {
+        Event::load("media-upload")
+            .by("bob", false)
+            .query("filename", name)
+    };
+    let response = bridge.handle(named(Some("../../etc/\u{202e}x.png"))).await;
+    assert_eq!(json_of(&response)["filename"], "x.png");
+    let response = bridge.handle(named(None)).await;
+    assert_eq!(json_of(&response)["filename"], "image.png");
+
+    // A service token uploads for a member with `?as_user=`.
+    let response = bridge
+        .handle(
+            Event::load("media-upload")
+                .by("svc", true)
+                .query("as_user", Some("bob")),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    assert!(matches!(
+        bridge.matrix.calls().last(),
+        Some(Call::Upload { uploader, .. }) if *uploader == puppet("bob")
+    ));
+}
+
+#[tokio::test]
+async fn uploads_are_refused_for_size_type_content_and_strangers() {
+    let bridge = Bridge::with_conversation().await;
+    let upload = |user: &str| Event::load("media-upload").by(user, false);
+    let status_and_message =
+        |response: Response<Body>| (response.status().as_u16(), error_message(&response));
+
+    let mut big = png(1, 1);
+    big.resize(bridge::media::MAX_MEDIA + 1, 0);
+    let (status, message) = status_and_message(bridge.handle(upload("alice").bytes(&big)).await);
+    assert_eq!(status, 413);
+    assert!(message.contains("at most 4194304"), "{message}");
+
+    let jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00";
+    let (status, message) = status_and_message(bridge.handle(upload("alice").bytes(jpeg)).await);
+    assert_eq!(status, 415);
+    assert_eq!(
+        message,
+        "the file's content is not image/png (it looks like image/jpeg)"
+    );
+
+    for declared in ["application/octet-stream", "image/svg+xml"] {
+        let event = upload("alice").header("content-type", declared);
+        let (status, message) = status_and_message(bridge.handle(event).await);
+        assert_eq!(status, 415, "{declared}");
+        assert!(message.contains("not accepted"), "{message}");
+    }
+
+    let (status, message) = status_and_message(bridge.handle(upload("alice").bytes(b"")).await);
+    assert_eq!(status, 400);
+    assert!(message.contains("empty"), "{message}");
+
+    assert_eq!(bridge.handle(upload("eve")).await.status(), 404);
+    let for_stranger = Event::load("media-upload")
+        .by("svc", true)
+        .query("as_user", Some("eve"));
+    assert_eq!(bridge.handle(for_stranger).await.status(), 403);
+    let as_other = upload("alice").query("as_user", Some("bob"));
+    assert_eq!(bridge.handle(as_other).await.status(), 403);
+    let malformed = upload("alice").path_param("id", "no spaces");
+    assert_eq!(bridge.handle(malformed).await.status(), 400);
+    let unknown = upload("alice").path_param("id", "grp-0");
+    assert_eq!(bridge.handle(unknown).await.status(), 404);
+
+    assert!(
+        !bridge
+            .matrix
+            .calls()
+            .iter()
+            .any(|call| matches!(call, Call::Upload { .. })),
+        "nothing refused reached the homeserver"
+    );
+}
+
+#[tokio::test]
+async fn an_attachment_is_sent_as_m_image_with_its_info() {
+    let bridge = Bridge::with_conversation().await;
+    let media_id = bridge.upload("alice").await;
+    let response = bridge
+        .send_with(
+            "alice",
+            json!({"body": "a **red** square", "format": "markdown", "attachments": [{"media_id": media_id}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    let sent = json_of(&response);
+    let attachment = &sent["attachments"][0];
+    assert_eq!(attachment["media_id"], media_id.as_str());
+    assert_eq!(
+        (
+            &attachment["mimetype"],
+            &attachment["filename"],
+            &attachment["width"],
+            &attachment["height"]
+        ),
+        (&json!("image/png"), &json!("red.png"), &json!(2), &json!(2))
+    );
+
+    let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
+        panic!("nothing sent");
+    };
+    assert_eq!(content["msgtype"], "m.image");
+    assert_eq!(content["url"], attachment["content_uri"]);
+    assert_eq!(content["body"], "a **red** square", "the caption");
+    assert_eq!(
+        content["formatted_body"],
+        "<p>a <strong>red</strong> square</p>"
+    );
+    assert_eq!(content["filename"], "red.png");
+    assert_eq!(
+        content["info"],
+        json!({"mimetype": "image/png", "size": attachment["size"], "w": 2, "h": 2})
+    );
+    assert_eq!(content[MESSAGE_ID_KEY], sent["id"]);
+
+    // History keeps the attachment.
+    let one = Event::load("history-get-message")
+        .by("bob", false)
+        .path_param("message_id", sent["id"].as_str().unwrap());
+    let one = bridge.call("history", one.request()).await;
+    assert_eq!(json_of(&one)["attachments"], sent["attachments"]);
+
+    // Without a caption, the body may be empty: the file name shows.
+    let response = bridge
+        .send_with("alice", json!({"attachments": [{"media_id": media_id}]}))
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", json_of(&response));
+    let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
+        panic!("nothing sent");
+    };
+    assert_eq!(content["body"], "red.png");
+    assert!(content.get("formatted_body").is_none());
+    assert_eq!(
+        bridge
+            .send_with("alice", json!({"body": " "}))
+            .await
+            .status(),
+        400,
+        "without an attachment a body is needed"
+    );
+}
+
+#[tokio::test]
+async fn attachments_are_one_per_message_and_the_uploaders_own() {
+    let bridge = Bridge::with_conversation().await;
+    let mine = bridge.upload("alice").await;
+    let other = bridge.upload("alice").await;
+    let sends = bridge.matrix.sends().len();
+
+    let two = json!({"body": "two", "attachments": [{"media_id": mine}, {"media_id": other}]});
+    let response = bridge.send_with("alice", two).await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        error_message(&response).contains("at most 1 per message"),
+        "{}",
+        error_message(&response)
+    );
+
+    let with = |media_id: &str| json!({"body": "x", "attachments": [{"media_id": media_id}]});
+    let response = bridge.send_with("bob", with(&mine)).await;
+    assert_eq!(response.status(), 403, "another user's upload");
+    assert!(error_message(&response).contains("only its uploader"));
+    let response = bridge
+        .send_with("alice", with(&MessageId::new().to_string()))
+        .await;
+    assert_eq!(response.status(), 400, "unknown");
+    assert_eq!(bridge.send_with("eve", with(&mine)).await.status(), 404);
+    assert_eq!(
+        bridge.send_with("alice", with("not-an-id")).await.status(),
+        400
+    );
+    let extra = json!({"body": "x", "attachments": [{"media_id": mine, "url": "mxc://evil/x"}]});
+    assert_eq!(bridge.send_with("alice", extra).await.status(), 400);
+
+    // An upload of another conversation is unknown in this one.
+    bridge.provision_other("grp-7", "alice").await;
+    let elsewhere = Event::load("media-upload")
+        .by("alice", false)
+        .path_param("id", "grp-7");
+    let elsewhere = json_of(&bridge.handle(elsewhere).await)["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = bridge.send_with("alice", with(&elsewhere)).await;
+    assert_eq!(response.status(), 400);
+    assert!(error_message(&response).contains("no media"));
+    assert_eq!(bridge.matrix.sends().len(), sends, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_queued_attachment_is_retried_with_the_same_file() {
+    let bridge = Bridge::with_conversation().await;
+    let media_id = bridge.upload("alice").await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let response = bridge
+        .send_with(
+            "alice",
+            json!({"body": "later", "attachments": [{"media_id": media_id}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "{:?}", json_of(&response));
+    let Some(Call::Send { content: first, .. }) = bridge.matrix.sends().last().cloned() else {
+        panic!("nothing tried");
+    };
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
+        panic!("nothing sent");
+    };
+    assert_eq!(content, first, "the same event content");
+    assert_eq!(content["msgtype"], "m.image");
+    assert_eq!(content["body"], "later");
+    let message = bridge.stored(&bridge.queue.jobs()[0]).await;
+    assert_eq!(message.status, MessageStatus::Sent);
+    assert_eq!(message.attachments.len(), 1);
+}
+
+#[tokio::test]
+async fn typing_is_passed_on_once_per_window() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room().await;
+    let typing = json!({"typing": true, "timeout_ms": 10000});
+    for _ in 0..3 {
+        let response = bridge.typing("alice", typing.clone()).await;
+        assert_eq!(response.status(), 204, "{:?}", json_of(&response));
+    }
+    assert_eq!(
+        bridge.typing_calls(),
+        [(true, std::time::Duration::from_secs(10))],
+        "repeats within the window are not passed on"
+    );
+    assert!(bridge.matrix.is_typing(&room, &puppet("alice")));
+
+    assert_eq!(
+        bridge
+            .typing("alice", json!({"typing": false}))
+            .await
+            .status(),
+        204
+    );
+    assert!(!bridge.matrix.is_typing(&room, &puppet("alice")));
+    assert_eq!(
+        bridge
+            .typing("alice", json!({"typing": false}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        bridge.typing_calls().len(),
+        2,
+        "stopping when not typing tells nobody"
+    );
+    let member = bridge
+        .store
+        .member(&Bridge::conversation(), &puppet("alice"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(member.typing_until, None);
+
+    // After stopping, typing again is news; the timeout defaults to 30 s.
+    bridge.typing("alice", json!({"typing": true})).await;
+    assert_eq!(
+        bridge.typing_calls().last(),
+        Some(&(true, std::time::Duration::from_secs(30)))
+    );
+    // Each member has a window of its own.
+    bridge.typing("bob", typing.clone()).await;
+    assert_eq!(bridge.typing_calls().len(), 4);
+    assert!(bridge.matrix.is_typing(&room, &puppet("bob")));
+}
+
+#[tokio::test]
+async fn typing_that_the_homeserver_missed_is_tried_again() {
+    let bridge = Bridge::with_conversation().await;
+    bridge
+        .matrix
+        .fail_next(bridge::matrix::fake::Op::Typing, Failure::Down);
+    let typing = json!({"typing": true, "timeout_ms": 5000});
+    assert_eq!(bridge.typing("alice", typing.clone()).await.status(), 503);
+    assert_eq!(bridge.typing("alice", typing).await.status(), 204);
+    assert_eq!(bridge.typing_calls().len(), 2, "the window was not kept");
+    assert!(
+        bridge
+            .matrix
+            .is_typing(&bridge.room().await, &puppet("alice"))
+    );
+}
+
+#[tokio::test]
+async fn typing_requests_are_checked() {
+    let bridge = Bridge::with_conversation().await;
+    for timeout in [0, 999, 120_001] {
+        let response = bridge
+            .typing("alice", json!({"typing": true, "timeout_ms": timeout}))
+            .await;
+        assert_eq!(response.status(), 400, "{timeout}");
+        assert!(error_message(&response).contains("between 1000 and 120000"));
+    }
+    for body in [
+        json!({}),
+        json!({"typing": "yes"}),
+        json!({"typing": true, "for": 1}),
+    ] {
+        assert_eq!(bridge.typing("alice", body).await.status(), 400);
+    }
+    let typing = json!({"typing": true});
+    assert_eq!(bridge.typing("eve", typing.clone()).await.status(), 404);
+    let for_stranger = Event::load("activity-typing")
+        .by("svc", true)
+        .body(json!({"typing": true, "as_user": "eve"}));
+    assert_eq!(bridge.handle(for_stranger).await.status(), 403);
+    let for_member = Event::load("activity-typing")
+        .by("svc", true)
+        .body(json!({"typing": true, "as_user": "bob"}));
+    assert_eq!(bridge.handle(for_member).await.status(), 204);
+    let unknown = Event::load("activity-typing")
+        .by("alice", false)
+        .path_param("id", "grp-0");
+    assert_eq!(bridge.handle(unknown).await.status(), 404);
+    assert_eq!(bridge.typing_calls().len(), 1, "only bob's");
+}
+
+#[tokio::test]
+async fn a_read_receipt_marks_a_sent_message_read() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room().await;
+    let sent = json_of(&bridge.send("alice", "read me").await);
+    let response = bridge.read("bob", &sent["id"]).await;
+    assert_eq!(response.status(), 204, "{:?}", json_of(&response));
+    assert_eq!(
+        bridge
+            .matrix
+            .read_up_to(&room, &puppet("bob"))
+            .map(|e| e.to_string()),
+        sent["event_id"].as_str().map(str::to_owned)
+    );
+
+    // Unknown, of another conversation, or asked by a stranger: 404.
+    assert_eq!(
+        bridge
+            .read("bob", &json!(MessageId::new().to_string()))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(bridge.read("eve", &sent["id"]).await.status(), 404);
+    bridge.provision_other("grp-7", "bob").await;
+    let elsewhere = Event::load("activity-read")
+        .by("bob", false)
+        .path_param("id", "grp-7")
+        .body(json!({"message_id": sent["id"]}));
+    assert_eq!(bridge.handle(elsewhere).await.status(), 404);
+    assert_eq!(bridge.read("bob", &json!("nope")).await.status(), 400);
+
+    // Not sent yet: nothing to point a receipt at.
+    bridge.matrix.fail_next_send(Failure::Down);
+    let pending = json_of(&bridge.send("alice", "stuck").await);
+    assert_eq!(pending["status"], "pending");
+    let response = bridge.read("bob", &pending["id"]).await;
+    assert_eq!(response.status(), 409);
+    assert!(
+        error_message(&response).contains("pending"),
+        "{}",
+        error_message(&response)
+    );
+    let receipts = bridge
+        .matrix
+        .calls()
+        .iter()
+        .filter(|call| matches!(call, Call::Receipt { .. }))
+        .count();
+    assert_eq!(receipts, 1);
+}
+
+#[tokio::test]
+async fn a_puppet_that_left_is_joined_again_to_mark_read() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room().await;
+    let sent = json_of(&bridge.send("alice", "hello").await);
+    bridge.matrix.remove(&room, &puppet("bob"));
+    assert_eq!(bridge.read("bob", &sent["id"]).await.status(), 204);
+    assert!(bridge.matrix.read_up_to(&room, &puppet("bob")).is_some());
+    assert!(
+        bridge
+            .matrix
+            .calls()
+            .contains(&Call::Invite(room.clone(), puppet("bob")))
+    );
+}
+
+#[tokio::test]
+async fn an_edit_of_a_file_changes_its_caption_and_keeps_the_file() {
+    let bridge = Bridge::with_conversation().await;
+    let media_id = bridge.upload("alice").await;
+    let sent = bridge
+        .send_with(
+            "alice",
+            json!({"body": "a square", "attachments": [{"media_id": media_id}]}),
+        )
+        .await;
+    assert_eq!(sent.status(), 201, "{:?}", json_of(&sent));
+    let id: MessageId = json_of(&sent)["id"].as_str().unwrap().parse().unwrap();
+    let edited = bridge.edit("alice", id, "a red square", None).await;
+    assert_eq!(edited.status(), 200, "{:?}", json_of(&edited));
+    let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
+        unreachable!()
+    };
+    assert_eq!(content["m.relates_to"]["rel_type"], "m.replace");
+    assert_eq!(content["m.new_content"]["msgtype"], "m.image");
+    assert_eq!(content["m.new_content"]["body"], "a red square");
+    assert_eq!(
+        content["m.new_content"]["url"],
+        json_of(&sent)["attachments"][0]["content_uri"]
+    );
+    assert_eq!(
+        json_of(&edited)["attachments"],
+        json_of(&sent)["attachments"]
+    );
+}
+
+// ---------------------------------------------------------------- sweeper
+
+impl Bridge {
+    fn sweeper(&self) -> bridge::handlers::sweeper::Sweeper<MemoryStore, MemoryQueue> {
+        bridge::handlers::sweeper::Sweeper::new(
+            bridge::config::SweepSettings::default(),
+            self.store.clone(),
+            self.queue.clone(),
+            bridge::metrics::Metrics::off("sweeper"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_hands_forgotten_operations_to_the_retry_function() {
+    use bridge::handlers::sweeper::Sweep;
+    let bridge = Bridge::with_conversation().await;
+    // A send whose request died after storing it: pending, direct, no job.
+    let id = bridge.sent("alice", "stored, then the request died").await;
+    let stored = bridge.stored_message(id).await;
+    let mut orphan = stored.clone();
+    orphan.id = MessageId::new();
+    orphan.status = MessageStatus::Pending;
+    orphan.event_id = None;
+    orphan.body = "orphan".into();
+    // (Its predecessor settled; this one is stored as a request would.)
+    bridge.store.insert_message(&orphan, None).await.unwrap();
+    assert_eq!(bridge.outbox().await, 1, "in flight, blocking later sends");
+    let jobs_before = bridge.queue.jobs().len();
+
+    let now = time::OffsetDateTime::now_utc();
+    let sweeper = bridge.sweeper();
+    assert_eq!(
+        sweeper.sweep(now).await.unwrap(),
+        Sweep::default(),
+        "not stale yet"
+    );
+    let later = now + time::Duration::minutes(11);
+    let swept = sweeper.sweep(later).await.unwrap();
+    assert_eq!((swept.found, swept.requeued, swept.failed), (1, 1, 0));
+    let jobs = bridge.queue.jobs()[jobs_before..].to_vec();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].operation, jobs[0].message_id),
+        (Operation::Send, orphan.id)
+    );
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.delivery,
+        Delivery::Queued
+    );
+
+    // The retry function delivers it, and the conversation flows again.
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.stored_message(orphan.id).await.status,
+        MessageStatus::Sent
+    );
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.send("alice", "direct again").await.status(), 201);
+}
+
+#[tokio::test]
+async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let old = bridge.sent("alice", "never delivered").await;
+    let now = time::OffsetDateTime::now_utc();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.failed), (1, 1));
+    let failed = bridge.stored_message(old).await;
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .unwrap()
+            .starts_with("not delivered within 24 hours"),
+        "{:?}",
+        failed.failure
+    );
+    assert_eq!(bridge.outbox().await, 0);
+
+    // A direct change whose request died: requeued as a change job.
+    let sent = bridge.sent("alice", "to edit").await;
+    let read = bridge.stored_message(sent).await;
+    let mut changed = read.clone();
+    changed.body = "edited, then the request died".into();
+    changed.changes = 1;
+    changed.edited_at = Some(now);
+    changed.pending_change = Some(bridge::model::PendingChange {
+        kind: bridge::model::ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    bridge
+        .store
+        .update_message(&read, &changed, bridge::store::Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.requeued), (1, 1));
+    let job = bridge.queue.jobs().last().unwrap().clone();
+    assert_eq!((job.operation, job.change), (Operation::Change, Some(1)));
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&[job], 1)).await).is_empty());
+    let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        content["m.new_content"]["body"],
+        "edited, then the request died"
+    );
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn edits_matrix_would_refuse_and_messages_of_other_conversations_are_refused() {
+    let bridge = Bridge::with_conversation().await;
+    // Fits as a message; as an edit (fallback and new content) it would not.
+    let long = "x".repeat(31 * 1024);
+    let id = bridge.sent("alice", &long).await;
+    let sends = bridge.matrix.sends().len();
+    let too_big = bridge.edit("alice", id, &format!("{long}!"), None).await;
+    assert_eq!(too_big.status(), 413, "{:?}", json_of(&too_big));
+    assert_eq!(bridge.matrix.sends().len(), sends, "nothing sent");
+    assert_eq!(bridge.stored_message(id).await.body, long, "nothing stored");
+
+    // A second conversation alice is in: grp-42's message is not in it.
+    let mut other = Event::load("provision-create-conversation").by("svc", true);
+    other.json["body"] = json!(
+        json!({"id": "grp-7", "kind": "group", "members": [{"user_id": "alice", "role": "owner"}]})
+            .to_string()
+    );
+    assert_eq!(bridge.handle(other).await.status(), 201);
+    let elsewhere = Event::load("edit-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string())
+        .body(json!({"body": "wrong room"}));
+    assert_eq!(bridge.call("edit", elsewhere.request()).await.status(), 404);
+    let delete_elsewhere = Event::load("delete-message")
+        .by("alice", false)
+        .path_param("id", "grp-7")
+        .path_param("message_id", &id.to_string());
+    assert_eq!(
+        bridge
+            .call("delete", delete_elsewhere.request())
+            .await
+            .status(),
+        404
+    );
+    assert!(bridge.redactions().is_empty());
 }
 
 // ----------------------------------------------------------- provisioning

@@ -86,7 +86,7 @@ impl RetryLoop {
             service: RetryService::new(
                 DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
                 AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
-                8,
+                bridge::config::SweepSettings::default().max_age,
                 Metrics::off(retry::NAME),
             ),
         }

@@ -7,11 +7,13 @@
 mod support;
 
 use bridge::ids::{AppUserId, ConversationId, PuppetNamer};
-use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
+use bridge::media::MediaInfo;
 use bridge::model::{
-    Conversation, ConversationKind, ConversationStatus, Delivery, Format, IdempotencyRecord,
-    Member, Message, MessageId, MessageStatus, Origin, Puppet, Role, Sender,
+    Attachment, Conversation, ConversationKind, ConversationStatus, Delivery, Format,
+    IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
+    Puppet, Role, Sender,
 };
+use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
 use bridge::store::{Claim, DynamoStore, MemberWrite, MemoryStore, Outbox, Store, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
@@ -49,6 +51,7 @@ fn member(id: &ConversationId, name: &str, joined: bool) -> Member {
         role: Role::Member,
         display_name: Some(name.to_uppercase()),
         joined,
+        typing_until: None,
     }
 }
 
@@ -69,6 +72,7 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         format: Format::Plain,
         html: None,
         reply_to: None,
+        attachments: Vec::new(),
         status: MessageStatus::Pending,
         delivery,
         event_id: None,
@@ -540,7 +544,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     ));
     assert!(matches!(
         store
-            .update_message(&stored, &edited, Outbox::RequireEmpty, None)
+            .update_message(&stored, &edited, Outbox::EnterIfEmpty, None)
             .await,
         Err(StoreError::Rejected)
     ));
@@ -565,7 +569,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     let mut deleted = done.clone();
     deleted.status = MessageStatus::Deleted;
     store
-        .update_message(&done, &deleted, Outbox::RequireEmpty, None)
+        .update_message(&done, &deleted, Outbox::EnterIfEmpty, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -576,11 +580,164 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     ));
 }
 
+async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let pending = message(&id, "alice", "lost job", Delivery::Queued);
+    store.insert_message(&pending, None).await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let ours = |found: Vec<Message>| -> Vec<MessageId> {
+        found
+            .into_iter()
+            .filter(|m| m.conversation_id == id)
+            .map(|m| m.id)
+            .collect()
+    };
+    let earlier = OffsetDateTime::now_utc() - Duration::minutes(10);
+    assert!(ours(store.stale_pending(earlier, 100).await.unwrap()).is_empty());
+    assert_eq!(
+        ours(store.stale_pending(later, 1000).await.unwrap()),
+        [pending.id]
+    );
+    store
+        .mark_sent(&pending, event_id!("$found"))
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+
+    // A pending change is pending too, until it settles.
+    let read = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut edited = read.clone();
+    edited.pending_change = Some(PendingChange {
+        kind: ChangeKind::Edit,
+        delivery: Delivery::Direct,
+    });
+    store
+        .update_message(&read, &edited, Outbox::EnterIfEmpty, None)
+        .await
+        .unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let found = store.stale_pending(later, 1000).await.unwrap();
+    assert_eq!(ours(found), [pending.id]);
+    let changed = store.message(&id, pending.id).await.unwrap().unwrap();
+    let mut settled = changed.clone();
+    settled.pending_change = None;
+    store
+        .update_message(&changed, &settled, Outbox::Leave, None)
+        .await
+        .unwrap();
+    assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+}
+
+async fn messages_in_flight_count_in_the_outbox(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "in flight", Delivery::Direct);
+    store.insert_message(&first, None).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    // A send accepted while the first is in flight cannot overtake it.
+    let second = message(&id, "alice", "right behind", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&second, None).await,
+        Err(StoreError::Rejected)
+    ));
+    // Handing it to the retry function keeps it counted.
+    store.mark_queued(&first).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    store.mark_sent(&first, event_id!("$flight")).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    store.insert_message(&second, None).await.unwrap();
+}
+
+async fn the_outbox_counts_what_is_stored_not_a_stale_copy(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let direct = message(&id, "alice", "answer lost", Delivery::Direct);
+    store.insert_message(&direct, None).await.unwrap();
+    // Another request moved it to the outbox; this copy still says direct.
+    store.mark_queued(&direct).await.unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    store.mark_sent(&direct, event_id!("$stale")).await.unwrap();
+    assert_eq!(
+        store.conversation(&id).await.unwrap().unwrap().outbox,
+        0,
+        "out of the outbox, as stored"
+    );
+    // And a queued copy of a direct message does not count it out.
+    let other = message(&id, "alice", "direct", Delivery::Direct);
+    store.insert_message(&other, None).await.unwrap();
+    let mut stale_queued = other.clone();
+    stale_queued.delivery = Delivery::Queued;
+    store
+        .mark_failed(&stale_queued, "the homeserver refused it (M_BAD_JSON)")
+        .await
+        .unwrap();
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+}
+
+async fn expired_idempotency_keys_count_as_absent(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "yesterday", Delivery::Direct);
+    let scope = format!("alice/{id}/old-key");
+    let expired = IdempotencyRecord {
+        scope: scope.clone(),
+        body_hash: "h".into(),
+        message_id: first.id,
+        conversation_id: id.clone(),
+        expires_at: OffsetDateTime::now_utc() - Duration::minutes(1),
+    };
+    store.insert_message(&first, Some(&expired)).await.unwrap();
+    store.mark_sent(&first, event_id!("$y")).await.unwrap();
+    let context = store
+        .send_context(&id, &puppet_id("alice"), Some(&scope))
+        .await
+        .unwrap();
+    assert_eq!(context.idempotency, None, "expired: not remembered");
+    let second = message(&id, "alice", "today", Delivery::Direct);
+    let fresh = IdempotencyRecord {
+        message_id: second.id,
+        expires_at: OffsetDateTime::now_utc() + Duration::hours(24),
+        ..expired
+    };
+    store.insert_message(&second, Some(&fresh)).await.unwrap();
+    let context = store
+        .send_context(&id, &puppet_id("alice"), Some(&scope))
+        .await
+        .unwrap();
+    assert_eq!(context.idempotency.map(|r| r.message_id), Some(second.id));
+}
+
+async fn history_pages_past_a_megabyte(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    // 40 messages of 30 KiB: more than one 1 MB page of the table.
+    for n in 0..40 {
+        let m = message(
+            &id,
+            "alice",
+            &format!("{n:02}{}", "x".repeat(30 * 1024)),
+            Delivery::Direct,
+        );
+        store.insert_message(&m, None).await.unwrap();
+        store
+            .mark_sent(
+                &m,
+                &ruma::OwnedEventId::try_from(format!("$big{n}")).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let page = store.messages(&id, 38, None).await.unwrap();
+    assert_eq!(page.messages.len(), 38);
+    assert!(page.next.is_some(), "two older messages are left");
+    let rest = store.messages(&id, 38, page.next).await.unwrap();
+    assert_eq!(rest.messages.len(), 2);
+    assert_eq!(rest.next, None);
+    assert!(rest.messages[1].body.starts_with("00"));
+}
+
 async fn history_pages_newest_first(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let mut sent = Vec::new();
     for n in 1..=5 {
-        let m = message(&id, "alice", &format!("message {n}"), Delivery::Direct);
+        // Queued: each waits in the outbox behind the one before.
+        let m = message(&id, "alice", &format!("message {n}"), Delivery::Queued);
         store.insert_message(&m, None).await.unwrap();
         sent.push(m.id);
     }
@@ -619,6 +776,7 @@ fn member_sync(id: &ConversationId, name: &str, delivery: Delivery) -> PendingSy
         },
         id: MessageId::new(),
         delivery,
+        since: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
     }
 }
 
@@ -635,26 +793,42 @@ async fn member_changes_carry_their_sync(store: &impl Store) {
     let first = member_sync(&id, "carol", Delivery::Direct);
     let put = MemberWrite::Put(&carol);
     store
-        .change_member(put, &first, None, Outbox::RequireEmpty)
+        .change_member(put, &first, None, Outbox::EnterIfEmpty)
         .await
         .unwrap();
     let context = store.sync_context(&id, &first.subject).await.unwrap();
     assert_eq!(context.member.as_ref(), Some(&carol));
     assert_eq!(context.sync.as_ref(), Some(&first));
     assert_eq!(context.conversation.unwrap().id, id);
+    assert_eq!(outbox_of(store, &id).await, 1, "counted while in flight");
 
-    // A change made against an older read is refused: a sync is pending.
-    let second = member_sync(&id, "carol", Delivery::Direct);
+    // Nothing else goes directly while it is in flight.
+    let dave = member(&id, "dave", false);
+    let direct = member_sync(&id, "dave", Delivery::Direct);
     assert!(matches!(
         store
-            .change_member(put, &second, None, Outbox::RequireEmpty)
+            .change_member(MemberWrite::Put(&dave), &direct, None, Outbox::EnterIfEmpty)
             .await,
         Err(StoreError::Rejected)
     ));
+    let in_flight = message(&id, "alice", "behind the change", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&in_flight, None).await,
+        Err(StoreError::Rejected)
+    ));
+
+    // A change made against an older read is refused: a sync is pending.
+    let second = member_sync(&id, "carol", Delivery::Queued);
+    assert!(matches!(
+        store.change_member(put, &second, None, Outbox::Keep).await,
+        Err(StoreError::Rejected)
+    ));
+    // Replacing it keeps its place in the outbox.
     store
-        .change_member(put, &second, Some(first.id), Outbox::RequireEmpty)
+        .change_member(put, &second, Some(first.id), Outbox::Keep)
         .await
         .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
     assert!(
         matches!(store.settle_sync(&first).await, Err(StoreError::Rejected)),
         "a replaced sync does not settle"
@@ -663,29 +837,10 @@ async fn member_changes_carry_their_sync(store: &impl Store) {
         store.queue_sync(&first).await,
         Err(StoreError::Rejected)
     ));
-
-    // Moved into the outbox, then settled out of it.
-    store.queue_sync(&second).await.unwrap();
     assert_eq!(outbox_of(store, &id).await, 1);
-    let queued = PendingSync {
-        delivery: Delivery::Queued,
-        ..second.clone()
-    };
-    let removal = member_sync(&id, "carol", Delivery::Queued);
-    assert!(
-        matches!(
-            store
-                .change_member(
-                    MemberWrite::Put(&carol),
-                    &removal,
-                    Some(second.id),
-                    Outbox::RequireEmpty
-                )
-                .await,
-            Err(StoreError::Rejected)
-        ),
-        "not directly while the outbox is not empty"
-    );
+
+    // A direct one handed to the retry function stays counted, once.
+    let removal = member_sync(&id, "carol", Delivery::Direct);
     let carol_id = puppet_id("carol");
     store
         .change_member(
@@ -698,11 +853,30 @@ async fn member_changes_carry_their_sync(store: &impl Store) {
         .unwrap();
     let context = store.sync_context(&id, &removal.subject).await.unwrap();
     assert_eq!(context.member, None, "removed from the table at once");
+    store.queue_sync(&removal).await.unwrap();
+    assert!(
+        matches!(store.queue_sync(&removal).await, Err(StoreError::Rejected)),
+        "queued already"
+    );
+    assert_eq!(outbox_of(store, &id).await, 1);
+    let queued = store
+        .sync_context(&id, &removal.subject)
+        .await
+        .unwrap()
+        .sync
+        .unwrap();
+    assert_eq!(
+        queued,
+        PendingSync {
+            delivery: Delivery::Queued,
+            ..removal.clone()
+        }
+    );
     assert!(matches!(
-        store.settle_sync(&queued).await,
+        store.settle_sync(&second).await,
         Err(StoreError::Rejected)
     ));
-    store.settle_sync(&removal).await.unwrap();
+    store.settle_sync(&queued).await.unwrap();
     assert_eq!(outbox_of(store, &id).await, 0);
     assert_eq!(
         store
@@ -712,9 +886,13 @@ async fn member_changes_carry_their_sync(store: &impl Store) {
             .sync,
         None
     );
+    assert!(
+        matches!(store.settle_sync(&queued).await, Err(StoreError::Rejected)),
+        "settled once"
+    );
+    assert_eq!(outbox_of(store, &id).await, 0);
 
     // Entering the outbox counts it.
-    let dave = member(&id, "dave", false);
     let entering = member_sync(&id, "dave", Delivery::Queued);
     store
         .change_member(MemberWrite::Put(&dave), &entering, None, Outbox::Enter)
@@ -738,6 +916,90 @@ async fn member_changes_carry_their_sync(store: &impl Store) {
         store.member(&id, &puppet_id("dave")).await.unwrap(),
         Some(dave)
     );
+    assert_eq!(outbox_of(store, &id).await, 0);
+}
+
+async fn pending_syncs_are_found_until_they_settle(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let now = OffsetDateTime::now_utc();
+    let ours = |found: Vec<PendingSync>| -> Vec<MessageId> {
+        found
+            .into_iter()
+            .filter(|sync| sync.conversation_id == id)
+            .map(|sync| sync.id)
+            .collect()
+    };
+    let old = PendingSync {
+        since: now - Duration::hours(1),
+        ..member_sync(&id, "carol", Delivery::Direct)
+    };
+    store
+        .change_member(
+            MemberWrite::Put(&member(&id, "carol", false)),
+            &old,
+            None,
+            Outbox::EnterIfEmpty,
+        )
+        .await
+        .unwrap();
+    let recent = PendingSync {
+        subject: SyncSubject::Room,
+        ..member_sync(&id, "unused", Delivery::Queued)
+    };
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    let renamed = Conversation {
+        name: Some("Renamed".into()),
+        ..read.clone()
+    };
+    store
+        .change_room(&read, &renamed, &recent, None, Outbox::Enter)
+        .await
+        .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 2);
+
+    let ten_minutes_ago = now - Duration::minutes(10);
+    let stale = store.stale_syncs(ten_minutes_ago, 100).await.unwrap();
+    assert_eq!(ours(stale.clone()), [old.id], "only the old one");
+    assert_eq!(
+        stale.into_iter().find(|sync| sync.id == old.id),
+        Some(old.clone()),
+        "read back whole"
+    );
+    let later = now + Duration::seconds(2);
+    assert_eq!(
+        ours(store.stale_syncs(later, 100).await.unwrap()),
+        [old.id, recent.id],
+        "the longest pending first"
+    );
+    assert!(
+        store
+            .stale_pending(later, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|message| message.conversation_id != id),
+        "no sync among the messages"
+    );
+
+    // Handed to the retry function, it is still pending.
+    store.queue_sync(&old).await.unwrap();
+    let queued = PendingSync {
+        delivery: Delivery::Queued,
+        ..old.clone()
+    };
+    assert_eq!(
+        store
+            .stale_syncs(ten_minutes_ago, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|sync| sync.id == old.id),
+        Some(queued.clone())
+    );
+    store.settle_sync(&queued).await.unwrap();
+    store.settle_sync(&recent).await.unwrap();
+    assert!(ours(store.stale_syncs(later, 100).await.unwrap()).is_empty());
+    assert_eq!(outbox_of(store, &id).await, 0);
 }
 
 async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl Store) {
@@ -750,20 +1012,26 @@ async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl S
         ..read.clone()
     };
     let sync = PendingSync {
-        conversation_id: id.clone(),
         subject: SyncSubject::Room,
-        id: MessageId::new(),
-        delivery: Delivery::Direct,
+        ..member_sync(&id, "unused", Delivery::Direct)
     };
     store
-        .change_room(&read, &renamed, &sync, None, Outbox::RequireEmpty)
+        .change_room(&read, &renamed, &sync, None, Outbox::EnterIfEmpty)
         .await
         .unwrap();
     let context = store.sync_context(&id, &SyncSubject::Room).await.unwrap();
-    assert_eq!(context.conversation.as_ref(), Some(&renamed));
+    assert_eq!(
+        context.conversation.as_ref(),
+        Some(&Conversation {
+            outbox: 1,
+            ..renamed.clone()
+        }),
+        "changed, and counted in the outbox while in flight"
+    );
     assert_eq!(context.sync.as_ref(), Some(&sync));
     assert_eq!(context.member, None);
     store.settle_sync(&sync).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
 
     // A send moved the outbox since: the read is stale.
     let queued = message(&id, "alice", "queued", Delivery::Queued);
@@ -788,6 +1056,15 @@ async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl S
         status: ConversationStatus::Archived,
         ..read.clone()
     };
+    assert!(
+        matches!(
+            store
+                .change_room(&read, &archived, &archive, None, Outbox::EnterIfEmpty)
+                .await,
+            Err(StoreError::Rejected)
+        ),
+        "not directly while the outbox is not empty"
+    );
     let archive = PendingSync {
         delivery: Delivery::Queued,
         ..archive
@@ -802,20 +1079,141 @@ async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl S
         (ConversationStatus::Archived, 2, Some("Renamed"))
     );
     // Nothing more changes an archived conversation.
-    let late = member_sync(&id, "erin", Delivery::Direct);
-    assert!(matches!(
-        store
-            .change_member(
-                MemberWrite::Put(&member(&id, "erin", false)),
-                &late,
-                None,
-                Outbox::Keep
-            )
-            .await,
-        Err(StoreError::Rejected)
-    ));
+    let late = member_sync(&id, "erin", Delivery::Queued);
+    for outbox in [Outbox::Keep, Outbox::Enter] {
+        assert!(matches!(
+            store
+                .change_member(
+                    MemberWrite::Put(&member(&id, "erin", false)),
+                    &late,
+                    None,
+                    outbox
+                )
+                .await,
+            Err(StoreError::Rejected)
+        ));
+    }
     store.settle_sync(&archive).await.unwrap();
     assert_eq!(outbox_of(store, &id).await, 1);
+}
+
+fn upload(id: &ConversationId, by: &str) -> MediaRecord {
+    MediaRecord {
+        media_id: MediaId::new(),
+        conversation_id: id.clone(),
+        uploader: user(by),
+        content_uri: "mxc://localhost/abcdef".into(),
+        info: MediaInfo {
+            mimetype: "image/png".into(),
+            size: 1234,
+            width: Some(640),
+            height: Some(480),
+        },
+        filename: "cat.png".into(),
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+async fn media_are_recorded_once_in_their_conversation(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let image = upload(&id, "alice");
+    store.put_media(&image).await.unwrap();
+    assert_eq!(
+        store.media(&id, image.media_id).await.unwrap(),
+        Some(image.clone())
+    );
+    assert!(
+        matches!(store.put_media(&image).await, Err(StoreError::Rejected)),
+        "an id is recorded once"
+    );
+    assert_eq!(
+        store.media(&fresh_id(), image.media_id).await.unwrap(),
+        None,
+        "not found from another conversation"
+    );
+    assert_eq!(store.media(&id, MediaId::new()).await.unwrap(), None);
+
+    let pdf = MediaRecord {
+        info: MediaInfo {
+            mimetype: "application/pdf".into(),
+            size: 9,
+            width: None,
+            height: None,
+        },
+        filename: "notes.pdf".into(),
+        ..upload(&id, "bob")
+    };
+    store.put_media(&pdf).await.unwrap();
+    assert_eq!(store.media(&id, pdf.media_id).await.unwrap(), Some(pdf));
+
+    // Media share the conversation's partition with its members and
+    // messages, and stay out of their reads.
+    let mut with_file = message(&id, "alice", "a caption", Delivery::Direct);
+    with_file.attachments = vec![Attachment::from(&image)];
+    store.insert_message(&with_file, None).await.unwrap();
+    let (_, members) = store.conversation_with_members(&id).await.unwrap().unwrap();
+    assert_eq!(members.len(), 2);
+    let page = store.messages(&id, 10, None).await.unwrap();
+    assert_eq!(
+        page.messages,
+        vec![with_file.clone()],
+        "the message keeps its file"
+    );
+}
+
+async fn typing_windows_open_once_until_they_end(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let alice = puppet_id("alice");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::seconds(10);
+    assert!(store.start_typing(&id, &alice, now, until).await.unwrap());
+    let stored = store.member(&id, &alice).await.unwrap().unwrap();
+    assert_eq!(
+        stored
+            .typing_until
+            .map(|t| t.unix_timestamp_nanos() / 1_000_000),
+        Some(until.unix_timestamp_nanos() / 1_000_000),
+        "kept to the millisecond"
+    );
+    let later = now + Duration::seconds(5);
+    assert!(
+        !store
+            .start_typing(&id, &alice, later, later + Duration::seconds(10))
+            .await
+            .unwrap(),
+        "within the window: nothing to tell"
+    );
+    let after = until + Duration::milliseconds(1);
+    assert!(
+        store
+            .start_typing(&id, &alice, after, after + Duration::seconds(10))
+            .await
+            .unwrap(),
+        "the window ended: a new one"
+    );
+    assert!(store.stop_typing(&id, &alice).await.unwrap());
+    assert!(
+        !store.stop_typing(&id, &alice).await.unwrap(),
+        "closed once"
+    );
+    assert_eq!(
+        store.member(&id, &alice).await.unwrap().unwrap(),
+        member(&id, "alice", true),
+        "nothing else of the member changed"
+    );
+    assert!(
+        store.start_typing(&id, &alice, now, until).await.unwrap(),
+        "closed: a new one at once"
+    );
+
+    let carol = puppet_id("carol");
+    assert!(!store.start_typing(&id, &carol, now, until).await.unwrap());
+    assert!(!store.stop_typing(&id, &carol).await.unwrap());
+    assert_eq!(
+        store.member(&id, &carol).await.unwrap(),
+        None,
+        "no member made up"
+    );
 }
 
 async fn memory() -> MemoryStore {
@@ -870,7 +1268,15 @@ both_adapters!(
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
     updates_hold_only_while_the_message_is_as_read,
+    the_outbox_counts_what_is_stored_not_a_stale_copy,
+    messages_in_flight_count_in_the_outbox,
+    pending_operations_are_found_until_they_settle,
+    expired_idempotency_keys_count_as_absent,
+    history_pages_past_a_megabyte,
     history_pages_newest_first,
     member_changes_carry_their_sync,
+    pending_syncs_are_found_until_they_settle,
     room_changes_hold_only_while_the_conversation_is_as_read,
+    media_are_recorded_once_in_their_conversation,
+    typing_windows_open_once_until_they_end,
 );

@@ -84,11 +84,16 @@ fn each_function_is_triggered_as_registered() {
             .iter()
             .find(|(binary, _)| binary == function.name)
             .unwrap();
-        let http = events(resource, "HttpApi").len();
-        let sqs = events(resource, "SQS").len();
+        let counts = (
+            events(resource, "HttpApi").len(),
+            events(resource, "SQS").len(),
+            events(resource, "Schedule").len(),
+        );
+        let name = function.name;
         match function.trigger {
-            Trigger::Http => assert!(http > 0 && sqs == 0, "{}: HTTP routes only", function.name),
-            Trigger::Queue => assert!(sqs == 1 && http == 0, "{}: one queue", function.name),
+            Trigger::Http => assert!(counts.0 > 0 && counts.1 + counts.2 == 0, "{name}: routes"),
+            Trigger::Queue => assert_eq!(counts, (0, 1, 0), "{name}: one queue"),
+            Trigger::Schedule => assert_eq!(counts, (0, 0, 1), "{name}: one schedule"),
         }
     }
 }
@@ -150,5 +155,32 @@ fn every_route_goes_to_a_registered_http_function() {
             .find(|f| f.name == spec.function)
             .unwrap_or_else(|| panic!("{} goes to unregistered {}", spec.key(), spec.function));
         assert_eq!(function.trigger, Trigger::Http, "{}", spec.key());
+    }
+}
+
+#[test]
+fn the_log_level_can_never_be_trace() {
+    // At TRACE the Lambda runtime logs raw events, tokens included.
+    let template = template();
+    let allowed: Vec<&str> = template["Parameters"]["LogLevel"]["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !allowed.is_empty() && !allowed.contains(&"TRACE"),
+        "{allowed:?}"
+    );
+    let level = &template["Globals"]["Function"]["LoggingConfig"]["ApplicationLogLevel"];
+    let Value::Tagged(reference) = level else {
+        panic!("the log level is the LogLevel parameter: {level:?}");
+    };
+    assert_eq!(reference.value.as_str(), Some("LogLevel"));
+    for (binary, resource) in functions(&template) {
+        assert!(
+            resource["Properties"].get("LoggingConfig").is_none(),
+            "{binary} sets its own logging"
+        );
     }
 }

@@ -21,8 +21,9 @@ use crate::ids::ConversationId;
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
-/// An API request, parsed from an API Gateway HTTP API event.
-#[derive(Debug)]
+/// An API request, parsed from an API Gateway HTTP API event. Its `Debug`
+/// names the headers without their values: a bearer token must never reach
+/// a log.
 pub struct ApiRequest {
     pub route: Route,
     pub request_id: String,
@@ -33,8 +34,8 @@ pub struct ApiRequest {
     body: Bytes,
 }
 
-/// What every route's request has, before its caller is known.
-#[derive(Debug)]
+/// What every route's request has, before its caller is known (no `Debug`:
+/// it holds the headers and the claims).
 pub(super) struct Parsed {
     pub route: &'static RouteSpec,
     pub request_id: String,
@@ -109,6 +110,20 @@ impl Parsed {
             body,
             claims,
         })
+    }
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
+        f.debug_struct("ApiRequest")
+            .field("route", &self.route)
+            .field("request_id", &self.request_id)
+            .field("caller", &self.caller)
+            .field("path", &self.path)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -344,6 +359,25 @@ mod tests {
             "{}",
         );
         assert!(ApiRequest::from_lambda("provision", request).is_ok());
+    }
+
+    #[test]
+    fn debug_output_names_headers_without_their_values() {
+        let mut request = event(
+            "GET /v1/conversations/{id}/messages",
+            "/v1/conversations/grp-1/messages",
+            ALICE,
+            "application/json",
+            "",
+        );
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            "Bearer eyJ.secret.token".parse().unwrap(),
+        );
+        let request = ApiRequest::from_lambda("history", request).unwrap();
+        let debug = format!("{request:?}");
+        assert!(debug.contains("authorization"), "{debug}");
+        assert!(!debug.contains("eyJ.secret.token"), "{debug}");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Route {
     DeleteMessage,
     ListMessages,
     GetMessage,
+    UploadMedia,
+    SetTyping,
+    MarkRead,
 }
 
 /// One row of the route table.
@@ -187,6 +190,27 @@ pub const ROUTES: &[RouteSpec] = &[
         method: Method::GET,
         path: "/v1/conversations/{id}/messages/{message_id}",
         function: "history",
+        auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::UploadMedia,
+        method: Method::POST,
+        path: "/v1/conversations/{id}/media",
+        function: "media",
+        auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::SetTyping,
+        method: Method::POST,
+        path: "/v1/conversations/{id}/typing",
+        function: "activity",
+        auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::MarkRead,
+        method: Method::POST,
+        path: "/v1/conversations/{id}/read",
+        function: "activity",
         auth: Auth::User,
     },
 ];

@@ -1,13 +1,14 @@
 //! The JSON shapes the API answers with (API.md), built from the records.
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::ids::{AppUserId, ConversationId};
+use crate::media::MediaInfo;
 use crate::model::{
-    Conversation, ConversationKind, ConversationStatus, Format, Member, Message, MessageId,
-    MessageStatus, Origin, Role, Sender, Visibility,
+    Attachment, Conversation, ConversationKind, ConversationStatus, Format, MediaId, MediaRecord,
+    Member, Message, MessageId, MessageStatus, Origin, Role, Sender, Visibility,
 };
 
 #[derive(Serialize)]
@@ -88,6 +89,61 @@ impl<'a> From<&'a Sender> for SenderView<'a> {
     }
 }
 
+/// An uploaded file, as the upload answers with it and a message carries it.
+#[derive(Serialize)]
+pub struct MediaView<'a> {
+    media_id: MediaId,
+    content_uri: &'a OwnedMxcUri,
+    mimetype: &'a str,
+    size: u64,
+    filename: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u32>,
+}
+
+impl<'a> MediaView<'a> {
+    fn new(
+        media_id: MediaId,
+        content_uri: &'a OwnedMxcUri,
+        info: &'a MediaInfo,
+        filename: &'a str,
+    ) -> Self {
+        Self {
+            media_id,
+            content_uri,
+            mimetype: &info.mimetype,
+            size: info.size,
+            filename,
+            width: info.width,
+            height: info.height,
+        }
+    }
+}
+
+impl<'a> From<&'a MediaRecord> for MediaView<'a> {
+    fn from(media: &'a MediaRecord) -> Self {
+        Self::new(
+            media.media_id,
+            &media.content_uri,
+            &media.info,
+            &media.filename,
+        )
+    }
+}
+
+impl<'a> From<&'a Attachment> for MediaView<'a> {
+    fn from(attachment: &'a Attachment) -> Self {
+        Self::new(
+            attachment.media_id,
+            &attachment.content_uri,
+            &attachment.info,
+            &attachment.filename,
+        )
+    }
+}
+
 #[derive(Serialize)]
 pub struct MessageView<'a> {
     id: MessageId,
@@ -101,6 +157,8 @@ pub struct MessageView<'a> {
     html: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<MessageId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<MediaView<'a>>,
     status: MessageStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<&'a OwnedEventId>,
@@ -139,6 +197,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             format: message.format,
             html: message.html.as_deref(),
             reply_to: message.reply_to,
+            attachments: message.attachments.iter().map(MediaView::from).collect(),
             status: message.status,
             event_id: message.event_id.as_ref(),
             origin: message.origin,

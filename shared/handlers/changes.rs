@@ -12,11 +12,41 @@
 use ruma::RoomId;
 
 use crate::error::Error;
+use crate::handlers::outbound::own_content;
+use crate::ids::PuppetNamer;
 use crate::matrix::Matrix;
-use crate::matrix::content::edit_content;
+use crate::matrix::content::replacement;
+use crate::metrics::Metrics;
 use crate::model::{ChangeKind, Delivery, Message, PendingChange};
+use crate::ports::{InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{Outbox, Store, StoreError};
+
+/// The state of a function that changes messages (edit, delete), built
+/// once per container.
+pub struct Changer<S, M, Q> {
+    pub store: S,
+    pub matrix: M,
+    pub queue: Q,
+    pub namer: PuppetNamer,
+    pub metrics: Metrics,
+}
+
+impl<S, M, Q> Changer<S, M, Q> {
+    /// The state of the function `name`.
+    pub async fn build<P>(ports: &P, name: &'static str) -> Result<Self, InitError>
+    where
+        P: Ports<Store = S, Matrix = M, Queue = Q>,
+    {
+        Ok(Self {
+            store: ports.store().await?,
+            matrix: ports.matrix()?,
+            queue: ports.queue().await?,
+            namer: ports.namer()?,
+            metrics: ports.metrics(name),
+        })
+    }
+}
 
 /// What became of a change the API accepted.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,12 +74,9 @@ pub async fn send_change<M: Matrix>(
     let txn_id = message.change_txn_id();
     match &change.kind {
         ChangeKind::Edit => {
-            let content = edit_content(
-                event_id,
-                &message.body,
-                message.html.as_deref(),
-                &message.id,
-            )?;
+            // The message's whole new content: its text, or its file with
+            // the new caption.
+            let content = replacement(event_id, own_content(message), &message.id)?;
             let sender = &message.sender.matrix_user_id;
             matrix.send_message(room, sender, &txn_id, &content).await?;
         }
@@ -68,16 +95,17 @@ pub async fn send_change<M: Matrix>(
 }
 
 /// Records that `read`'s pending change is over: it reached Matrix, or
-/// failed for good with `failure`. It leaves the outbox if it was queued.
-/// `Rejected` when the message changed since it was read.
+/// failed for good with `failure`. It leaves the outbox. `Rejected` when
+/// the message changed since it was read.
 pub async fn settle_change<S: Store>(
     store: &S,
     read: &Message,
     failure: Option<String>,
 ) -> Result<Message, StoreError> {
-    let outbox = match read.pending_change.as_ref().map(|change| change.delivery) {
-        Some(Delivery::Queued) => Outbox::Leave,
-        _ => Outbox::Keep,
+    let outbox = if read.pending_change.is_some() {
+        Outbox::Leave
+    } else {
+        Outbox::Keep
     };
     let mut settled = read.clone();
     settled.pending_change = None;
@@ -89,7 +117,8 @@ pub async fn settle_change<S: Store>(
     Ok(settled)
 }
 
-/// Moves `read`'s direct pending change into the outbox and queues a job for it.
+/// Hands `read`'s direct pending change over to the retry function (it
+/// stays counted in the outbox) and queues a job for it.
 async fn queue_change<S: Store, Q: RetryQueue>(
     store: &S,
     queue: &Q,
@@ -100,7 +129,7 @@ async fn queue_change<S: Store, Q: RetryQueue>(
         change.delivery = Delivery::Queued;
     }
     store
-        .update_message(read, &queued, Outbox::Enter, None)
+        .update_message(read, &queued, Outbox::Keep, None)
         .await?;
     queued.revision += 1;
     queue
@@ -113,18 +142,19 @@ async fn queue_change<S: Store, Q: RetryQueue>(
     Ok(queued)
 }
 
-/// How a change goes to Matrix, and how it moves the conversation's outbox:
-/// a change whose subject already waits in the outbox replaces it there
-/// (its job delivers the latest); else it goes directly while nothing waits
-/// in the outbox, and joins the outbox otherwise. Message changes and
-/// provisioning changes (`provision::apply`) decide alike.
-pub fn route(already_queued: bool, outbox_empty: bool) -> (Delivery, Outbox) {
-    if already_queued {
-        (Delivery::Queued, Outbox::Keep)
-    } else if outbox_empty {
-        (Delivery::Direct, Outbox::RequireEmpty)
-    } else {
-        (Delivery::Queued, Outbox::Enter)
+/// How a change goes to Matrix, and how it moves the conversation's outbox,
+/// given the delivery of the pending change of the same subject that it
+/// replaces, if any. A replaced change is counted in the outbox already:
+/// the new one takes its place there, queued, and the retry function
+/// delivers the latest. Else it goes directly while the outbox is empty
+/// (counted in it while in flight), and joins the outbox otherwise.
+/// Message changes and provisioning changes (`provision::apply`) decide
+/// alike.
+pub fn route(replaced: Option<Delivery>, outbox_empty: bool) -> (Delivery, Outbox) {
+    match replaced {
+        Some(_) => (Delivery::Queued, Outbox::Keep),
+        None if outbox_empty => (Delivery::Direct, Outbox::EnterIfEmpty),
+        None => (Delivery::Queued, Outbox::Enter),
     }
 }
 
@@ -144,12 +174,11 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
 ) -> Result<Accepted, Error> {
     let (store, matrix, queue) = ports;
     changed.changes = read.changes + 1;
-    // A queued change is replaced: its job delivers the latest one.
-    let already_queued = read
-        .pending_change
-        .as_ref()
-        .is_some_and(|change| change.delivery == Delivery::Queued);
-    let (delivery, outbox) = route(already_queued, outbox_empty);
+    // A pending change is replaced: it is counted in the outbox already,
+    // and its delivery (its request, or its job) delivers the latest one.
+    let replaced = read.pending_change.as_ref().map(|change| change.delivery);
+    let (delivery, outbox) = route(replaced, outbox_empty);
+    let already_queued = replaced == Some(Delivery::Queued);
     changed.pending_change = Some(PendingChange { kind, delivery });
     store
         .update_message(read, &changed, outbox, idempotency)

@@ -12,15 +12,15 @@ use lambda_http::{Body, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::changes::{Accepted, apply_change};
+use super::changes::{Accepted, Changer, apply_change};
 use super::target::Target;
 use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
-use crate::ids::{AppUserId, PuppetNamer};
+use crate::ids::AppUserId;
 use crate::matrix::Matrix;
-use crate::metrics::{Counter, Metrics};
-use crate::model::{ChangeKind, Delivery, Message, MessageStatus, Role};
+use crate::metrics::Counter;
+use crate::model::{ChangeKind, Message, MessageStatus, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -36,13 +36,9 @@ pub fn function<P: Ports>() -> Function<P> {
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
-    Ok(Handler::Http(Box::new(DeleteService {
-        store: ports.store().await?,
-        matrix: ports.matrix()?,
-        queue: ports.queue().await?,
-        namer: ports.namer()?,
-        metrics: ports.metrics(NAME),
-    })))
+    Ok(Handler::Http(Box::new(DeleteService(
+        Changer::build(ports, NAME).await?,
+    ))))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,13 +49,7 @@ struct DeleteMessage {
 }
 
 /// The delete function's state, built once per container.
-pub struct DeleteService<S, M, Q> {
-    store: S,
-    matrix: M,
-    queue: Q,
-    namer: PuppetNamer,
-    metrics: Metrics,
-}
+pub struct DeleteService<S, M, Q>(Changer<S, M, Q>);
 
 impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> HttpFunction
     for DeleteService<S, M, Q>
@@ -71,7 +61,7 @@ impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> HttpFunct
 
 impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
     pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
-        api::serve(&self.metrics, request, |request| async move {
+        api::serve(&self.0.metrics, request, |request| async move {
             match request.route {
                 Route::DeleteMessage => self.delete(request).await,
                 _ => Err(ApiError::NotFound("no such route".into())),
@@ -101,8 +91,14 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
         }
         let user = request.caller.acting_user(input.as_user.clone())?;
         for _ in 0..3 {
-            let target =
-                Target::read(&self.store, &self.namer, &request, user.clone(), "delete").await?;
+            let target = Target::read(
+                &self.0.store,
+                &self.0.namer,
+                &request,
+                user.clone(),
+                "delete",
+            )
+            .await?;
             if target.is_deleted() {
                 return api::no_content();
             }
@@ -119,17 +115,16 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             let read = &target.message;
             let deleted = deleted(read);
             let outcome = match read.status {
-                // Never reached Matrix: nothing to redact. A queued send
+                // Never reached Matrix: nothing to redact. A pending send
                 // leaves the outbox; its job finds the message deleted.
                 MessageStatus::Pending | MessageStatus::Failed => {
-                    let outbox = if read.status == MessageStatus::Pending
-                        && read.delivery == Delivery::Queued
-                    {
+                    let outbox = if read.status == MessageStatus::Pending {
                         Outbox::Leave
                     } else {
                         Outbox::Keep
                     };
-                    self.store
+                    self.0
+                        .store
                         .update_message(read, &deleted, outbox, target.idempotency.as_ref())
                         .await
                         .map(|()| Accepted::Done(deleted))
@@ -137,7 +132,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                 }
                 MessageStatus::Sent | MessageStatus::Deleted => {
                     apply_change(
-                        (&self.store, &self.matrix, &self.queue),
+                        (&self.0.store, &self.0.matrix, &self.0.queue),
                         &target.room_id,
                         read,
                         deleted,
@@ -153,14 +148,14 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             };
             match outcome {
                 Ok(Accepted::Done(message)) => {
-                    self.metrics.count(Counter::MessagesDeleted);
+                    self.0.metrics.count(Counter::MessagesDeleted);
                     if let Some(failure) = &message.failure {
                         tracing::warn!(message_id = %message.id, failure, "deleted here, not in Matrix");
                     }
                     return api::no_content();
                 }
                 Ok(Accepted::Queued(_)) => {
-                    self.metrics.count(Counter::MessagesQueued);
+                    self.0.metrics.count(Counter::MessagesQueued);
                     return api::no_content();
                 }
                 Err(Error::Store(StoreError::Rejected)) => continue,

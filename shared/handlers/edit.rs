@@ -11,15 +11,17 @@ use lambda_http::{Body, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::changes::{Accepted, apply_change};
+use super::changes::{Accepted, Changer, apply_change};
+use super::outbound::{event_content, own_content};
 use super::target::Target;
 use super::text;
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
-use crate::ids::{AppUserId, PuppetNamer};
+use crate::ids::AppUserId;
 use crate::matrix::Matrix;
-use crate::metrics::{Counter, Metrics};
+use crate::matrix::content::replacement;
+use crate::metrics::Counter;
 use crate::model::{ChangeKind, Format, MessageStatus};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
@@ -33,13 +35,9 @@ pub fn function<P: Ports>() -> Function<P> {
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
-    Ok(Handler::Http(Box::new(EditService {
-        store: ports.store().await?,
-        matrix: ports.matrix()?,
-        queue: ports.queue().await?,
-        namer: ports.namer()?,
-        metrics: ports.metrics(NAME),
-    })))
+    Ok(Handler::Http(Box::new(EditService(
+        Changer::build(ports, NAME).await?,
+    ))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,13 +50,7 @@ struct EditMessage {
 }
 
 /// The edit function's state, built once per container.
-pub struct EditService<S, M, Q> {
-    store: S,
-    matrix: M,
-    queue: Q,
-    namer: PuppetNamer,
-    metrics: Metrics,
-}
+pub struct EditService<S, M, Q>(Changer<S, M, Q>);
 
 impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> HttpFunction
     for EditService<S, M, Q>
@@ -70,7 +62,7 @@ impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> HttpFunct
 
 impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
     pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
-        api::serve(&self.metrics, request, |request| async move {
+        api::serve(&self.0.metrics, request, |request| async move {
             match request.route {
                 Route::EditMessage => self.edit(request).await,
                 _ => Err(ApiError::NotFound("no such route".into())),
@@ -82,13 +74,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
     async fn edit(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
         let input: EditMessage = request.json()?;
         let user = request.caller.acting_user(input.as_user.clone())?;
-        let html = text::checked(&input.body, input.format)?;
+        let html = text::checked(&input.body, input.format, false)?;
         // A message changed by someone else in between is read again.
         for _ in 0..3 {
             let target =
-                Target::read(&self.store, &self.namer, &request, user.clone(), "edit").await?;
+                Target::read(&self.0.store, &self.0.namer, &request, user.clone(), "edit").await?;
             if target.replayed()? {
-                self.metrics.count(Counter::IdempotentReplays);
+                self.0.metrics.count(Counter::IdempotentReplays);
                 return api::json(200, &MessageView::from(&target.message));
             }
             if !target.by_sender() {
@@ -117,16 +109,22 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
             edited.format = input.format;
             edited.html = html.clone();
             edited.edited_at = Some(OffsetDateTime::now_utc());
+            // Refuse what Matrix would refuse, before anything is stored.
+            match &read.event_id {
+                Some(event_id) => replacement(event_id, own_content(&edited), &edited.id)?,
+                None => event_content(&edited, None)?,
+            };
             let outcome = if read.status == MessageStatus::Pending {
                 // Not in Matrix yet: what will be sent is the new text.
-                self.store
+                self.0
+                    .store
                     .update_message(read, &edited, Outbox::Keep, target.idempotency.as_ref())
                     .await
                     .map(|()| Accepted::Done(edited))
                     .map_err(crate::error::Error::from)
             } else {
                 apply_change(
-                    (&self.store, &self.matrix, &self.queue),
+                    (&self.0.store, &self.0.matrix, &self.0.queue),
                     &target.room_id,
                     read,
                     edited,
@@ -138,11 +136,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
             };
             match outcome {
                 Ok(Accepted::Done(message)) => {
-                    self.metrics.count(Counter::MessagesEdited);
+                    self.0.metrics.count(Counter::MessagesEdited);
                     return api::json(200, &MessageView::from(&message));
                 }
                 Ok(Accepted::Queued(message)) => {
-                    self.metrics.count(Counter::MessagesQueued);
+                    self.0.metrics.count(Counter::MessagesQueued);
                     return api::json(202, &MessageView::from(&message));
                 }
                 Err(crate::error::Error::Store(StoreError::Rejected)) => continue,

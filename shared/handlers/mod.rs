@@ -5,15 +5,20 @@
 //! Each function module has a `NAME`, a `function()` for the registry, and
 //! builds its own state from the [`Ports`](crate::ports::Ports).
 
+mod access;
+pub mod activity;
+mod attachments;
 pub mod changes;
 pub mod delete;
 pub mod edit;
 pub mod history;
+pub mod media;
 pub mod outbound;
 pub mod provision;
 mod puppets;
 pub mod retry;
 pub mod send;
+pub mod sweeper;
 mod target;
 mod text;
 
@@ -24,7 +29,7 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 6] {
+pub fn registry<P: Ports>() -> [Function<P>; 9] {
     [
         provision::function(),
         send::function(),
@@ -32,5 +37,8 @@ pub fn registry<P: Ports>() -> [Function<P>; 6] {
         delete::function(),
         history::function(),
         retry::function(),
+        media::function(),
+        activity::function(),
+        sweeper::function(),
     ]
 }

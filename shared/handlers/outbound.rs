@@ -1,10 +1,12 @@
 //! Sending a stored message into its room: what the send function does on
 //! the spot and the retry function does later, in one place.
 
+use ruma::events::relation::Reply;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use crate::error::Error;
-use crate::matrix::content::text_content;
+use crate::matrix::content::{media_message, text_message, to_event};
 use crate::matrix::{Matrix, MatrixError};
 use crate::model::Message;
 use crate::store::Store;
@@ -20,12 +22,26 @@ pub fn event_content(
     message: &Message,
     reply_to_event: Option<&ruma::EventId>,
 ) -> Result<serde_json::Value, Error> {
-    text_content(
-        &message.body,
-        message.html.as_deref(),
-        reply_to_event,
-        &message.id,
-    )
+    let mut content = own_content(message);
+    content.relates_to =
+        reply_to_event.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
+    to_event(&content, &message.id)
+}
+
+/// A message's own content, without relations: its file, the body its
+/// caption, when it has an attachment; else its text.
+pub fn own_content(message: &Message) -> RoomMessageEventContent {
+    let html = message.html.as_deref();
+    match message.attachments.first() {
+        Some(file) => media_message(
+            &file.info,
+            &file.content_uri,
+            &file.filename,
+            Some(&message.body),
+            html,
+        ),
+        None => text_message(&message.body, html),
+    }
 }
 
 /// The content of a stored message, looking up the event it replies to.

@@ -1,12 +1,15 @@
-//! The `retry` function: delivers the messages the send function accepted
-//! while the homeserver could not take them, from the FIFO retry queue.
+//! The `retry` function: delivers the operations accepted while the
+//! homeserver could not take them (sends, edits and deletes of messages,
+//! changes of rooms and members), from the FIFO retry queue.
 //!
 //! Jobs of one conversation arrive in order (`MessageGroupId`). When a job
 //! cannot be delivered yet, it and every later job of its conversation in
 //! the batch are reported as failures (a partial batch response), so SQS
 //! hands them back later, in the same order, after the visibility timeout.
-//! A refusal that retrying cannot fix, or the last allowed attempt, marks
-//! the message `failed` with the reason, and the conversation moves on.
+//! A refusal that retrying cannot fix, or an operation still undelivered
+//! past its deadline (`BRIDGE_MAX_PENDING_AGE_SECONDS`, a day), marks
+//! the message `failed` with the reason (a room or member change is
+//! dropped, and logged), and the conversation moves on.
 //!
 //! Before sending again, it looks for the message in the room's latest
 //! events: an earlier attempt may have landed with its answer lost, and the
@@ -15,6 +18,7 @@
 use std::collections::HashSet;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use time::OffsetDateTime;
 
 use super::changes::{send_change, settle_change};
 use super::outbound::{send_as_sender, stored_content};
@@ -36,11 +40,11 @@ pub fn function<P: Ports>() -> Function<P> {
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
-    let max_attempts = ports.retry_max_attempts()?;
+    let max_age = ports.sweep_settings()?.max_age;
     Ok(Handler::Queue(Box::new(RetryService::new(
         ports.store().await?,
         ports.matrix()?,
-        max_attempts,
+        max_age,
         ports.metrics(NAME),
     ))))
 }
@@ -58,8 +62,10 @@ enum Outcome {
 pub struct RetryService<S, M> {
     store: S,
     matrix: M,
-    /// The queue's `maxReceiveCount`: the attempt that gives up.
-    max_attempts: u32,
+    /// How long an operation may stay undelivered before it fails: until
+    /// then, a homeserver that cannot take it is waited for, however many
+    /// attempts that takes (a job that dead-letters meanwhile is swept back).
+    max_age: time::Duration,
     metrics: Metrics,
 }
 
@@ -70,13 +76,18 @@ impl<S: Store + 'static, M: Matrix + 'static> QueueFunction for RetryService<S, 
 }
 
 impl<S: Store, M: Matrix> RetryService<S, M> {
-    pub fn new(store: S, matrix: M, max_attempts: u32, metrics: Metrics) -> Self {
+    pub fn new(store: S, matrix: M, max_age: time::Duration, metrics: Metrics) -> Self {
         Self {
             store,
             matrix,
-            max_attempts: max_attempts.max(1),
+            max_age,
             metrics,
         }
+    }
+
+    /// Whether an operation accepted at `since` is past its deadline.
+    fn expired(&self, since: Option<OffsetDateTime>) -> bool {
+        since.is_some_and(|since| OffsetDateTime::now_utc() - since > self.max_age)
     }
 
     /// Processes a batch in order; the response names the jobs to retry.
@@ -166,15 +177,11 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                     self.metrics.count(Counter::ChangesDelivered);
                     settle_change(&self.store, &message, None).await
                 }
-                Err(err) if err.is_transient() && attempt < self.max_attempts => {
+                Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
                     return Ok(Outcome::Later(err.to_string()));
                 }
                 Err(err) => {
-                    let reason = if err.is_transient() {
-                        format!("gave up after {attempt} attempts: {}", err.reason())
-                    } else {
-                        err.reason()
-                    };
+                    let reason = final_reason(&err, attempt, self.max_age);
                     tracing::warn!(error = %err, message_id = %message.id, "change failed for good");
                     self.metrics.count(Counter::MessagesFailed);
                     let failure = format!("the change was not delivered: {reason}");
@@ -223,11 +230,12 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 self.metrics.count(Counter::ChangesDelivered);
                 Ok(Outcome::Done)
             }
-            Err(err) if err.is_transient() && attempt < self.max_attempts => {
+            Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
                 Ok(Outcome::Later(err.to_string()))
             }
             Err(err) => {
-                tracing::warn!(error = %err, conversation = %job.conversation_id, attempt, "a room or member change failed for good");
+                let reason = final_reason(&err, attempt, self.max_age);
+                tracing::warn!(error = %err, conversation = %job.conversation_id, reason, "a room or member change failed for good");
                 self.metrics.count(Counter::MessagesFailed);
                 match sync::give_up(&self.store, &pending).await {
                     Err(Error::Store(err)) => Err(err),
@@ -295,15 +303,12 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 tracing::info!(message_id = %message.id, %event_id, attempt, "delivered on retry");
                 Ok(Outcome::Done)
             }
-            Err(err) if err.is_transient() && attempt < self.max_attempts => {
+            Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
                 Ok(Outcome::Later(err.to_string()))
             }
             Err(err) => {
-                let reason = if err.is_transient() {
-                    format!("gave up after {attempt} attempts: {}", err.reason())
-                } else {
-                    err.reason()
-                };
+                let err = Error::from(err);
+                let reason = final_reason(&err, attempt, self.max_age);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.store.mark_failed(&message, &reason).await?;
                 self.metrics.count(Counter::MessagesFailed);
@@ -311,5 +316,19 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Ok(Outcome::Done)
             }
         }
+    }
+}
+
+/// Why a delivery failed for good: the refusal, or transient failures for
+/// longer than `max_age` (`attempt` attempts).
+fn final_reason(err: &Error, attempt: u32, max_age: time::Duration) -> String {
+    if err.is_transient() {
+        format!(
+            "not delivered within {} hours ({attempt} attempts): {}",
+            max_age.whole_hours(),
+            err.reason()
+        )
+    } else {
+        err.reason()
     }
 }

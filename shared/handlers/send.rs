@@ -17,17 +17,19 @@ use ruma::OwnedRoomId;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::access::ensure_active;
+use super::attachments::{self, AttachmentRef};
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
+use super::text;
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
-use crate::markdown;
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
 use crate::model::{
-    ConversationStatus, Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus,
-    Origin, Sender as MessageSender,
+    Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus, Origin,
+    Sender as MessageSender,
 };
 use crate::ports::{InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
@@ -50,18 +52,20 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     ))))
 }
 
-/// The largest message body, in bytes.
-pub const MAX_BODY: usize = 32 * 1024;
 /// Conversation -> room entries kept per container.
 const ROOM_CACHE_SIZE: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendMessage {
+    /// With an attachment, its caption (which may be empty).
+    #[serde(default)]
     body: String,
     #[serde(default)]
     format: Format,
     reply_to: Option<MessageId>,
+    #[serde(default)]
+    attachments: Vec<AttachmentRef>,
     as_user: Option<AppUserId>,
 }
 
@@ -147,15 +151,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let user = request.caller.acting_user(input.as_user.clone())?;
         let idempotency_key = request.idempotency_key()?;
         let body_hash = request.body_hash();
-        if input.body.trim().is_empty() {
-            return Err(ApiError::InvalidRequest("body must not be empty".into()));
-        }
-        if input.body.len() > MAX_BODY {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "body is {} bytes; at most {MAX_BODY} are accepted",
-                input.body.len()
-            )));
-        }
+        let html = text::checked(&input.body, input.format, !input.attachments.is_empty())?;
 
         let room_id = self.room_of(&conversation_id).await?;
         let sender_id = self.namer.user_id(&user);
@@ -175,10 +171,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             },
             None => None,
         };
-        let html = match input.format {
-            Format::Markdown => markdown::render(&input.body),
-            Format::Plain => None,
-        };
+        let attachments = attachments::resolve(
+            &self.store,
+            &request,
+            &user,
+            &sender_id,
+            &conversation_id,
+            &input.attachments,
+        )
+        .await?;
         let mut message = Message {
             id: MessageId::new(),
             conversation_id: conversation_id.clone(),
@@ -191,6 +192,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             format: input.format,
             html,
             reply_to: input.reply_to,
+            attachments,
             status: MessageStatus::Pending,
             delivery: Delivery::Direct,
             event_id: None,
@@ -290,19 +292,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let Some(member) = &context.member else {
             return Err(request.caller.not_a_member(user, id));
         };
-        match conversation.status {
-            ConversationStatus::Active => {}
-            ConversationStatus::Archived => {
-                return Err(ApiError::Conflict(format!(
-                    "conversation '{id}' is archived"
-                )));
-            }
-            ConversationStatus::Provisioning => {
-                return Err(ApiError::Conflict(format!(
-                    "conversation '{id}' is still being provisioned"
-                )));
-            }
-        }
+        ensure_active(conversation)?;
         Ok(if !member.joined {
             Refusal::JoinFirst
         } else if conversation.outbox > 0 {

@@ -6,6 +6,7 @@
 use ruma::OwnedRoomId;
 use time::OffsetDateTime;
 
+use super::access::ensure_active;
 use crate::api::{ApiError, ApiRequest};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::model::{IdempotencyRecord, Member, Message, MessageId, MessageStatus};
@@ -59,6 +60,7 @@ impl Target {
         let member = context
             .member
             .ok_or_else(|| request.caller.not_a_member(&user, &id))?;
+        ensure_active(&conversation)?;
         let message = message?.ok_or_else(|| {
             ApiError::NotFound(format!("no message '{message_id}' in conversation '{id}'"))
         })?;

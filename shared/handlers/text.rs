@@ -9,9 +9,12 @@ use crate::model::Format;
 pub const MAX_BODY: usize = 32 * 1024;
 
 /// Checks `body` and renders it: the HTML for `markdown`, none for `plain`.
-pub fn checked(body: &str, format: Format) -> Result<Option<String>, ApiError> {
-    if body.trim().is_empty() {
-        return Err(ApiError::InvalidRequest("body must not be empty".into()));
+/// A caption (the body of a message with a file) may be empty.
+pub fn checked(body: &str, format: Format, caption: bool) -> Result<Option<String>, ApiError> {
+    if body.trim().is_empty() && !caption {
+        return Err(ApiError::InvalidRequest(
+            "body must not be empty (it may be, as a caption, with an attachment)".into(),
+        ));
     }
     if body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge(format!(

@@ -6,7 +6,7 @@
 use ruma::events::relation::Reply;
 use ruma::events::room::ImageInfo;
 use ruma::events::room::message::{
-    AudioInfo, AudioMessageEventContent, FileInfo, FileMessageEventContent,
+    AudioInfo, AudioMessageEventContent, FileInfo, FileMessageEventContent, FormattedBody,
     ImageMessageEventContent, MessageType, Relation, ReplacementMetadata, RoomMessageEventContent,
     VideoInfo, VideoMessageEventContent,
 };
@@ -20,21 +20,13 @@ use crate::model::MessageId;
 /// The largest event content we send; Matrix caps a whole event at 64 KiB.
 pub const MAX_CONTENT: usize = 60 * 1024;
 
-/// A text message (HTML-formatted when `html` is given), replying to
-/// `reply_to` when given.
-pub fn text_content(
-    body: &str,
-    html: Option<&str>,
-    reply_to: Option<&EventId>,
-    message_id: &MessageId,
-) -> Result<serde_json::Value, Error> {
-    let mut content = match html {
+/// A text message's content, without relations (HTML-formatted when `html`
+/// is given).
+pub fn text_message(body: &str, html: Option<&str>) -> RoomMessageEventContent {
+    match html {
         Some(html) => RoomMessageEventContent::text_html(body, html),
         None => RoomMessageEventContent::text_plain(body),
-    };
-    content.relates_to =
-        reply_to.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
-    finish(&content, message_id)
+    }
 }
 
 /// The content of an edit of `original` (a spec `m.replace`): the new text
@@ -48,30 +40,55 @@ pub fn edit_content(
     html: Option<&str>,
     message_id: &MessageId,
 ) -> Result<serde_json::Value, Error> {
-    let new = match html {
-        Some(html) => RoomMessageEventContent::text_html(body, html),
-        None => RoomMessageEventContent::text_plain(body),
-    };
+    replacement(original, text_message(body, html), message_id)
+}
+
+/// The content of an edit of `original` whose new content is `new` (a
+/// text, or a file with a new caption).
+pub fn replacement(
+    original: &EventId,
+    new: RoomMessageEventContent,
+    message_id: &MessageId,
+) -> Result<serde_json::Value, Error> {
     let edit = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
-    finish(&edit, message_id)
+    to_event(&edit, message_id)
 }
 
 /// The content of a file already uploaded to `url`: `m.image`, `m.video`,
 /// `m.audio` or `m.file` by its type, with `info` (type, size, and an
-/// image's width and height) and `filename`. The body is the caption when
-/// there is one, else the file name: per the spec, a `body` that differs
-/// from `filename` is a caption.
+/// image's width and height) and `filename`, replying to `reply_to` when
+/// given. The body is the caption when there is one (HTML-formatted when
+/// `html` is given), else the file name: per the spec, a `body` that
+/// differs from `filename` is a caption
+/// (<https://spec.matrix.org/v1.16/client-server-api/#media-captions>).
 pub fn media_content(
     info: &MediaInfo,
     url: &MxcUri,
     filename: &str,
     caption: Option<&str>,
+    html: Option<&str>,
+    reply_to: Option<&EventId>,
     message_id: &MessageId,
 ) -> Result<serde_json::Value, Error> {
-    let body = caption
-        .filter(|caption| !caption.trim().is_empty())
-        .unwrap_or(filename)
-        .to_owned();
+    let mut content = media_message(info, url, filename, caption, html);
+    content.relates_to =
+        reply_to.map(|event_id| Relation::Reply(Reply::with_event_id(event_id.to_owned())));
+    to_event(&content, message_id)
+}
+
+/// A file's message content, without relations: `m.image`, `m.video`,
+/// `m.audio` or `m.file` by its type, the caption (formatted when `html`
+/// is given) as its body, or the file name when there is no caption.
+pub fn media_message(
+    info: &MediaInfo,
+    url: &MxcUri,
+    filename: &str,
+    caption: Option<&str>,
+    html: Option<&str>,
+) -> RoomMessageEventContent {
+    let caption = caption.filter(|caption| !caption.trim().is_empty());
+    let formatted = caption.and(html).map(FormattedBody::html);
+    let body = caption.unwrap_or(filename).to_owned();
     let url = url.to_owned();
     let filename = Some(filename.to_owned());
     let mimetype = Some(info.mimetype.clone());
@@ -85,6 +102,7 @@ pub fn media_content(
             details.height = info.height.map(UInt::from);
             let mut content = ImageMessageEventContent::plain(body, url).info(Box::new(details));
             content.filename = filename;
+            content.formatted = formatted;
             MessageType::Image(content)
         }
         MediaKind::Video => {
@@ -95,6 +113,7 @@ pub fn media_content(
             details.height = info.height.map(UInt::from);
             let mut content = VideoMessageEventContent::plain(body, url).info(Box::new(details));
             content.filename = filename;
+            content.formatted = formatted;
             MessageType::Video(content)
         }
         MediaKind::Audio => {
@@ -103,6 +122,7 @@ pub fn media_content(
             details.size = size;
             let mut content = AudioMessageEventContent::plain(body, url).info(Box::new(details));
             content.filename = filename;
+            content.formatted = formatted;
             MessageType::Audio(content)
         }
         MediaKind::File => {
@@ -111,14 +131,15 @@ pub fn media_content(
             details.size = size;
             let mut content = FileMessageEventContent::plain(body, url).info(Box::new(details));
             content.filename = filename;
+            content.formatted = formatted;
             MessageType::File(content)
         }
     };
-    finish(&RoomMessageEventContent::new(msgtype), message_id)
+    RoomMessageEventContent::new(msgtype)
 }
 
-/// The content as JSON with the message id, if Matrix would take its size.
-fn finish(
+/// The content as event JSON with the message id, if Matrix would take its size.
+pub fn to_event(
     content: &RoomMessageEventContent,
     message_id: &MessageId,
 ) -> Result<serde_json::Value, Error> {
@@ -226,7 +247,7 @@ mod tests {
     fn an_image_is_m_image_with_its_size_and_dimensions() {
         let url = mxc_uri!("mxc://localhost/abc");
         let image = info("image/png", Some(640), Some(480));
-        let content = media_content(&image, url, "cat.png", None, &id()).unwrap();
+        let content = media_content(&image, url, "cat.png", None, None, None, &id()).unwrap();
         assert_eq!(
             content,
             json!({
@@ -253,6 +274,8 @@ mod tests {
             url,
             "cat.jpg",
             Some("my cat"),
+            None,
+            None,
             &id(),
         )
         .unwrap();
@@ -270,10 +293,54 @@ mod tests {
             url,
             "a.gif",
             Some("  "),
+            Some("<p>ignored</p>"),
+            None,
             &id(),
         )
         .unwrap();
         assert_eq!(content["body"], "a.gif");
+        assert!(
+            content.get("formatted_body").is_none(),
+            "no caption to format"
+        );
+    }
+
+    #[test]
+    fn a_formatted_caption_and_a_reply() {
+        let original = event_id!("$original:localhost");
+        let content = media_content(
+            &info("application/pdf", None, None),
+            mxc_uri!("mxc://localhost/f"),
+            "minutes.pdf",
+            Some("the **minutes**"),
+            Some("the <strong>minutes</strong>"),
+            Some(original),
+            &id(),
+        )
+        .unwrap();
+        assert_eq!(
+            content,
+            json!({
+                "msgtype": "m.file",
+                "body": "the **minutes**",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "the <strong>minutes</strong>",
+                "filename": "minutes.pdf",
+                "url": "mxc://localhost/f",
+                "info": {"mimetype": "application/pdf", "size": 1234},
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$original:localhost"}},
+                MESSAGE_ID_KEY: "0190b8f0-0000-7000-8000-000000000001",
+            })
+        );
+        let parsed: RoomMessageEventContent = serde_json::from_value(content).unwrap();
+        assert!(matches!(parsed.relates_to, Some(Relation::Reply(_))));
+        let MessageType::File(file) = parsed.msgtype else {
+            panic!("not a file");
+        };
+        assert_eq!(
+            file.formatted_caption().map(|f| f.body.as_str()),
+            Some("the <strong>minutes</strong>")
+        );
     }
 
     #[test]
@@ -288,8 +355,16 @@ mod tests {
             ("text/plain", "m.file"),
         ];
         for (mimetype, msgtype) in cases {
-            let content =
-                media_content(&info(mimetype, None, None), url, "f", None, &id()).unwrap();
+            let content = media_content(
+                &info(mimetype, None, None),
+                url,
+                "f",
+                None,
+                None,
+                None,
+                &id(),
+            )
+            .unwrap();
             assert_eq!(content["msgtype"], msgtype, "{mimetype}");
             assert_eq!(
                 content["info"],
@@ -310,6 +385,8 @@ mod tests {
             mxc_uri!("mxc://localhost/f"),
             "f.pdf",
             Some(&caption),
+            None,
+            None,
             &id(),
         )
         .unwrap_err();

@@ -1,11 +1,12 @@
 //! The table's key layout, and the only place that knows it: one partition
-//! per conversation (its record, members and messages, so history is one
-//! query), and one item per reverse lookup, puppet and idempotency record.
+//! per conversation (its record, members, messages and uploaded media, so
+//! history is one query), and one item per reverse lookup, puppet and
+//! idempotency record.
 
 use ruma::{EventId, RoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::{MessageId, SyncSubject};
+use crate::model::{MediaId, MessageId, SyncSubject};
 
 const CONVERSATION: &str = "CONV#";
 const MEMBER: &str = "MEMBER#";
@@ -14,6 +15,9 @@ const ROOM: &str = "ROOM#";
 const EVENT: &str = "EVENT#";
 const USER: &str = "USER#";
 const IDEMPOTENCY: &str = "IDEM#";
+/// Uploaded media, in their conversation's partition: `MEDIA#…` sorts
+/// before `MEMBER#…`, so no range of members, the record or messages holds it.
+const MEDIA: &str = "MEDIA#";
 /// A pending sync, in its conversation's partition: it sorts after `MSG#…`,
 /// outside the ranges that read members and messages.
 const SYNC: &str = "SYNC#";
@@ -22,6 +26,28 @@ const SYNC: &str = "SYNC#";
 const META: &str = "META";
 /// The sort key of a puppet, in its user's partition.
 const PUPPET: &str = "PUPPET";
+
+/// The sparse index of pending operations: messages with a send or a
+/// change not yet settled ([`PENDING`]) and pending syncs of rooms and
+/// members ([`PENDING_SYNCS`]). Only items that have both attributes are in
+/// it, one partition per kind, sorted by when they became pending. It
+/// stays small: a pending operation normally settles within a second.
+pub const PENDING_INDEX: &str = "pending";
+/// The index's partition key attribute: [`PENDING`] or [`PENDING_SYNCS`].
+pub const PENDING_KEY: &str = "pending_key";
+/// The index's sort key attribute: when the operation became pending, as
+/// zero-padded Unix milliseconds (so text order is time order).
+pub const PENDING_SINCE: &str = "pending_since";
+/// The index's partition of pending messages.
+pub const PENDING: &str = "PENDING";
+/// The index's partition of pending syncs (changes of rooms and members):
+/// a partition of their own, so each query reads one kind of record.
+pub const PENDING_SYNCS: &str = "PENDING#SYNC";
+
+/// The index sort key of a time.
+pub fn pending_since(at: time::OffsetDateTime) -> String {
+    format!("{:015}", at.unix_timestamp_nanos() / 1_000_000)
+}
 
 /// An item's primary key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +93,11 @@ pub fn member(id: &ConversationId, user: &UserId) -> Key {
 
 pub fn message(id: &ConversationId, message: MessageId) -> Key {
     Key::new(conversation_pk(id), format!("{MESSAGE}{message}"))
+}
+
+/// A file uploaded into a conversation.
+pub fn media(id: &ConversationId, media: MediaId) -> Key {
+    Key::new(conversation_pk(id), format!("{MEDIA}{media}"))
 }
 
 /// The room -> conversation lookup.
@@ -140,5 +171,23 @@ mod tests {
         for sync in [sync(&id, &subject).sk, sync(&id, &SyncSubject::Room).sk] {
             assert!(to < sync && !sync.starts_with(MESSAGE), "{sync}");
         }
+    }
+
+    #[test]
+    fn media_are_in_no_range_of_members_or_messages() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let media = media(&id, MediaId::new()).sk;
+        let SortKeys::Between(from, _) = members_and_conversation(&id).sk else {
+            panic!("a range")
+        };
+        assert!(media < from, "{media} sorts before the members");
+        let SortKeys::Prefix(prefix) = messages(&id, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(!media.starts_with(&prefix));
+        let SortKeys::Between(from, _) = messages(&id, Some(MessageId::new())).sk else {
+            panic!("a range")
+        };
+        assert!(media < from);
     }
 }

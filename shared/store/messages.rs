@@ -11,6 +11,7 @@
 use std::future::Future;
 
 use ruma::{EventId, UserId};
+use time::OffsetDateTime;
 
 use super::StoreError;
 use crate::ids::ConversationId;
@@ -24,28 +25,32 @@ pub struct SendContext {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
-/// How a message update moves its conversation's outbox.
+/// How a message update moves its conversation's outbox: the count of
+/// operations (sends, edits, deletes) accepted and not yet settled, whether
+/// in flight to Matrix or queued for the retry function. Nothing goes to
+/// Matrix directly while it is not empty, so nothing overtakes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outbox {
     /// Leaves it as it is.
     Keep,
-    /// The update goes to Matrix directly: only while the outbox is empty,
-    /// so it cannot overtake what waits there.
-    RequireEmpty,
-    /// The update joins the outbox (+1).
+    /// The update goes to Matrix directly: it joins the outbox (+1), only
+    /// while the outbox is empty.
+    EnterIfEmpty,
+    /// The update waits in the outbox (+1).
     Enter,
-    /// The update leaves the outbox (-1).
+    /// The update leaves the outbox (-1): it was delivered, failed, or
+    /// cancelled.
     Leave,
 }
 
 /// Messages, the outbox and idempotency records.
 pub trait MessageStore: Send + Sync {
     /// Stores a new message, with its idempotency record if any, in one
-    /// transaction. A [`Delivery::Direct`](crate::model::Delivery) message
-    /// requires a joined sender, an active conversation and an empty outbox;
-    /// a queued one requires a member and an active conversation, and counts
-    /// itself into the outbox. `Rejected` when a condition fails or the key
-    /// was used before.
+    /// transaction, and counts it into the outbox. A
+    /// [`Delivery::Direct`](crate::model::Delivery) message requires a
+    /// joined sender, an active conversation and an empty outbox; a queued
+    /// one requires a member and an active conversation. `Rejected` when a
+    /// condition fails or the key was used before.
     fn insert_message(
         &self,
         message: &Message,
@@ -60,9 +65,9 @@ pub trait MessageStore: Send + Sync {
         idempotency_scope: Option<&str>,
     ) -> impl Future<Output = Result<SendContext, StoreError>> + Send;
 
-    /// Marks a pending message sent as `event_id` (leaving the outbox if it
-    /// was queued) and records the event -> message lookup. Marking an
-    /// already-sent message again is not an error.
+    /// Marks a pending message sent as `event_id` (leaving the outbox) and
+    /// records the event -> message lookup. Marking an already-sent message
+    /// again is not an error.
     fn mark_sent(
         &self,
         message: &Message,
@@ -70,7 +75,7 @@ pub trait MessageStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Marks a pending message as failed for good, with the reason (leaving
-    /// the outbox if it was queued). Does nothing if it is no longer pending.
+    /// the outbox). Does nothing if it is no longer pending.
     fn mark_failed(
         &self,
         message: &Message,
@@ -92,7 +97,8 @@ pub trait MessageStore: Send + Sync {
         idempotency: Option<&IdempotencyRecord>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves a pending direct message into the outbox, for the retry function.
+    /// Hands a pending direct message over to the retry function (it stays
+    /// counted in the outbox).
     fn mark_queued(&self, message: &Message)
     -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -101,6 +107,15 @@ pub trait MessageStore: Send + Sync {
         id: &ConversationId,
         message: MessageId,
     ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Up to `limit` messages whose send or change has been pending since
+    /// before `older_than`, the longest pending first: what the sweeper
+    /// hands (back) to the retry function.
+    fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
 
     /// Up to `limit` messages older than `before` (all, without it), newest first.
     fn messages(

@@ -6,6 +6,7 @@
 //! - [`MessageStore`]: messages, the outbox and the lookups that lead to them
 //!   (idempotency records included: they have no trait of their own, see
 //!   [`MessageStore`]);
+//! - [`MediaStore`]: files uploaded into a conversation, for attachments;
 //! - [`SyncStore`]: changes of conversations and members on their way to
 //!   Matrix, through the same outbox.
 //!
@@ -24,6 +25,7 @@
 mod conversations;
 mod dynamo;
 mod keys;
+mod media;
 mod members;
 mod memory;
 mod messages;
@@ -31,6 +33,8 @@ mod syncs;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
+pub use keys::{PENDING_INDEX, PENDING_KEY, PENDING_SINCE};
+pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
@@ -38,7 +42,7 @@ pub use syncs::{MemberWrite, SyncContext, SyncStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MemberStore, MessageStore, Store, SyncStore};
+    pub use super::{ConversationStore, MediaStore, MemberStore, MessageStore, Store, SyncStore};
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -58,6 +62,6 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore + SyncStore {}
+pub trait Store: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore {}
 
-impl<T: ConversationStore + MemberStore + MessageStore + SyncStore> Store for T {}
+impl<T: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore> Store for T {}

@@ -3,16 +3,19 @@
 //! has not had yet.
 //!
 //! A change is written together with its [`PendingSync`], in one
-//! transaction, before Matrix is called: like a message, it goes to Matrix
-//! directly while the conversation's outbox is empty, or waits in the
-//! outbox for the retry function. One sync is pending per subject at a
-//! time; a later change replaces it (conditioned on the one it read), and
-//! settling a sync is conditioned on its id, so a sync that was replaced
-//! while it ran does not hide the newer change.
+//! transaction, before Matrix is called, and counted into the
+//! conversation's outbox like a message's operation: it goes to Matrix
+//! directly while nothing else is unsettled there, or waits for the retry
+//! function. One sync is pending per subject at a time; a later change
+//! replaces it (conditioned on the one it read) and takes its place in the
+//! outbox, and settling a sync is conditioned on its id, so a sync that was
+//! replaced while it ran does not hide the newer change. A pending sync is
+//! in the store's pending index, for the sweeper, until it settles.
 
 use std::future::Future;
 
 use ruma::UserId;
+use time::OffsetDateTime;
 
 use super::{Outbox, StoreError};
 use crate::ids::ConversationId;
@@ -50,8 +53,9 @@ pub trait SyncStore: Send + Sync {
     /// Writes a member's change with its pending sync, in one transaction,
     /// if the conversation is active, the subject's pending sync is still
     /// `replaces` (`None`: there was none), and the outbox allows `outbox`
-    /// (`RequireEmpty`: nothing waits in it; `Enter`: the sync joins it).
-    /// `Rejected` otherwise.
+    /// (`EnterIfEmpty`: a direct sync, nothing else unsettled; `Enter`: the
+    /// sync waits in it; `Keep`: it replaces a pending sync, counted
+    /// already). `Rejected` otherwise.
     fn change_member(
         &self,
         member: MemberWrite<'_>,
@@ -74,17 +78,28 @@ pub trait SyncStore: Send + Sync {
         outbox: Outbox,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The sync reached Matrix (or failed for good): it is deleted, leaving
-    /// the outbox if it was queued. `Rejected` if a newer change replaced it.
+    /// The sync reached Matrix (or failed for good): it is deleted and
+    /// leaves the outbox (where a pending sync always is). `Rejected` if a
+    /// newer change replaced it.
     fn settle_sync(
         &self,
         sync: &PendingSync,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves a direct sync into the outbox (the homeserver could not take
-    /// it), for the retry function. `Rejected` if a newer change replaced it.
+    /// Hands a direct sync over to the retry function (the homeserver could
+    /// not take it, or the sweeper found it stale); it stays counted in the
+    /// outbox. `Rejected` if a newer change replaced it, or it is queued
+    /// already.
     fn queue_sync(&self, sync: &PendingSync)
     -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` syncs pending since before `older_than`, the longest
+    /// pending first: what the sweeper hands (back) to the retry function.
+    fn stale_syncs(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PendingSync>, StoreError>> + Send;
 
     /// Writes a member's record as it was, without a sync: undoes a change
     /// the homeserver refused for good.

@@ -296,7 +296,7 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
     assert!(
         matches!(&jobs[0].subject, Some(SyncSubject::Member { matrix_user_id, .. }) if *matrix_user_id == puppet("carol"))
     );
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     bridge.matrix.fail_next(Op::Invite, Failure::Down);
     assert_eq!(
         failed_ids(&retry.call(retry_batch(&jobs, 1)).await).len(),
@@ -635,7 +635,7 @@ async fn archiving_waits_behind_queued_messages() {
         bridge.matrix.membership(&room, &puppet("alice")).as_deref(),
         Some("join")
     );
-    let retry = bridge.retry(8).await;
+    let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.timeline(&room).last().unwrap().content["body"],
@@ -987,5 +987,171 @@ async fn only_public_addresses_are_fetched_by_default() {
             .iter()
             .any(|c| matches!(c, Call::Register(_))),
         "nothing half-done"
+    );
+}
+
+#[tokio::test]
+async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_died() {
+    use bridge::model::{Member, PendingSync};
+    use bridge::store::{MemberWrite, Outbox};
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room_of("grp-42").await;
+    let id = Bridge::conversation();
+    // A join stored as a request stores it, which then died before
+    // reaching Matrix: pending, direct, no job.
+    let carol = Member {
+        conversation_id: id.clone(),
+        matrix_user_id: puppet("carol"),
+        user_id: Some(AppUserId::parse("carol").unwrap()),
+        role: Role::Moderator,
+        display_name: None,
+        joined: false,
+        typing_until: None,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let orphan = PendingSync {
+        conversation_id: id.clone(),
+        subject: SyncSubject::Member {
+            matrix_user_id: carol.matrix_user_id.clone(),
+            user_id: carol.user_id.clone(),
+        },
+        id: MessageId::new(),
+        delivery: Delivery::Direct,
+        since: now,
+    };
+    bridge
+        .store
+        .change_member(
+            MemberWrite::Put(&carol),
+            &orphan,
+            None,
+            Outbox::EnterIfEmpty,
+        )
+        .await
+        .unwrap();
+    assert_eq!(bridge.outbox().await, 1, "counted while in flight");
+    let behind = bridge.send("alice", "after carol joined").await;
+    assert_eq!(behind.status(), 202, "a send does not overtake it");
+    assert_eq!(bridge.matrix.membership(&room, &puppet("carol")), None);
+    let jobs_before = bridge.queue.jobs().len();
+
+    let sweeper = bridge.sweeper();
+    assert_eq!(sweeper.sweep(now).await.unwrap().found, 0, "not stale yet");
+    let swept = sweeper
+        .sweep(now + time::Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.requeued, swept.failed), (2, 2, 0));
+    let jobs = bridge.queue.jobs()[jobs_before..].to_vec();
+    assert_eq!(
+        jobs.iter().map(|job| job.operation).collect::<Vec<_>>(),
+        [Operation::Sync, Operation::Send],
+        "the longest pending first"
+    );
+    let queued = bridge
+        .store
+        .sync_context(&id, &orphan.subject)
+        .await
+        .unwrap();
+    assert_eq!(queued.sync.unwrap().delivery, Delivery::Queued);
+    assert_eq!(bridge.outbox().await, 2, "each counted once");
+
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.matrix.membership(&room, &puppet("carol")).as_deref(),
+        Some("join")
+    );
+    assert_eq!(bridge.level(&room, &puppet("carol")), Some(50));
+    assert_eq!(
+        bridge.matrix.timeline(&room).last().unwrap().content["body"],
+        "after carol joined"
+    );
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(
+        bridge
+            .sweeper()
+            .sweep(now + time::Duration::minutes(11))
+            .await
+            .unwrap()
+            .found,
+        0,
+        "nothing left pending"
+    );
+    assert_eq!(bridge.send("carol", "direct again").await.status(), 201);
+}
+
+#[tokio::test]
+async fn member_changes_wait_for_the_homeserver_until_their_deadline() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room_of("grp-42").await;
+    bridge.matrix.fail_next(Op::Invite, Failure::Down);
+    let queued = bridge
+        .put_member("grp-42", "carol", json!({"role": "member"}))
+        .await;
+    assert_eq!(queued.status(), 202);
+    let jobs = bridge.queue.jobs();
+    assert_eq!(jobs.len(), 1);
+
+    // However often it was received, it is handed back before its deadline.
+    bridge.matrix.fail_next(Op::Invite, Failure::Down);
+    let retry = bridge.retry().await;
+    assert_eq!(
+        failed_ids(&retry.call(retry_batch(&jobs, 50)).await).len(),
+        1
+    );
+    assert_eq!(bridge.outbox().await, 1);
+
+    // Past it, the change is dropped and the conversation moves on.
+    bridge.matrix.fail_next(Op::Invite, Failure::Down);
+    let late = bridge.retry_with_deadline(time::Duration::ZERO).await;
+    assert!(failed_ids(&late.call(retry_batch(&jobs, 51)).await).is_empty());
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.matrix.membership(&room, &puppet("carol")), None);
+    let subject = SyncSubject::Member {
+        matrix_user_id: puppet("carol"),
+        user_id: Some(AppUserId::parse("carol").unwrap()),
+    };
+    let context = bridge
+        .store
+        .sync_context(&Bridge::conversation(), &subject)
+        .await
+        .unwrap();
+    assert_eq!(context.sync, None);
+    assert_eq!(bridge.send("alice", "moving on").await.status(), 201);
+
+    // Another change of the same member brings Matrix in line.
+    let again = bridge
+        .put_member("grp-42", "carol", json!({"role": "moderator"}))
+        .await;
+    assert_eq!(again.status(), 200, "{:?}", json_of(&again));
+    assert_eq!(
+        bridge.matrix.membership(&room, &puppet("carol")).as_deref(),
+        Some("join")
+    );
+    assert_eq!(bridge.level(&room, &puppet("carol")), Some(50));
+}
+
+#[tokio::test]
+async fn the_sweeper_drops_a_room_change_past_its_deadline() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room_of("grp-42").await;
+    bridge.matrix.fail_next(Op::PutState, Failure::Down);
+    let patched = bridge.patch("grp-42", json!({"topic": "Never told"})).await;
+    assert_eq!(patched.status(), 202, "{:?}", json_of(&patched));
+    assert_eq!(bridge.outbox().await, 1);
+    let now = time::OffsetDateTime::now_utc();
+    let swept = bridge
+        .sweeper()
+        .sweep(now + time::Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!((swept.found, swept.requeued, swept.failed), (1, 0, 1));
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.send("alice", "flowing again").await.status(), 201);
+    let topic = bridge.matrix.state_of(&room, "m.room.topic", "");
+    assert_ne!(
+        topic.map(|content| content["topic"].clone()),
+        Some(json!("Never told"))
     );
 }

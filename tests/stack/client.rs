@@ -256,7 +256,7 @@ impl MatrixUser {
     }
 
     /// One `/sync`, without a filter: rooms joined, invites with their state.
-    pub async fn sync(&self) -> Value {
+    pub async fn sync_all(&self) -> Value {
         self.get("/_matrix/client/v3/sync?timeout=0").await
     }
 
@@ -264,6 +264,63 @@ impl MatrixUser {
     pub async fn listed(&self, room_id: &str) -> bool {
         let path = format!("/_matrix/client/v3/directory/list/room/{}", encode(room_id));
         self.get(&path).await["visibility"] == "public"
+    }
+
+    /// Downloads a file with authenticated media (Synapse serves new media
+    /// only there): its content type and bytes.
+    pub async fn download(&self, mxc: &str) -> (String, Vec<u8>) {
+        let path = mxc.strip_prefix("mxc://").unwrap();
+        let url = format!("{}/_matrix/client/v1/media/download/{path}", self.base);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (content_type, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// One `/sync` of `room_id` since `since`, waiting up to 5 s for news.
+    pub async fn sync(&self, room_id: &str, since: Option<&str>) -> Value {
+        let filter = json!({"room": {"rooms": [room_id], "timeline": {"limit": 5}}}).to_string();
+        let mut path = format!(
+            "/_matrix/client/v3/sync?timeout=5000&filter={}",
+            encode(&filter)
+        );
+        if let Some(since) = since {
+            path.push_str(&format!("&since={}", encode(since)));
+        }
+        self.request(reqwest::Method::GET, &path, None).await
+    }
+
+    /// Syncs until an ephemeral event of `room_id` satisfies `found`, for up
+    /// to 30 s; answers that event and the token to sync on from.
+    pub async fn sync_until(
+        &self,
+        room_id: &str,
+        since: &str,
+        found: impl Fn(&Value) -> bool,
+    ) -> (Value, String) {
+        let mut since = since.to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let sync = self.sync(room_id, Some(&since)).await;
+            let events = sync["rooms"]["join"][room_id]["ephemeral"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            since = sync["next_batch"].as_str().unwrap().to_owned();
+            if let Some(event) = events.into_iter().find(|event| found(event)) {
+                return (event, since);
+            }
+        }
+        panic!("no matching ephemeral event in {room_id} within 30 s");
     }
 
     pub async fn state(&self, room_id: &str, event_type: &str, state_key: &str) -> Value {

@@ -8,8 +8,10 @@ mod support;
 
 mod changes;
 mod client;
+mod dead_letters;
 mod flows;
 mod guards;
 mod matrix_ops;
+mod media_activity;
 mod provisioning;
 mod round_trips;

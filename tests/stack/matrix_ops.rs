@@ -9,151 +9,12 @@ use bridge::matrix::content::{edit_content, media_content};
 use bridge::matrix::{AppserviceClient, MESSAGE_ID_KEY, Matrix, RoomSpec};
 use bridge::media;
 use bridge::model::MessageId;
-use hmac::{Hmac, Mac};
 use ruma::api::error::ErrorKind;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
-use serde_json::{Value, json};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde_json::json;
 
-use crate::client::unique;
+use crate::client::{MatrixUser, unique};
 use crate::support::{stack_env, var};
-
-fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A plain Matrix user with its own access token, registered with Synapse's
-/// shared-secret admin API, reading what Element would.
-struct Person {
-    user_id: OwnedUserId,
-    token: String,
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Person {
-    async fn register() -> Self {
-        let name = unique("reader");
-        let http = reqwest::Client::new();
-        let base = var("MATRIX_HOMESERVER_URL");
-        let url = format!("{base}/_synapse/admin/v1/register");
-        let nonce: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-        let nonce = nonce["nonce"].as_str().unwrap();
-        let password = uuid::Uuid::new_v4().to_string();
-        let mut mac =
-            Hmac::<sha1::Sha1>::new_from_slice(var("MATRIX_REGISTRATION_SHARED_SECRET").as_bytes())
-                .unwrap();
-        mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
-        let mac: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let reply: Value = http
-            .post(&url)
-            .json(&json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": mac}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Self {
-            user_id: reply["user_id"].as_str().unwrap().try_into().unwrap(),
-            token: reply["access_token"].as_str().unwrap().to_owned(),
-            http,
-            base,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    async fn join(&self, room: &RoomId) {
-        let path = format!("/_matrix/client/v3/join/{}", encode(room.as_str()));
-        self.call(reqwest::Method::POST, &path, Some(json!({})))
-            .await;
-    }
-
-    /// An event as this user sees it, with the server's bundled aggregations.
-    async fn event(&self, room: &RoomId, event_id: &str) -> Value {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/event/{}",
-            encode(room.as_str()),
-            encode(event_id)
-        );
-        self.call(reqwest::Method::GET, &path, None).await
-    }
-
-    /// Downloads a file with authenticated media (Synapse serves new media
-    /// only there).
-    async fn download(&self, mxc: &str) -> (String, Vec<u8>) {
-        let path = mxc.strip_prefix("mxc://").unwrap();
-        let url = format!("{}/_matrix/client/v1/media/download/{path}", self.base);
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        (content_type, response.bytes().await.unwrap().to_vec())
-    }
-
-    /// One `/sync` of `room` since `since`, waiting up to 5 s for news.
-    async fn sync(&self, room: &RoomId, since: Option<&str>) -> Value {
-        let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 5}}}).to_string();
-        let mut path = format!(
-            "/_matrix/client/v3/sync?timeout=5000&filter={}",
-            encode(&filter)
-        );
-        if let Some(since) = since {
-            path.push_str(&format!("&since={}", encode(since)));
-        }
-        self.call(reqwest::Method::GET, &path, None).await
-    }
-
-    /// Syncs until an ephemeral event of `room` satisfies `found`, for up to
-    /// 30 s; answers that event and the token to sync on from.
-    async fn sync_until(
-        &self,
-        room: &RoomId,
-        since: &str,
-        found: impl Fn(&Value) -> bool,
-    ) -> (Value, String) {
-        let mut since = since.to_owned();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            let sync = self.sync(room, Some(&since)).await;
-            let events = sync["rooms"]["join"][room.as_str()]["ephemeral"]["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            since = sync["next_batch"].as_str().unwrap().to_owned();
-            if let Some(event) = events.into_iter().find(|event| found(event)) {
-                return (event, since);
-            }
-        }
-        panic!("no matching ephemeral event in {room} within 30 s");
-    }
-}
 
 /// A room the bot created with two puppets joined (`mod` with power 50)
 /// and a plain Matrix user joined.
@@ -162,7 +23,7 @@ struct Room {
     room: OwnedRoomId,
     alice: OwnedUserId,
     moderator: OwnedUserId,
-    person: Person,
+    person: MatrixUser,
 }
 
 async fn room() -> Room {
@@ -182,10 +43,14 @@ async fn room() -> Room {
     for user in [&alice, &moderator] {
         matrix.register_puppet(user.localpart()).await.unwrap();
     }
-    let person = Person::register().await;
+    let person = MatrixUser::register(&unique("reader")).await;
     let spec = RoomSpec {
         name: Some(unique("ops")),
-        invite: vec![alice.clone(), moderator.clone(), person.user_id.clone()],
+        invite: vec![
+            alice.clone(),
+            moderator.clone(),
+            person.user_id.as_str().try_into().unwrap(),
+        ],
         power_levels: [(moderator.clone(), 50)].into_iter().collect(),
         ..RoomSpec::default()
     };
@@ -193,7 +58,7 @@ async fn room() -> Room {
     for user in [&alice, &moderator] {
         matrix.join(&room, user).await.unwrap();
     }
-    person.join(&room).await;
+    person.join(room.as_str()).await;
     Room {
         matrix,
         room,
@@ -218,7 +83,7 @@ impl Room {
 /// A real PNG of `width` x `height` opaque red pixels: IHDR, one IDAT of
 /// stored (uncompressed) deflate blocks, IEND, with their CRCs, so Synapse
 /// can thumbnail it.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
         for byte in bytes {
@@ -286,8 +151,16 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
         .unwrap();
     assert_eq!(url.server_name().unwrap(), "localhost");
     let message_id = MessageId::new();
-    let content =
-        media_content(&info, &url, "red.png", Some("a red rectangle"), &message_id).unwrap();
+    let content = media_content(
+        &info,
+        &url,
+        "red.png",
+        Some("a red rectangle"),
+        None,
+        None,
+        &message_id,
+    )
+    .unwrap();
     let event_id = room
         .matrix
         .send_message(
@@ -299,7 +172,10 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
         .await
         .unwrap();
 
-    let seen = room.person.event(&room.room, event_id.as_str()).await;
+    let seen = room
+        .person
+        .event(room.room.as_str(), event_id.as_str())
+        .await;
     assert_eq!(seen["sender"], room.alice.as_str());
     assert_eq!(seen["content"]["msgtype"], "m.image");
     assert_eq!(seen["content"]["body"], "a red rectangle");
@@ -348,11 +224,14 @@ async fn an_edit_is_what_a_plain_user_sees() {
 
     // Synapse bundles the latest edit into the original (spec v1.7+: the
     // original's content stays; the replacement is in unsigned).
-    let seen = room.person.event(&room.room, original.as_str()).await;
+    let seen = room
+        .person
+        .event(room.room.as_str(), original.as_str())
+        .await;
     assert_eq!(seen["content"]["body"], "frist post");
     let replace = &seen["unsigned"]["m.relations"]["m.replace"];
     assert_eq!(replace["event_id"], edit.as_str(), "{seen}");
-    let seen_edit = room.person.event(&room.room, edit.as_str()).await;
+    let seen_edit = room.person.event(room.room.as_str(), edit.as_str()).await;
     assert_eq!(seen_edit["content"]["m.new_content"]["body"], "first post");
     assert_eq!(
         seen_edit["content"]["m.new_content"]["formatted_body"],
@@ -380,7 +259,10 @@ async fn an_edit_is_what_a_plain_user_sees() {
         )
         .await
         .unwrap();
-    let seen = room.person.event(&room.room, original.as_str()).await;
+    let seen = room
+        .person
+        .event(room.room.as_str(), original.as_str())
+        .await;
     assert_eq!(
         seen["unsigned"]["m.relations"]["m.replace"]["event_id"],
         edit.as_str(),
@@ -420,7 +302,10 @@ async fn a_redaction_empties_the_message_for_everyone() {
         .unwrap();
     assert_eq!(again, redaction, "the same transaction, the same redaction");
 
-    let seen = room.person.event(&room.room, event_id.as_str()).await;
+    let seen = room
+        .person
+        .event(room.room.as_str(), event_id.as_str())
+        .await;
     assert_eq!(seen["content"], json!({}), "{seen}");
     let because = &seen["unsigned"]["redacted_because"];
     assert_eq!(because["event_id"], redaction.as_str());
@@ -468,7 +353,7 @@ async fn a_redaction_empties_the_message_for_everyone() {
         )
         .await
         .unwrap();
-    let seen = room.person.event(&room.room, by_mod.as_str()).await;
+    let seen = room.person.event(room.room.as_str(), by_mod.as_str()).await;
     assert_eq!(seen["unsigned"]["redacted_because"]["sender"], bot.as_str());
 }
 
@@ -477,7 +362,7 @@ async fn a_redaction_empties_the_message_for_everyone() {
 async fn typing_and_read_receipts_reach_a_plain_user() {
     let room = room().await;
     let event_id = room.say(&room.alice, "read me", &MessageId::new()).await;
-    let since = room.person.sync(&room.room, None).await["next_batch"]
+    let since = room.person.sync(room.room.as_str(), None).await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -489,7 +374,7 @@ async fn typing_and_read_receipts_reach_a_plain_user() {
     let alice = room.alice.as_str();
     let (_, since) = room
         .person
-        .sync_until(&room.room, &since, |event| {
+        .sync_until(room.room.as_str(), &since, |event| {
             event["type"] == "m.typing" && event["content"]["user_ids"] == json!([alice])
         })
         .await;
@@ -499,7 +384,7 @@ async fn typing_and_read_receipts_reach_a_plain_user() {
         .unwrap();
     let (_, since) = room
         .person
-        .sync_until(&room.room, &since, |event| {
+        .sync_until(room.room.as_str(), &since, |event| {
             event["type"] == "m.typing" && event["content"]["user_ids"] == json!([])
         })
         .await;
@@ -511,7 +396,7 @@ async fn typing_and_read_receipts_reach_a_plain_user() {
     let moderator = room.moderator.as_str();
     let (receipt, _) = room
         .person
-        .sync_until(&room.room, &since, |event| {
+        .sync_until(room.room.as_str(), &since, |event| {
             event["type"] == "m.receipt"
                 && event["content"][event_id.as_str()]["m.read"][moderator].is_object()
         })

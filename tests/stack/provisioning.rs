@@ -176,7 +176,7 @@ async fn direct_public_and_private_rooms_as_a_matrix_user_sees_them() {
             {"user_id": alice, "role": "owner"}, {"matrix_user_id": carol.user_id, "role": "owner"}]}))
         .await;
     let room = direct["room_id"].as_str().unwrap().to_owned();
-    let sync = carol.sync().await;
+    let sync = carol.sync_all().await;
     let invite = sync["rooms"]["invite"][&room]["invite_state"]["events"]
         .as_array()
         .expect("carol is invited")

@@ -76,10 +76,6 @@ mod support_ports {
             Ok(self.namer.clone())
         }
 
-        fn retry_max_attempts(&self) -> Result<u32, InitError> {
-            Ok(8)
-        }
-
         fn metrics(&self, function: &'static str) -> Metrics {
             Metrics::off(function)
         }
@@ -134,7 +130,7 @@ async fn an_edit_and_a_delete_cost_four_table_round_trips_and_one_matrix_request
         async move {
             match function.handler(ports).await.unwrap() {
                 Handler::Http(handler) => handler,
-                Handler::Queue(_) => unreachable!(),
+                _ => unreachable!(),
             }
         }
     };

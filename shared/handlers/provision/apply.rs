@@ -1,10 +1,13 @@
 //! A change of a conversation or of a member on its way to Matrix, the way
 //! a message change goes (`handlers::changes::route`): written with its
-//! [`PendingSync`] in one transaction, then delivered directly while the
-//! conversation's outbox is empty, else through the outbox by the retry
-//! function, in order after what waits there. A homeserver that cannot
-//! take it moves it into the outbox; a refusal drops it and is the caller's
-//! to undo.
+//! [`PendingSync`] in one transaction and counted into the conversation's
+//! outbox until it settles, then delivered directly while nothing else is
+//! unsettled there, else by the retry function, in order after what waits
+//! there. A homeserver that cannot take it hands it to the retry function;
+//! a refusal drops it and is the caller's to undo. The sweeper finds one
+//! left pending (a request that died, a lost job) like a message.
+
+use time::OffsetDateTime;
 
 use super::service::{Applied, Provisioning};
 use super::sync;
@@ -40,16 +43,18 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             .conversation
             .as_ref()
             .ok_or(Error::Store(StoreError::Rejected))?;
-        let already_queued = context
-            .sync
-            .as_ref()
-            .is_some_and(|pending| pending.delivery == Delivery::Queued);
-        let (delivery, outbox) = route(already_queued, conversation.outbox <= 0);
+        // A pending sync of the subject is replaced: it is counted in the
+        // outbox already, and its job (or one queued now, if it was in
+        // flight) delivers what the table says then.
+        let replaced = context.sync.as_ref().map(|pending| pending.delivery);
+        let (delivery, outbox) = route(replaced, conversation.outbox <= 0);
+        let already_queued = replaced == Some(Delivery::Queued);
         let sync = PendingSync {
             conversation_id: conversation.id.clone(),
             subject,
             id: MessageId::new(),
             delivery,
+            since: OffsetDateTime::now_utc(),
         };
         let replaces = context.sync.as_ref().map(|pending| pending.id);
         let after = match change {

@@ -82,6 +82,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
                     .clone()
                     .or_else(|| previous.as_ref().and_then(|p| p.display_name.clone())),
                 joined: previous.as_ref().is_some_and(|p| p.joined),
+                // Its typing window, if one is open, stays.
+                typing_until: previous.as_ref().and_then(|p| p.typing_until),
             };
             if previous.as_ref() == Some(&member) && context.sync.is_none() {
                 return Ok((member, Applied::Done));

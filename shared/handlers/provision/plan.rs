@@ -220,6 +220,7 @@ impl Plan {
                 role: spec.role,
                 display_name,
                 joined: false,
+                typing_until: None,
             });
         }
         match body.kind {

@@ -5,10 +5,11 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use ruma::{EventId, UserId};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::DynamoStore;
 use super::idempotency::remember_once;
-use super::table::{Write, item, key_of, n, record, s, unless_rejected};
+use super::table::{Item, Write, item, key_of, n, record, s};
 use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
@@ -23,8 +24,20 @@ struct EventLookup {
     message_id: MessageId,
 }
 
-/// Adds `delta` to a conversation's outbox, optionally only while it is active.
-pub(super) fn outbox_change(id: &ConversationId, delta: i64, only_if_active: bool) -> Write {
+/// When an outbox change applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Only {
+    Always,
+    /// While the conversation is active.
+    IfActive,
+    /// While the conversation is active and nothing is in its outbox.
+    IfActiveAndEmpty,
+    /// While nothing is in the outbox.
+    IfEmpty,
+}
+
+/// Adds `delta` to a conversation's outbox, if `only` holds.
+pub(super) fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
     let change = Write::update(
         keys::conversation(id),
         "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
@@ -32,21 +45,41 @@ pub(super) fn outbox_change(id: &ConversationId, delta: i64, only_if_active: boo
     .name("#outbox", "outbox")
     .value(":zero", n(0))
     .value(":delta", n(delta));
-    if only_if_active {
+    let active = |change: Write| {
         change
-            .when("#status = :active")
             .name("#status", "status")
             .value(":active", s(ConversationStatus::Active.as_str()))
-    } else {
-        change
+    };
+    match only {
+        Only::Always => change,
+        Only::IfActive => active(change.when("#status = :active")),
+        Only::IfActiveAndEmpty => active(
+            change
+                .when("#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)"),
+        ),
+        Only::IfEmpty => change.when("attribute_not_exists(#outbox) OR #outbox <= :zero"),
     }
 }
 
+/// A message as an item: in the pending index while an operation on it is
+/// pending (from now on, for a record written now).
+fn message_item(message: &Message) -> Result<Item, StoreError> {
+    let mut item = item(keys::message(&message.conversation_id, message.id), message)?;
+    if message.is_pending() {
+        item.insert(keys::PENDING_KEY.into(), s(keys::PENDING));
+        item.insert(
+            keys::PENDING_SINCE.into(),
+            s(keys::pending_since(OffsetDateTime::now_utc())),
+        );
+    }
+    Ok(item)
+}
+
 impl DynamoStore {
-    /// Applies `update` (which has no condition of its own) to a message that
-    /// is still pending, with `also` in the same transaction, taking it out
-    /// of the outbox if it was queued. A message that is no longer pending is
-    /// left alone, and that is no error.
+    /// Applies `update` (which has no condition of its own) to a message
+    /// that is still pending, with `also` in the same transaction, taking it
+    /// out of the outbox (where a pending message always is). A message that
+    /// is no longer pending is left alone, and that is no error.
     async fn settle(
         &self,
         message: &Message,
@@ -60,10 +93,11 @@ impl DynamoStore {
                 .value(":pending", s(MessageStatus::Pending.as_str())),
         ];
         writes.extend(also);
-        if message.delivery == Delivery::Queued {
-            writes.push(outbox_change(&message.conversation_id, -1, false));
+        writes.push(outbox_change(&message.conversation_id, -1, Only::Always));
+        match self.table.transact(writes).await {
+            Err(StoreError::Rejected) => Ok(()),
+            other => other,
         }
-        unless_rejected(self.table.transact(writes).await)
     }
 }
 
@@ -75,19 +109,12 @@ impl MessageStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let id = &message.conversation_id;
         let member = keys::member(id, &message.sender.matrix_user_id);
-        let mut writes = vec![Write::put(item(keys::message(id, message.id), message)?).if_new()];
+        let mut writes = vec![Write::put(message_item(message)?).if_new()];
         match message.delivery {
+            // Counted in the outbox while in flight, so nothing sent after
+            // it can overtake it.
             Delivery::Direct => {
-                writes.push(
-                    Write::check(
-                        keys::conversation(id),
-                        "#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)",
-                    )
-                    .name("#status", "status")
-                    .name("#outbox", "outbox")
-                    .value(":active", s(ConversationStatus::Active.as_str()))
-                    .value(":zero", n(0)),
-                );
+                writes.push(outbox_change(id, 1, Only::IfActiveAndEmpty));
                 writes.push(
                     Write::check(member, "#joined = :yes")
                         .name("#joined", "joined")
@@ -95,7 +122,7 @@ impl MessageStore for DynamoStore {
                 );
             }
             Delivery::Queued => {
-                writes.push(outbox_change(id, 1, true));
+                writes.push(outbox_change(id, 1, Only::IfActive));
                 writes.push(Write::check_exists(member));
             }
         }
@@ -124,7 +151,8 @@ impl MessageStore for DynamoStore {
             } else if key == member {
                 context.member = Some(record(item)?);
             } else if idempotency.as_ref() == Some(&key) {
-                context.idempotency = Some(record(item)?);
+                let found: IdempotencyRecord = record(item)?;
+                context.idempotency = found.is_live(OffsetDateTime::now_utc()).then_some(found);
             }
         }
         Ok(context)
@@ -137,8 +165,10 @@ impl MessageStore for DynamoStore {
         };
         let sent = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :sent, #event = :event",
+            "SET #status = :sent, #event = :event REMOVE #pending_key, #pending_since",
         )
+        .name("#pending_key", keys::PENDING_KEY)
+        .name("#pending_since", keys::PENDING_SINCE)
         .name("#event", "event_id")
         .value(":sent", s(MessageStatus::Sent.as_str()))
         .value(":event", s(event_id.as_str()));
@@ -149,8 +179,10 @@ impl MessageStore for DynamoStore {
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
         let failed = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :failed, #failure = :reason",
+            "SET #status = :failed, #failure = :reason REMOVE #pending_key, #pending_since",
         )
+        .name("#pending_key", keys::PENDING_KEY)
+        .name("#pending_since", keys::PENDING_SINCE)
         .name("#failure", "failure")
         .value(":failed", s(MessageStatus::Failed.as_str()))
         .value(":reason", s(reason));
@@ -174,7 +206,7 @@ impl MessageStore for DynamoStore {
             "#revision = :revision AND #status = :status AND #delivery = :delivery"
         };
         let mut writes = vec![
-            Write::put(item(keys::message(id, message.id), &next)?)
+            Write::put(message_item(&next)?)
                 .when(unchanged)
                 .name("#revision", "revision")
                 .name("#status", "status")
@@ -188,16 +220,9 @@ impl MessageStore for DynamoStore {
         ];
         match outbox {
             Outbox::Keep => {}
-            Outbox::RequireEmpty => writes.push(
-                Write::check(
-                    keys::conversation(id),
-                    "attribute_not_exists(#outbox) OR #outbox <= :zero",
-                )
-                .name("#outbox", "outbox")
-                .value(":zero", n(0)),
-            ),
-            Outbox::Enter => writes.push(outbox_change(id, 1, false)),
-            Outbox::Leave => writes.push(outbox_change(id, -1, false)),
+            Outbox::EnterIfEmpty => writes.push(outbox_change(id, 1, Only::IfEmpty)),
+            Outbox::Enter => writes.push(outbox_change(id, 1, Only::Always)),
+            Outbox::Leave => writes.push(outbox_change(id, -1, Only::Always)),
         }
         if let Some(record) = idempotency {
             writes.push(remember_once(record)?);
@@ -214,9 +239,8 @@ impl MessageStore for DynamoStore {
             .value(":queued", s(Delivery::Queued.as_str()))
             .value(":direct", s(Delivery::Direct.as_str()))
             .value(":pending", s(MessageStatus::Pending.as_str()));
-        self.table
-            .transact(vec![queue, outbox_change(id, 1, false)])
-            .await
+        // Already counted in the outbox while in flight.
+        self.table.write(queue).await
     }
 
     async fn message(
@@ -225,6 +249,24 @@ impl MessageStore for DynamoStore {
         message: MessageId,
     ) -> Result<Option<Message>, StoreError> {
         self.table.get(keys::message(id, message)).await
+    }
+
+    async fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.table
+            .query_index_below(
+                keys::PENDING_INDEX,
+                (keys::PENDING_KEY, keys::PENDING),
+                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .map(record)
+            .collect()
     }
 
     async fn messages(

@@ -10,6 +10,7 @@
 
 mod conversations;
 mod idempotency;
+mod media;
 mod members;
 mod messages;
 mod syncs;

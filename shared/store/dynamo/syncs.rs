@@ -1,9 +1,12 @@
 //! [`SyncStore`] on the table: a pending sync is an item of its
 //! conversation's partition ([`keys::sync`]), written in the same
-//! transaction as the change it carries and the outbox count it moves.
+//! transaction as the change it carries and the outbox count it moves, and
+//! in the pending index ([`keys::PENDING_SYNCS`]) until it settles.
+
+use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::messages::outbox_change;
+use super::messages::{Only, outbox_change};
 use super::table::{Write, item, key_of, n, record, s, value};
 use crate::ids::ConversationId;
 use crate::model::{
@@ -12,12 +15,16 @@ use crate::model::{
 use crate::store::keys;
 use crate::store::{MemberWrite, Outbox, StoreError, SyncContext, SyncStore};
 
-/// Puts `sync`, only if the subject's pending sync is still `replaces`.
+/// Puts `sync`, in the pending index, only if the subject's pending sync
+/// is still `replaces`.
 fn put_sync(sync: &PendingSync, replaces: Option<MessageId>) -> Result<Write, StoreError> {
-    let put = Write::put(item(
-        keys::sync(&sync.conversation_id, &sync.subject),
-        sync,
-    )?);
+    let mut item = item(keys::sync(&sync.conversation_id, &sync.subject), sync)?;
+    item.insert(keys::PENDING_KEY.into(), s(keys::PENDING_SYNCS));
+    item.insert(
+        keys::PENDING_SINCE.into(),
+        s(keys::pending_since(sync.since)),
+    );
+    let put = Write::put(item);
     Ok(match replaces {
         None => put.if_new(),
         Some(id) => put
@@ -27,26 +34,16 @@ fn put_sync(sync: &PendingSync, replaces: Option<MessageId>) -> Result<Write, St
     })
 }
 
-/// What the conversation must say for a change to go in, and how its
-/// outbox moves.
+/// What the conversation must say for a change to go in (active), and how
+/// its outbox moves.
 fn conversation_condition(id: &ConversationId, outbox: Outbox) -> Write {
-    let active = |check: Write| {
-        check
-            .name("#status", "status")
-            .value(":active", s(ConversationStatus::Active.as_str()))
-    };
     match outbox {
-        Outbox::Keep => active(Write::check(keys::conversation(id), "#status = :active")),
-        Outbox::RequireEmpty => active(
-            Write::check(
-                keys::conversation(id),
-                "#status = :active AND (attribute_not_exists(#outbox) OR #outbox <= :zero)",
-            )
-            .name("#outbox", "outbox")
-            .value(":zero", n(0)),
-        ),
-        Outbox::Enter => outbox_change(id, 1, true),
-        Outbox::Leave => outbox_change(id, -1, true),
+        Outbox::Keep => Write::check(keys::conversation(id), "#status = :active")
+            .name("#status", "status")
+            .value(":active", s(ConversationStatus::Active.as_str())),
+        Outbox::EnterIfEmpty => outbox_change(id, 1, Only::IfActiveAndEmpty),
+        Outbox::Enter => outbox_change(id, 1, Only::IfActive),
+        Outbox::Leave => outbox_change(id, -1, Only::IfActive),
     }
 }
 
@@ -121,10 +118,10 @@ impl SyncStore for DynamoStore {
         outbox: Outbox,
     ) -> Result<(), StoreError> {
         let delta = match outbox {
-            Outbox::RequireEmpty if read.outbox > 0 => return Err(StoreError::Rejected),
-            Outbox::Enter => 1,
+            Outbox::EnterIfEmpty if read.outbox > 0 => return Err(StoreError::Rejected),
+            Outbox::Enter | Outbox::EnterIfEmpty => 1,
             Outbox::Leave => -1,
-            Outbox::Keep | Outbox::RequireEmpty => 0,
+            Outbox::Keep => 0,
         };
         let next = Conversation {
             outbox: read.outbox + delta,
@@ -145,13 +142,11 @@ impl SyncStore for DynamoStore {
 
     async fn settle_sync(&self, sync: &PendingSync) -> Result<(), StoreError> {
         let id = &sync.conversation_id;
-        let mut writes = vec![while_pending(
-            Write::delete(keys::sync(id, &sync.subject)),
-            sync,
-        )?];
-        if sync.delivery == Delivery::Queued {
-            writes.push(outbox_change(id, -1, false));
-        }
+        // A pending sync is counted in the outbox, direct or queued.
+        let writes = vec![
+            while_pending(Write::delete(keys::sync(id, &sync.subject)), sync)?,
+            outbox_change(id, -1, Only::Always),
+        ];
         self.table.transact(writes).await
     }
 
@@ -164,9 +159,26 @@ impl SyncStore for DynamoStore {
             .value(":id", value(&sync.id)?)
             .value(":queued", s(Delivery::Queued.as_str()))
             .value(":direct", s(Delivery::Direct.as_str()));
+        // Counted in the outbox already, while in flight.
+        self.table.write(queue).await
+    }
+
+    async fn stale_syncs(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingSync>, StoreError> {
         self.table
-            .transact(vec![queue, outbox_change(id, 1, false)])
-            .await
+            .query_index_below(
+                keys::PENDING_INDEX,
+                (keys::PENDING_KEY, keys::PENDING_SYNCS),
+                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .map(record)
+            .collect()
     }
 
     async fn restore_member(

@@ -398,54 +398,70 @@ impl Table {
     }
 
     /// All of `writes` or none, with `TransactWriteItems`. `Rejected` when
-    /// the only reasons it was cancelled are failed conditions.
+    /// the only reasons it was cancelled are failed conditions. A conflict
+    /// with another transaction on the same items (concurrent sends to one
+    /// conversation) is tried again after a jittered back-off.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let items = writes
             .into_iter()
             .map(|write| write.into_transact_item(&self.name))
             .collect::<Result<Vec<_>, _>>()?;
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(classify_transaction)?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match sent.map_err(classify_transaction) {
+                Ok(_) => return Ok(()),
+                Err(Cancelled::Conflict(_)) if attempt < CONFLICT_RETRIES => {
+                    tokio::time::sleep(jittered(attempt)).await;
+                    attempt += 1;
+                }
+                Err(Cancelled::Conflict(err) | Cancelled::Other(err)) => return Err(err),
+            }
+        }
     }
 
     /// Every item of `range`, in sort key order, read consistently, page
     /// after page.
     pub async fn query_all(&self, range: KeyRange) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .query(range.clone())
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(classify)?;
-            items.extend(output.items.unwrap_or_default());
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        pages(self.query(range).consistent_read(true), usize::MAX).await
     }
 
     /// Up to `limit` items of `range`, highest sort key first, read
-    /// consistently: one page, which the table may cut short.
+    /// consistently, page after page: the table cuts a page at 1 MB.
     pub async fn query_last(&self, range: KeyRange, limit: usize) -> Result<Vec<Item>, StoreError> {
-        let output = self
+        let query = self
             .query(range)
             .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(output.items.unwrap_or_default())
+            .consistent_read(true);
+        pages(query, limit).await
+    }
+
+    /// Up to `limit` items of the index `index` whose partition attribute
+    /// has `partition`'s value and whose sort attribute is below `below`'s,
+    /// lowest first (an index read is eventually consistent).
+    pub async fn query_index_below(
+        &self,
+        index: &str,
+        partition: (&str, &str),
+        below: (&str, &str),
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk AND #sk < :below")
+            .expression_attribute_names("#pk", partition.0)
+            .expression_attribute_names("#sk", below.0)
+            .expression_attribute_values(":pk", s(partition.1))
+            .expression_attribute_values(":below", s(below.1));
+        pages(query, limit).await
     }
 
     fn query(&self, range: KeyRange) -> QueryFluentBuilder {
@@ -464,6 +480,27 @@ impl Table {
                 .expression_attribute_values(":from", s(prefix)),
         }
     }
+}
+
+/// Up to `limit` items of `query`, page after page (a page ends at 1 MB).
+async fn pages(query: QueryFluentBuilder, limit: usize) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    while items.len() < limit {
+        let output = query
+            .clone()
+            .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        items.extend(output.items.unwrap_or_default());
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    Ok(items)
 }
 
 /// The wait before trying unprocessed batch items again.
@@ -488,9 +525,28 @@ where
     }
 }
 
+/// How many times a transaction that conflicted with another is tried again.
+const CONFLICT_RETRIES: u32 = 6;
+
+/// 20 ms doubling per attempt, each wait a random point in it ("full
+/// jitter"), so racing writers spread out.
+fn jittered(attempt: u32) -> Duration {
+    let ceiling = 20u64 << attempt.min(8);
+    let random = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
+    Duration::from_millis(random.max(1))
+}
+
+/// Why a transaction failed: a conflict with a concurrent transaction on
+/// the same items (worth trying again at once), or anything else.
+enum Cancelled {
+    Conflict(StoreError),
+    Other(StoreError),
+}
+
 /// A cancelled transaction whose every reason is a failed condition is
-/// `Rejected`; a conflict or throttle is `Unavailable` (worth a retry).
-fn classify_transaction<R>(err: SdkError<TransactWriteItemsError, R>) -> StoreError
+/// `Rejected`; one cancelled by a conflict is a [`Cancelled::Conflict`]; a
+/// throttle or anything else is `Unavailable`.
+fn classify_transaction<R>(err: SdkError<TransactWriteItemsError, R>) -> Cancelled
 where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
@@ -498,18 +554,30 @@ where
         err.as_service_error()
     {
         let reasons = cancelled.cancellation_reasons();
+        let code = |reason: &aws_sdk_dynamodb::types::CancellationReason| {
+            reason.code().unwrap_or("None").to_owned()
+        };
         let only_conditions = !reasons.is_empty()
-            && reasons.iter().all(|reason| {
-                matches!(
-                    reason.code(),
-                    None | Some("None" | "ConditionalCheckFailed")
-                )
-            });
+            && reasons
+                .iter()
+                .all(|reason| matches!(code(reason).as_str(), "None" | "ConditionalCheckFailed"));
         if only_conditions {
-            return StoreError::Rejected;
+            return Cancelled::Other(StoreError::Rejected);
+        }
+        if reasons
+            .iter()
+            .any(|reason| code(reason) == "TransactionConflict")
+        {
+            return Cancelled::Conflict(StoreError::Unavailable(Box::new(err)));
         }
     }
-    StoreError::Unavailable(Box::new(err))
+    if matches!(
+        err.as_service_error(),
+        Some(TransactWriteItemsError::TransactionInProgressException(_))
+    ) {
+        return Cancelled::Conflict(StoreError::Unavailable(Box::new(err)));
+    }
+    Cancelled::Other(StoreError::Unavailable(Box::new(err)))
 }
 
 #[cfg(test)]
@@ -521,6 +589,48 @@ mod tests {
             pk: "P#1".into(),
             sk: "S".into(),
         }
+    }
+
+    fn cancelled(codes: &[&str]) -> Cancelled {
+        use aws_sdk_dynamodb::types::CancellationReason;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        let mut exception = TransactionCanceledException::builder();
+        for code in codes {
+            exception =
+                exception.cancellation_reasons(CancellationReason::builder().code(*code).build());
+        }
+        classify_transaction(SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(exception.build()),
+            (),
+        ))
+    }
+
+    #[test]
+    fn cancelled_transactions_are_told_apart() {
+        assert!(matches!(
+            cancelled(&["None", "ConditionalCheckFailed"]),
+            Cancelled::Other(StoreError::Rejected)
+        ));
+        assert!(matches!(
+            cancelled(&["None", "TransactionConflict"]),
+            Cancelled::Conflict(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            cancelled(&["ThrottlingError", "None"]),
+            Cancelled::Other(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn conflict_backoff_is_jittered_and_bounded() {
+        let waits: Vec<Duration> = (0..50).map(|_| jittered(3)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_millis(1) && *w < Duration::from_millis(160))
+        );
+        assert!(waits.iter().any(|w| *w != waits[0]), "not all the same");
+        assert!(jittered(30) < Duration::from_millis(20 << 8));
     }
 
     #[test]

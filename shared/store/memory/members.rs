@@ -1,6 +1,7 @@
 //! [`MemberStore`] on the in-memory state.
 
 use ruma::UserId;
+use time::OffsetDateTime;
 
 use super::{MemoryStore, member_key};
 use crate::ids::{AppUserId, ConversationId};
@@ -24,6 +25,35 @@ impl MemberStore for MemoryStore {
             .ok_or(StoreError::Rejected)?;
         member.joined = true;
         Ok(())
+    }
+
+    async fn start_typing(
+        &self,
+        id: &ConversationId,
+        user: &UserId,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let Some(member) = state.members.get_mut(&member_key(id, user)) else {
+            return Ok(false);
+        };
+        if member.typing_until.is_some_and(|open| open > now) {
+            return Ok(false);
+        }
+        // The table keeps milliseconds.
+        let millis = u32::from(until.millisecond()) * 1_000_000;
+        member.typing_until = Some(until.replace_nanosecond(millis).unwrap_or(until));
+        Ok(true)
+    }
+
+    async fn stop_typing(&self, id: &ConversationId, user: &UserId) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        Ok(state
+            .members
+            .get_mut(&member_key(id, user))
+            .and_then(|member| member.typing_until.take())
+            .is_some())
     }
 
     async fn puppets(&self, users: &[AppUserId]) -> Result<Vec<Puppet>, StoreError> {

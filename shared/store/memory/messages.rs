@@ -1,6 +1,7 @@
 //! [`MessageStore`] on the in-memory state.
 
 use ruma::{EventId, UserId};
+use time::OffsetDateTime;
 
 use super::{MemoryStore, State, member_key};
 use crate::ids::ConversationId;
@@ -10,8 +11,27 @@ use crate::model::{
 use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 impl State {
+    /// Stores `message` whole, keeping the pending index.
+    fn put_message(&mut self, message: Message) {
+        let key = (message.conversation_id.clone(), message.id);
+        if message.is_pending() {
+            self.pending_since
+                .insert(key.clone(), OffsetDateTime::now_utc());
+        } else {
+            self.pending_since.remove(&key);
+        }
+        self.messages.insert(key, message);
+    }
+
+    /// Whether a key is remembered: recorded and not expired.
+    fn remembers(&self, scope: &str) -> bool {
+        self.idempotency
+            .get(scope)
+            .is_some_and(|record| record.is_live(time::OffsetDateTime::now_utc()))
+    }
+
     /// Applies `outcome` to a message that is still pending, taking it out
-    /// of the outbox if it was queued; whether it was pending.
+    /// of the outbox; whether it was pending.
     fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
         let id = &message.conversation_id;
         let Some(stored) = self
@@ -22,10 +42,9 @@ impl State {
             return false;
         };
         outcome(stored);
-        if message.delivery == Delivery::Queued {
-            if let Some(conversation) = self.conversations.get_mut(id) {
-                conversation.outbox -= 1;
-            }
+        self.pending_since.remove(&(id.clone(), message.id));
+        if let Some(conversation) = self.conversations.get_mut(id) {
+            conversation.outbox -= 1;
         }
         true
     }
@@ -46,27 +65,23 @@ impl MessageStore for MemoryStore {
             .ok_or(StoreError::Rejected)?;
         let allowed = conversation.status == ConversationStatus::Active
             && match message.delivery {
-                Delivery::Direct => member.joined && conversation.outbox == 0,
+                Delivery::Direct => member.joined && conversation.outbox <= 0,
                 Delivery::Queued => true,
             }
-            && idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope))
+            && idempotency.is_none_or(|record| !state.remembers(&record.scope))
             && !state.messages.contains_key(&(id.clone(), message.id));
         if !allowed {
             return Err(StoreError::Rejected);
         }
-        if message.delivery == Delivery::Queued {
-            if let Some(conversation) = state.conversations.get_mut(id) {
-                conversation.outbox += 1;
-            }
+        if let Some(conversation) = state.conversations.get_mut(id) {
+            conversation.outbox += 1;
         }
         if let Some(record) = idempotency {
             state
                 .idempotency
                 .insert(record.scope.clone(), record.clone());
         }
-        state
-            .messages
-            .insert((id.clone(), message.id), message.clone());
+        state.put_message(message.clone());
         Ok(())
     }
 
@@ -80,7 +95,9 @@ impl MessageStore for MemoryStore {
         Ok(SendContext {
             conversation: state.conversations.get(id).cloned(),
             member: state.members.get(&member_key(id, user)).cloned(),
-            idempotency: idempotency_scope.and_then(|scope| state.idempotency.get(scope).cloned()),
+            idempotency: idempotency_scope
+                .filter(|scope| state.remembers(scope))
+                .and_then(|scope| state.idempotency.get(scope).cloned()),
         })
     }
 
@@ -125,18 +142,17 @@ impl MessageStore for MemoryStore {
             });
         let outbox_now = state.conversations.get(id).map(|c| c.outbox);
         let outbox_allows = match outbox {
-            Outbox::RequireEmpty => outbox_now.is_none_or(|count| count <= 0),
+            Outbox::EnterIfEmpty => outbox_now.is_none_or(|count| count <= 0),
             Outbox::Keep | Outbox::Enter | Outbox::Leave => outbox_now.is_some(),
         };
-        let key_free =
-            idempotency.is_none_or(|record| !state.idempotency.contains_key(&record.scope));
+        let key_free = idempotency.is_none_or(|record| !state.remembers(&record.scope));
         if !(unchanged && outbox_allows && key_free) {
             return Err(StoreError::Rejected);
         }
         let delta = match outbox {
-            Outbox::Enter => 1,
+            Outbox::Enter | Outbox::EnterIfEmpty => 1,
             Outbox::Leave => -1,
-            Outbox::Keep | Outbox::RequireEmpty => 0,
+            Outbox::Keep => 0,
         };
         if let Some(conversation) = state.conversations.get_mut(id) {
             conversation.outbox += delta;
@@ -148,7 +164,7 @@ impl MessageStore for MemoryStore {
         }
         let mut next = message.clone();
         next.revision = read.revision + 1;
-        state.messages.insert((id.clone(), message.id), next);
+        state.put_message(next);
         Ok(())
     }
 
@@ -163,9 +179,6 @@ impl MessageStore for MemoryStore {
             })
             .ok_or(StoreError::Rejected)?;
         stored.delivery = Delivery::Queued;
-        if let Some(conversation) = state.conversations.get_mut(id) {
-            conversation.outbox += 1;
-        }
         Ok(())
     }
 
@@ -175,6 +188,25 @@ impl MessageStore for MemoryStore {
         message: MessageId,
     ) -> Result<Option<Message>, StoreError> {
         Ok(self.state().messages.get(&(id.clone(), message)).cloned())
+    }
+
+    async fn stale_pending(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let state = self.state();
+        let mut stale: Vec<_> = state
+            .pending_since
+            .iter()
+            .filter(|(_, since)| **since < older_than)
+            .collect();
+        stale.sort_by_key(|(_, since)| **since);
+        Ok(stale
+            .into_iter()
+            .take(limit)
+            .filter_map(|(key, _)| state.messages.get(key).cloned())
+            .collect())
     }
 
     async fn messages(

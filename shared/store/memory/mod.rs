@@ -4,6 +4,7 @@
 //! module on it.
 
 mod conversations;
+mod media;
 mod members;
 mod messages;
 mod syncs;
@@ -15,7 +16,8 @@ use ruma::{OwnedEventId, OwnedRoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
-    Conversation, IdempotencyRecord, Member, Message, MessageId, PendingSync, Puppet, SyncSubject,
+    Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, PendingSync,
+    Puppet, SyncSubject,
 };
 
 #[derive(Default)]
@@ -27,6 +29,9 @@ struct State {
     idempotency: HashMap<String, IdempotencyRecord>,
     rooms: HashMap<OwnedRoomId, ConversationId>,
     events: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    media: HashMap<(ConversationId, MediaId), MediaRecord>,
+    /// The pending index: when each message's pending operation began.
+    pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
     syncs: HashMap<(ConversationId, SyncSubject), PendingSync>,
 }
 

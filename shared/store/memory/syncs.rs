@@ -1,5 +1,7 @@
 //! [`SyncStore`] on the in-memory state.
 
+use time::OffsetDateTime;
+
 use super::{MemoryStore, State, member_key};
 use crate::ids::ConversationId;
 use crate::model::{
@@ -38,9 +40,9 @@ impl State {
 /// or `None` if it does not allow it.
 fn outbox_delta(outbox: Outbox, count: i64) -> Option<i64> {
     match outbox {
-        Outbox::RequireEmpty if count > 0 => None,
-        Outbox::RequireEmpty | Outbox::Keep => Some(0),
-        Outbox::Enter => Some(1),
+        Outbox::EnterIfEmpty if count > 0 => None,
+        Outbox::Keep => Some(0),
+        Outbox::Enter | Outbox::EnterIfEmpty => Some(1),
         Outbox::Leave => Some(-1),
     }
 }
@@ -122,10 +124,9 @@ impl SyncStore for MemoryStore {
         }
         let id = &sync.conversation_id;
         state.syncs.remove(&(id.clone(), sync.subject.clone()));
-        if sync.delivery == Delivery::Queued {
-            if let Some(conversation) = state.conversations.get_mut(id) {
-                conversation.outbox -= 1;
-            }
+        // A pending sync is counted in the outbox, direct or queued.
+        if let Some(conversation) = state.conversations.get_mut(id) {
+            conversation.outbox -= 1;
         }
         Ok(())
     }
@@ -138,11 +139,26 @@ impl SyncStore for MemoryStore {
             .get_mut(&(id.clone(), sync.subject.clone()))
             .filter(|pending| pending.id == sync.id && pending.delivery == Delivery::Direct)
             .ok_or(StoreError::Rejected)?;
+        // Counted in the outbox already, while in flight.
         pending.delivery = Delivery::Queued;
-        if let Some(conversation) = state.conversations.get_mut(id) {
-            conversation.outbox += 1;
-        }
         Ok(())
+    }
+
+    async fn stale_syncs(
+        &self,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingSync>, StoreError> {
+        let state = self.state();
+        let mut stale: Vec<PendingSync> = state
+            .syncs
+            .values()
+            .filter(|sync| sync.since < older_than)
+            .cloned()
+            .collect();
+        stale.sort_by_key(|sync| sync.since);
+        stale.truncate(limit);
+        Ok(stale)
     }
 
     async fn restore_member(

@@ -10,6 +10,9 @@
 //!   function's handler as the SQS event source mapping would, until the queue
 //!   is empty (or for good, with `--follow`);
 //! - `bridge-dev token <user_id> [--admin] [--ttl <seconds>]`: prints a dev JWT;
+//! - `bridge-dev replay-dlq`: moves the retry jobs in the dead-letter queue
+//!   back to the retry queue (`BRIDGE_RETRY_DLQ_URL` to
+//!   `BRIDGE_RETRY_QUEUE_URL`), in order, per conversation;
 //! - `bridge-dev functions`: lists the registered functions, one name a line
 //!   (what `scripts/package` and `scripts/bench` build).
 
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
 use bridge::function::Handler;
-use bridge::handlers::{registry, retry};
+use bridge::handlers::{registry, retry, sweeper};
 use bridge::ids::AppUserId;
 use bridge::runtime::{self, Adapters, BoxError, InitError};
 use bridge_dev::gateway::{self, Gateway};
@@ -28,7 +31,7 @@ use bridge_dev::token::TokenConfig;
 use bridge_dev::{retry_poller, setup};
 
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
-       bridge-dev gateway | setup | retry [--follow] | functions
+       bridge-dev gateway | setup | retry [--follow] | replay-dlq | functions
        bridge-dev token <user_id> [--admin] [--ttl <seconds>]";
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Some("setup") => runtime.block_on(run_setup()),
         Some("retry") => runtime.block_on(run_retry(args.iter().any(|arg| arg == "--follow"))),
         Some("token") => print_token(&args[1..]),
+        Some("replay-dlq") => runtime.block_on(replay_dead_letters()),
         Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
         _ => {
             eprintln!("{USAGE}");
@@ -82,15 +86,29 @@ async fn run_gateway() -> Result<(), InitError> {
     Ok(())
 }
 
+/// How often `retry --follow` runs the sweeper, as its schedule does in AWS.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 async fn run_retry(follow: bool) -> Result<(), InitError> {
     runtime::init_telemetry();
     let adapters = Adapters::from_env();
     let Handler::Queue(function) = retry::function().handler(&adapters).await? else {
         return Err("the retry function is not a queue function".into());
     };
+    let Handler::Scheduled(sweeper) = sweeper::function().handler(&adapters).await? else {
+        return Err("the sweeper is not a scheduled function".into());
+    };
     let sqs = adapters.sqs().await;
     let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
+    let mut last_sweep = std::time::Instant::now();
     loop {
+        if follow && last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            match sweeper.call().await {
+                Ok(sweep) => tracing::debug!(%sweep, "sweep"),
+                Err(err) => tracing::error!(error = %err, "sweep failed"),
+            }
+        }
         let drained =
             retry_poller::drain_once(&sqs, &queue, function.as_ref(), Duration::from_secs(5))
                 .await?;
@@ -105,6 +123,15 @@ async fn run_retry(follow: bool) -> Result<(), InitError> {
             );
         }
     }
+}
+
+async fn replay_dead_letters() -> Result<(), InitError> {
+    runtime::init_telemetry();
+    let from = std::env::var("BRIDGE_RETRY_DLQ_URL")
+        .map_err(|_| "BRIDGE_RETRY_DLQ_URL is required: the retry dead-letter queue's URL")?;
+    let to = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
+    let moved = retry_poller::replay(&Adapters::from_env().sqs().await, &from, &to).await?;
+    print_lines([format!("moved {moved} retry jobs back to the retry queue")])
 }
 
 async fn run_setup() -> Result<(), InitError> {

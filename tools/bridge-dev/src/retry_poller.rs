@@ -89,3 +89,46 @@ pub async fn drain_once(
         handed_back: failed.len(),
     })
 }
+
+/// Moves every message of the FIFO queue `from` (a dead-letter queue) to the
+/// FIFO queue `to`, keeping each message's group (and so its order within
+/// the group); returns how many moved. A message is deleted from `from`
+/// only after `to` took it.
+pub async fn replay(sqs: &aws_sdk_sqs::Client, from: &str, to: &str) -> Result<usize, BoxError> {
+    let mut moved = 0;
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(from)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(moved);
+        }
+        for message in messages {
+            let group = message
+                .attributes
+                .as_ref()
+                .and_then(|attributes| attributes.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned()
+                .ok_or("a dead-lettered job without its group")?;
+            sqs.send_message()
+                .queue_url(to)
+                .set_message_body(message.body.clone())
+                .message_group_id(group)
+                .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string())
+                .send()
+                .await?;
+            sqs.delete_message()
+                .queue_url(from)
+                .set_receipt_handle(message.receipt_handle.clone())
+                .send()
+                .await?;
+            moved += 1;
+        }
+    }
+}

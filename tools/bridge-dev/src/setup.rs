@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -26,6 +27,9 @@ pub struct TableSpec {
     pub on_demand: bool,
     /// The attribute DynamoDB's TTL expires items by.
     pub ttl_attribute: &'static str,
+    /// The global secondary index (name, hash key, range key; string keys,
+    /// all attributes projected): the store's pending index.
+    pub index: (&'static str, &'static str, &'static str),
 }
 
 pub const TABLE: TableSpec = TableSpec {
@@ -33,6 +37,11 @@ pub const TABLE: TableSpec = TableSpec {
     range_key: "sk",
     on_demand: true,
     ttl_attribute: "expires_at",
+    index: (
+        bridge::store::PENDING_INDEX,
+        bridge::store::PENDING_KEY,
+        bridge::store::PENDING_SINCE,
+    ),
 };
 
 /// A queue of `template.yaml`, with the attributes that matter locally.
@@ -62,7 +71,7 @@ pub struct Redrive {
 }
 
 /// The template's `RetryMaxReceiveCount` parameter, at its default.
-pub const RETRY_MAX_RECEIVE_COUNT: u32 = 8;
+pub const RETRY_MAX_RECEIVE_COUNT: u32 = 100;
 
 /// Fourteen days, the longest SQS keeps a message.
 const FOURTEEN_DAYS: u32 = 14 * 24 * 60 * 60;
@@ -219,14 +228,28 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
     } else {
         BillingMode::Provisioned
     };
+    let (index_name, index_hash, index_range) = TABLE.index;
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(index_name)
+        .key_schema(key(index_hash, KeyType::Hash)?)
+        .key_schema(key(index_range, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()?;
     let created = dynamo
         .create_table()
         .table_name(table)
         .billing_mode(billing)
         .attribute_definitions(attribute(TABLE.hash_key)?)
         .attribute_definitions(attribute(TABLE.range_key)?)
+        .attribute_definitions(attribute(index_hash)?)
+        .attribute_definitions(attribute(index_range)?)
         .key_schema(key(TABLE.hash_key, KeyType::Hash)?)
         .key_schema(key(TABLE.range_key, KeyType::Range)?)
+        .global_secondary_indexes(index.clone())
         .send()
         .await;
     match created {
@@ -236,6 +259,32 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
+            // A table from before the index was declared gets it added.
+            let described = dynamo.describe_table().table_name(table).send().await?;
+            let has_index = described
+                .table()
+                .map(|t| t.global_secondary_indexes())
+                .is_some_and(|indexes| indexes.iter().any(|i| i.index_name() == Some(index_name)));
+            if !has_index {
+                dynamo
+                    .update_table()
+                    .table_name(table)
+                    .attribute_definitions(attribute(index_hash)?)
+                    .attribute_definitions(attribute(index_range)?)
+                    .global_secondary_index_updates(
+                        GlobalSecondaryIndexUpdate::builder()
+                            .create(
+                                CreateGlobalSecondaryIndexAction::builder()
+                                    .index_name(index_name)
+                                    .set_key_schema(Some(index.key_schema().to_vec()))
+                                    .set_projection(index.projection().cloned())
+                                    .build()?,
+                            )
+                            .build(),
+                    )
+                    .send()
+                    .await?;
+            }
             return Ok(());
         }
         Err(err) => return Err(err.into()),
@@ -507,7 +556,16 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(attributes, [(TABLE.hash_key, "S"), (TABLE.range_key, "S")]);
+        let (index_name, index_hash, index_range) = TABLE.index;
+        assert_eq!(
+            attributes,
+            [
+                (TABLE.hash_key, "S"),
+                (TABLE.range_key, "S"),
+                (index_hash, "S"),
+                (index_range, "S")
+            ]
+        );
         assert_eq!(
             properties["BillingMode"].as_str() == Some("PAY_PER_REQUEST"),
             TABLE.on_demand
@@ -515,10 +573,26 @@ mod tests {
         let ttl = &properties["TimeToLiveSpecification"];
         assert_eq!(ttl["AttributeName"].as_str(), Some(TABLE.ttl_attribute));
         assert!(boolean(&template, &ttl["Enabled"]));
+        let indexes = properties["GlobalSecondaryIndexes"].as_sequence().unwrap();
+        assert_eq!(indexes.len(), 1, "one index, as created locally");
+        let index = &indexes[0];
+        assert_eq!(index["IndexName"].as_str(), Some(index_name));
+        let index_keys: Vec<(&str, &str)> = index["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap(),
+                    k["KeyType"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(index_keys, [(index_hash, "HASH"), (index_range, "RANGE")]);
+        assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("ALL"));
         assert!(
-            properties.get("GlobalSecondaryIndexes").is_none()
-                && properties.get("LocalSecondaryIndexes").is_none(),
-            "the template has indexes now: create them locally too"
+            properties.get("LocalSecondaryIndexes").is_none(),
+            "the template has local indexes now: create them locally too"
         );
     }
 }

@@ -542,8 +542,9 @@ impl<'a> Stack<'a> {
             }
             Action::Start => {}
         }
+        // A part just stopped may hold its port for a moment longer.
         if let Some((port, variable)) = self.ports.port(part)
-            && parts::port_busy(port)
+            && parts::port_busy_for(port, Duration::from_secs(5))
         {
             return Err(format!(
                 "port {port} ({}) is in use by another process; set {variable}",

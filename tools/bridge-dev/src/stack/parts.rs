@@ -233,6 +233,19 @@ pub fn port_busy(port: u16) -> bool {
     .is_ok()
 }
 
+/// Whether `port` is still taken after waiting up to `patience` for it to
+/// be given up.
+pub fn port_busy_for(port: u16, patience: Duration) -> bool {
+    let deadline = std::time::Instant::now() + patience;
+    while port_busy(port) {
+        if std::time::Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// A line of `stack status`.
 pub fn status_line(part: Part, pid: Option<u32>, url: Option<&str>, note: &str) -> String {
     match pid {
