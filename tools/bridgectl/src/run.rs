@@ -1,7 +1,8 @@
 //! The cutover run: users, then conversations (spaces first, so the
 //! conversations in them find them), then the extra memberships, each
 //! record through the provisioning service the API uses, `concurrency` at
-//! a time.
+//! a time (the memberships of one conversation one after another, as its
+//! outbox lets only one change at a time go to Matrix directly).
 //!
 //! It can be run again and again: a record whose mapping shows it
 //! provisioned (a registered puppet with that profile, an active
@@ -110,8 +111,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
         // there yet, waits for a last pass rather than holding up the others.
         let deferred = Mutex::new(Vec::new());
         for batch in [spaces, others] {
-            self.each(batch, &progress, |line| {
-                self.conversation(line, &spaces_in_export, Some(&deferred))
+            self.each(batch, &progress, |line| async {
+                usize::from(
+                    self.conversation(line, &spaces_in_export, Some(&deferred))
+                        .await,
+                )
             })
             .await;
         }
@@ -120,8 +124,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
             .into_iter()
             .partition(|line| line.value.kind == ConversationKind::Space);
         for batch in [spaces, others] {
-            self.each(batch, &progress, |line| {
-                self.conversation(line, &spaces_in_export, None)
+            self.each(batch, &progress, |line| async {
+                usize::from(self.conversation(line, &spaces_in_export, None).await)
             })
             .await;
         }
@@ -132,26 +136,40 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
             .map(|line| &line.value.id)
             .collect();
         let progress = Progress::start(Kind::Membership, export.memberships.len(), self.report);
-        self.each(export.memberships.iter().collect(), &progress, |line| {
-            self.membership(line, &known)
-        })
+        // The memberships of one conversation one after another, in the
+        // export's order: a change while another of the same conversation
+        // is in flight would wait in its outbox for the retry function.
+        self.each(
+            by_conversation(&export.memberships),
+            &progress,
+            |lines| async {
+                let mut done = 0;
+                for line in lines {
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    done += usize::from(self.membership(line, &known).await);
+                }
+                done
+            },
+        )
         .await;
         progress.finish();
     }
 
-    /// Runs `work` on every line, `concurrency` at a time, until stopped;
-    /// `work` says whether it is through with a line (else it put it off).
-    async fn each<'l, T, F, Fut>(&self, lines: Vec<&'l Line<T>>, progress: &Progress<'_>, work: F)
+    /// Runs `work` on every item, `concurrency` at a time, until stopped;
+    /// `work` says how many lines it is through with (it may put some off).
+    async fn each<I, F, Fut>(&self, items: Vec<I>, progress: &Progress<'_>, work: F)
     where
-        F: Fn(&'l Line<T>) -> Fut,
-        Fut: Future<Output = bool>,
+        F: Fn(I) -> Fut,
+        Fut: Future<Output = usize>,
     {
-        stream::iter(lines)
+        stream::iter(items)
             .take_while(|_| future::ready(!self.stop.load(Ordering::SeqCst)))
-            .map(|line| {
-                let done = work(line);
+            .map(|item| {
+                let done = work(item);
                 async move {
-                    if done.await {
+                    for _ in 0..done.await {
                         progress.step();
                     }
                 }
@@ -196,7 +214,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
                 line.number,
                 result,
             );
-            true
+            1
         })
         .await;
         progress.finish();
@@ -368,6 +386,21 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
     }
 }
 
+/// The lines grouped by conversation, each group and the lines in it in the
+/// export's order.
+fn by_conversation(lines: &[Line<MembershipLine>]) -> Vec<Vec<&Line<MembershipLine>>> {
+    let mut groups: Vec<Vec<&Line<MembershipLine>>> = Vec::new();
+    let mut index: HashMap<&ConversationId, usize> = HashMap::new();
+    for line in lines {
+        let group = *index.entry(&line.value.conversation_id).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(line);
+    }
+    groups
+}
+
 /// A room id for a dry run's plan of a conversation whose space is only in
 /// the export yet.
 fn placeholder_room() -> OwnedRoomId {
@@ -388,6 +421,32 @@ fn in_sync(puppet: &Puppet, display_name: Option<&str>, avatar: Option<&Avatar>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memberships_are_grouped_by_conversation_in_the_exports_order() {
+        let line = |number: usize, conversation: &str, user: &str| Line {
+            number,
+            value: MembershipLine {
+                conversation_id: ConversationId::parse(conversation).unwrap(),
+                user_id: Some(AppUserId::parse(user).unwrap()),
+                matrix_user_id: None,
+                role: bridge::model::Role::Member,
+                display_name: None,
+            },
+        };
+        let lines = [
+            line(1, "a", "ann"),
+            line(2, "b", "bo"),
+            line(3, "a", "cy"),
+            line(4, "c", "di"),
+            line(5, "b", "ed"),
+        ];
+        let numbers: Vec<Vec<usize>> = by_conversation(&lines)
+            .into_iter()
+            .map(|group| group.into_iter().map(|line| line.number).collect())
+            .collect();
+        assert_eq!(numbers, [vec![1, 3], vec![2, 5], vec![4]]);
+    }
 
     #[test]
     fn a_puppet_is_in_sync_when_its_profile_is_what_the_line_asks() {
