@@ -256,17 +256,7 @@ impl MessageStore for DynamoStore {
         older_than: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.table
-            .query_index_below(
-                keys::PENDING_INDEX,
-                (keys::PENDING_KEY, keys::PENDING),
-                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
-                limit,
-            )
-            .await?
-            .into_iter()
-            .map(record)
-            .collect()
+        self.stale(keys::PENDING, older_than, limit).await
     }
 
     async fn messages(

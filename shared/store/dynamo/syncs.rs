@@ -168,17 +168,7 @@ impl SyncStore for DynamoStore {
         older_than: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<PendingSync>, StoreError> {
-        self.table
-            .query_index_below(
-                keys::PENDING_INDEX,
-                (keys::PENDING_KEY, keys::PENDING_SYNCS),
-                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
-                limit,
-            )
-            .await?
-            .into_iter()
-            .map(record)
-            .collect()
+        self.stale(keys::PENDING_SYNCS, older_than, limit).await
     }
 
     async fn restore_member(
