@@ -116,9 +116,7 @@ impl MatrixConfig {
         let as_token = Secret::new(required(env, "MATRIX_AS_TOKEN")?);
         let puppet_prefix = puppet_prefix(env)?;
         check_puppet_ids_fit(&puppet_prefix, &server_name)?;
-        let bot_localpart = optional(env, "BRIDGE_BOT_LOCALPART", "bridgebot");
-        let bot_user_id = UserId::parse(format!("@{bot_localpart}:{server_name}"))
-            .map_err(|err| invalid("BRIDGE_BOT_LOCALPART", err.to_string()))?;
+        let bot_user_id = bot_user_id(env, &server_name)?;
         Ok(Self {
             homeserver_url: homeserver_url.trim_end_matches('/').to_owned(),
             server_name,
@@ -127,6 +125,16 @@ impl MatrixConfig {
             bot_user_id,
         })
     }
+}
+
+/// The bot's localpart (`BRIDGE_BOT_LOCALPART`, `bridgebot` by default).
+fn bot_localpart(env: &dyn Env) -> String {
+    optional(env, "BRIDGE_BOT_LOCALPART", "bridgebot")
+}
+
+fn bot_user_id(env: &dyn Env, server_name: &ServerName) -> Result<OwnedUserId, ConfigError> {
+    UserId::parse(format!("@{}:{server_name}", bot_localpart(env)))
+        .map_err(|err| invalid("BRIDGE_BOT_LOCALPART", err.to_string()))
 }
 
 fn server_name(env: &dyn Env) -> Result<OwnedServerName, ConfigError> {
@@ -272,6 +280,73 @@ impl SweepSettings {
     }
 }
 
+/// The homeserver's token for the appservice routes (`MATRIX_HS_TOKEN`):
+/// what the `transactions` function checks every request against.
+pub fn hs_token(env: &dyn Env) -> Result<Secret, ConfigError> {
+    Ok(Secret::new(required(env, "MATRIX_HS_TOKEN")?))
+}
+
+/// The SQS FIFO queue that carries what arrives from Matrix to the
+/// application (`BRIDGE_INBOUND_QUEUE_URL`).
+#[derive(Clone, Debug)]
+pub struct InboundQueueConfig {
+    pub queue_url: String,
+}
+
+impl InboundQueueConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let queue_url = required(env, "BRIDGE_INBOUND_QUEUE_URL")?;
+        if !queue_url.ends_with(".fifo") {
+            return Err(invalid(
+                "BRIDGE_INBOUND_QUEUE_URL",
+                "must be a FIFO queue (its URL ends in .fifo) so events keep their order",
+            ));
+        }
+        Ok(Self { queue_url })
+    }
+}
+
+/// The appservice registration the homeserver is given: read from the same
+/// variables as the functions (the tokens, the server name, the puppet
+/// prefix, the bot), plus where the homeserver reaches the webhook.
+#[derive(Clone, Debug)]
+pub struct RegistrationConfig {
+    /// The registration's `id` (`BRIDGE_APPSERVICE_ID`, `bridge` by default).
+    pub id: String,
+    /// The base URL the homeserver calls, `$url/_matrix/app/v1/...`
+    /// (`BRIDGE_WEBHOOK_URL`: the API's URL in AWS, the front door locally).
+    pub url: String,
+    pub as_token: Secret,
+    pub hs_token: Secret,
+    pub sender_localpart: String,
+    pub puppet_prefix: String,
+    pub server_name: OwnedServerName,
+}
+
+impl RegistrationConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let url = required(env, "BRIDGE_WEBHOOK_URL")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "BRIDGE_WEBHOOK_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        let server_name = server_name(env)?;
+        // Checked as the functions check it.
+        bot_user_id(env, &server_name)?;
+        Ok(Self {
+            id: optional(env, "BRIDGE_APPSERVICE_ID", "bridge"),
+            url: url.trim_end_matches('/').to_owned(),
+            as_token: Secret::new(required(env, "MATRIX_AS_TOKEN")?),
+            hs_token: hs_token(env)?,
+            sender_localpart: bot_localpart(env),
+            puppet_prefix: puppet_prefix(env)?,
+            server_name,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +461,30 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("s3cret-token"), "{printed}");
         assert!(printed.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn the_registration_reads_what_the_functions_read() {
+        let env = [
+            ("BRIDGE_WEBHOOK_URL", "https://api.example.org/"),
+            ("MATRIX_SERVER_NAME", "example.org"),
+            ("MATRIX_AS_TOKEN", "as-secret"),
+            ("MATRIX_HS_TOKEN", "hs-secret"),
+            ("BRIDGE_PUPPET_PREFIX", "chat_"),
+        ];
+        let registration = RegistrationConfig::from_env(&env).unwrap();
+        assert_eq!(registration.url, "https://api.example.org");
+        assert_eq!(registration.id, "bridge");
+        assert_eq!(registration.sender_localpart, "bridgebot");
+        assert_eq!(registration.puppet_prefix, "chat_");
+        assert_eq!(registration.hs_token, hs_token(&env).unwrap());
+        assert!(!format!("{registration:?}").contains("hs-secret"));
+        let no_hs = [("MATRIX_HS_TOKEN", " ")];
+        assert_eq!(
+            hs_token(&no_hs).unwrap_err(),
+            ConfigError::Missing("MATRIX_HS_TOKEN")
+        );
+        let queue = InboundQueueConfig::from_env(&[("BRIDGE_INBOUND_QUEUE_URL", "http://q/in")]);
+        assert!(matches!(queue, Err(ConfigError::Invalid { .. })));
     }
 }

@@ -3,7 +3,9 @@
 //! queue). The edges translate it once each: `api::ApiError` for the JSON
 //! API, `api::appservice::MatrixApiError` for the appservice routes.
 
+use crate::inbound::InboundError;
 use crate::matrix::MatrixError;
+use crate::model::Removal;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -15,6 +17,12 @@ pub enum Error {
     Matrix(#[from] MatrixError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
+    /// A Matrix moderator removed the sender's puppet from the room: the
+    /// bridge does not put it back (see `handlers::outbound::join_room`).
+    #[error("the sender was {0}")]
+    Removed(Removal),
     /// The Matrix event for a message would be larger than Matrix allows.
     #[error("the Matrix event would be {size} bytes; at most {max} fit in an event")]
     EventTooLarge { size: usize, max: usize },
@@ -41,8 +49,8 @@ impl Error {
         match self {
             Self::Store(err) => !matches!(err, StoreError::Corrupt(_)),
             Self::Matrix(err) => err.is_transient(),
-            Self::Queue(_) => true,
-            Self::EventTooLarge { .. } | Self::Inconsistent(_) => false,
+            Self::Queue(_) | Self::Inbound(_) => true,
+            Self::EventTooLarge { .. } | Self::Inconsistent(_) | Self::Removed(_) => false,
             Self::Invalid(_) | Self::Conflict(_) | Self::NotFound(_) => false,
         }
     }
@@ -54,6 +62,11 @@ impl Error {
             Self::Matrix(err) => err.reason(),
             Self::Store(_) => "the bridge's table could not be used".into(),
             Self::Queue(_) => "the bridge's retry queue could not be used".into(),
+            Self::Inbound(_) => "the bridge's inbound queue could not be used".into(),
+            Self::Removed(removal) => {
+                let how = if removal.banned { "banned" } else { "kicked" };
+                format!("the sender was {how} from the room by a Matrix moderator")
+            }
             Self::EventTooLarge { max, .. } => {
                 format!("the message is too large for a Matrix event (at most {max} bytes)")
             }

@@ -5,9 +5,10 @@
 //! - domain: [`ids`] (validated application ids and the puppet mapping),
 //!   [`model`] (the records the bridge keeps), [`markdown`] (message
 //!   rendering), [`error`] (what goes wrong, in the bridge's words);
-//! - ports: [`store`], [`matrix::Matrix`], [`queue::RetryQueue`], gathered
-//!   as [`ports::Ports`]; adapters: DynamoDB, the appservice client on ruma,
-//!   SQS ([`runtime::Adapters`]), and in-memory fakes ([`fakes::Fakes`]);
+//! - ports: [`store`], [`matrix::Matrix`], [`queue::RetryQueue`],
+//!   [`inbound::InboundQueue`], gathered as [`ports::Ports`]; adapters:
+//!   DynamoDB, the appservice client on ruma, SQS ([`runtime::Adapters`]),
+//!   and in-memory fakes ([`fakes::Fakes`]);
 //! - [`api`]: the HTTP edge: routes with their auth kinds, the caller,
 //!   views, and the error mappings;
 //! - [`handlers`]: one module per function, and the registry of functions;
@@ -21,6 +22,7 @@ pub mod fetch;
 pub mod function;
 pub mod handlers;
 pub mod ids;
+pub mod inbound;
 pub mod markdown;
 pub mod matrix;
 pub mod media;

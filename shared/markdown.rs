@@ -1,9 +1,12 @@
-//! Renders message bodies to the HTML that Matrix clients show.
+//! Renders message bodies to the HTML that Matrix clients show, and
+//! sanitises the HTML that arrives from Matrix.
 //!
 //! Markdown is rendered with CommonMark (pulldown-cmark) and then sanitised
 //! (ammonia) down to the tags and attributes the Matrix spec suggests clients
 //! allow (<https://spec.matrix.org/v1.16/client-server-api/#mroommessage-msgtypes>),
 //! so raw HTML in a message cannot inject scripts, styles or event handlers.
+//! A `formatted_body` from Matrix goes through the same allow-list, and loses
+//! its reply fallback (`<mx-reply>`) on the way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -50,8 +53,17 @@ const ALLOWED_TAGS: &[&str] = &[
     "summary",
 ];
 
-static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
+static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| sanitizer(&[]));
+
+/// For HTML from Matrix: a reply fallback goes with its content.
+static INBOUND_SANITIZER: LazyLock<ammonia::Builder<'static>> =
+    LazyLock::new(|| sanitizer(&["mx-reply"]));
+
+/// The allow-list, dropping `script`, `style` and `drop` with their content.
+fn sanitizer(drop: &[&'static str]) -> ammonia::Builder<'static> {
     let mut builder = ammonia::Builder::empty();
+    let mut dropped = HashSet::from(["script", "style"]);
+    dropped.extend(drop);
     builder
         .tags(ALLOWED_TAGS.iter().copied().collect())
         .tag_attributes(HashMap::from([
@@ -83,9 +95,9 @@ static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
         })
         .link_rel(None)
         .allowed_classes(HashMap::new())
-        .clean_content_tags(HashSet::from(["script", "style"]));
+        .clean_content_tags(dropped);
     builder
-});
+}
 
 /// Markdown to sanitised HTML. `None` when the text has no formatting, so
 /// such a message is sent as plain text only.
@@ -99,6 +111,14 @@ pub fn render(markdown: &str) -> Option<String> {
     let clean = clean.trim_end().to_owned();
     let unformatted = format!("<p>{}</p>", escape(markdown.trim()));
     (clean != unformatted && !clean.is_empty()).then_some(clean)
+}
+
+/// A `formatted_body` from Matrix, down to the allowed tags; `None` when
+/// nothing is left.
+pub fn sanitize(html: &str) -> Option<String> {
+    let clean = INBOUND_SANITIZER.clean(html).to_string();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
 }
 
 fn escape(text: &str) -> String {
@@ -117,7 +137,7 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::render;
+    use super::{render, sanitize};
 
     #[test]
     fn renders_emphasis_and_code() {
@@ -189,5 +209,15 @@ mod tests {
             html,
             "<pre><code class=\"language-rust\">fn main() {}\n</code></pre>"
         );
+    }
+
+    #[test]
+    fn html_from_matrix_keeps_allowed_tags_only_and_no_reply_fallback() {
+        let html = sanitize(
+            "<mx-reply><blockquote>quoted <a href=\"https://matrix.to/#/$e\">x</a></blockquote></mx-reply>\
+             <b onclick=\"x()\">bold</b><script>alert(1)</script><img src=x>",
+        );
+        assert_eq!(html.as_deref(), Some("<b>bold</b>"));
+        assert_eq!(sanitize("<script>x</script>"), None);
     }
 }

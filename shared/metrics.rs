@@ -47,6 +47,19 @@ impl Metrics {
         self.emit(&[(counter.name(), "Count", 1.0)]);
     }
 
+    /// Counts `n` occurrences of each counter, in one data point (none for
+    /// counters at zero).
+    pub fn counts(&self, counters: &[(Counter, u32)]) {
+        let points: Vec<(&str, &str, f64)> = counters
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(counter, n)| (counter.name(), "Count", f64::from(*n)))
+            .collect();
+        if !points.is_empty() {
+            self.emit(&points);
+        }
+    }
+
     /// Records one API request: its latency, and whether it failed.
     pub fn request(&self, status: u16, elapsed: Duration) {
         self.emit(&[
@@ -93,6 +106,20 @@ pub enum Counter {
     RetriesHandedBack,
     RoomsCreated,
     PuppetsRegistered,
+    /// Events from Matrix published to the application.
+    InboundPublished,
+    /// Appservice transactions answered as repeats, doing nothing.
+    TransactionsRepeated,
+    /// Events of a transaction that could not be read or mapped (recorded).
+    InboundSkipped,
+    /// Events the bridge does not pass on (its own, other types).
+    InboundIgnored,
+    /// Events in rooms the bridge does not know.
+    InboundUnknownRoom,
+    /// Deliveries of ours confirmed by their echo.
+    EchoesConfirmed,
+    /// Puppets a Matrix moderator kicked or banned.
+    PuppetsRemoved,
 }
 
 impl Counter {
@@ -109,6 +136,13 @@ impl Counter {
             Counter::RetriesHandedBack => "RetriesHandedBack",
             Counter::RoomsCreated => "RoomsCreated",
             Counter::PuppetsRegistered => "PuppetsRegistered",
+            Counter::InboundPublished => "InboundPublished",
+            Counter::TransactionsRepeated => "TransactionsRepeated",
+            Counter::InboundSkipped => "InboundSkipped",
+            Counter::InboundIgnored => "InboundIgnored",
+            Counter::InboundUnknownRoom => "InboundUnknownRoom",
+            Counter::EchoesConfirmed => "EchoesConfirmed",
+            Counter::PuppetsRemoved => "PuppetsRemoved",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The records the bridge keeps: conversations and their rooms, members,
-//! puppets, messages and idempotency records.
+//! puppets, messages, idempotency records and the appservice transactions
+//! the homeserver pushed.
 //!
 //! These are storage-neutral domain types. The DynamoDB adapter stores them
 //! with `serde_dynamo`; the API layer renders its own views of them.
@@ -7,8 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
+use ruma::{EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -148,7 +150,8 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Whether the puppet is known to be joined to the room. Plain Matrix
-    /// users are invited and join on their own, so it stays false for them.
+    /// users are invited and join on their own; the webhook records their
+    /// joins and leaves here too.
     #[serde(default)]
     pub joined: bool,
     /// Until when the homeserver was last told the member is typing (epoch
@@ -160,6 +163,35 @@ pub struct Member {
         skip_serializing_if = "Option::is_none"
     )]
     pub typing_until: Option<OffsetDateTime>,
+    /// Set when someone else removed the member on the Matrix side (a
+    /// moderator's kick or ban): the bridge does not put it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Removal>,
+}
+
+/// A member's removal from the room by someone else on the Matrix side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Who removed it (a moderator of the room).
+    pub by: OwnedUserId,
+    /// A ban, rather than a kick.
+    pub banned: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl fmt::Display for Removal {
+    /// What a refused sender is told: who, how, and the moderator's reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.banned { "banned" } else { "kicked" };
+        write!(f, "{how} from the conversation's room by {}", self.by)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " (reason: {reason})")?;
+        }
+        Ok(())
+    }
 }
 
 /// An application user and its Matrix puppet.
@@ -215,6 +247,11 @@ pub struct PendingSync {
     /// message's does from its send or its latest change.
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
+    /// The application asked for a member a Matrix moderator kicked or
+    /// banned back (`"rejoin": true`): the sync lifts a ban and invites it.
+    /// Without it, such a member is not put back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readmit: bool,
 }
 
 /// A message id: a UUIDv7, so ids sort by creation time.
@@ -228,6 +265,16 @@ impl MessageId {
 
     pub fn new() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// The id of the message a Matrix event became: a UUIDv7 of the event's
+    /// `origin_server_ts` and a hash of its event id, so the same event is
+    /// always the same message and history sorts it by when it was sent.
+    pub fn for_event(origin_server_ts_ms: u64, event_id: &EventId) -> Self {
+        let digest = Sha256::digest(event_id.as_bytes());
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&digest[..10]);
+        Self(uuid::Builder::from_unix_timestamp_millis(origin_server_ts_ms, &random).into_uuid())
     }
 
     /// The Matrix transaction id of the operation `op` on this message, so a
@@ -370,6 +417,13 @@ pub struct Message {
     /// Bumped by every whole-record update: what such an update is conditioned on.
     #[serde(default)]
     pub revision: u64,
+    /// The kind of a message from Matrix other than text (a notice, an
+    /// emote, a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgtype: Option<MsgType>,
+    /// The file a message from Matrix carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<MatrixFile>,
 }
 
 impl Message {
@@ -388,6 +442,18 @@ impl Message {
             },
             None => (self.status == MessageStatus::Pending).then_some(self.created_at),
         }
+    }
+
+    /// The message as deleted at `at`: no text or file kept.
+    pub fn deleted(&self, at: OffsetDateTime) -> Message {
+        let mut deleted = self.clone();
+        deleted.status = MessageStatus::Deleted;
+        deleted.deleted_at = Some(at);
+        deleted.body = String::new();
+        deleted.html = None;
+        deleted.file = None;
+        deleted.attachments.clear();
+        deleted
     }
 
     /// The transaction id of this message's latest change.
@@ -484,6 +550,86 @@ impl From<&MediaRecord> for Attachment {
             filename: media.filename.clone(),
         }
     }
+}
+
+/// What a message from Matrix is, when it is not text (`m.text`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsgType {
+    Notice,
+    Emote,
+    Image,
+    Video,
+    Audio,
+    File,
+}
+
+/// A file in the homeserver's media repository, as the event that carries
+/// it describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixFile {
+    pub content_uri: OwnedMxcUri,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+}
+
+/// An appservice transaction the homeserver pushed and the bridge
+/// processed, kept so a repeat of it is answered without doing anything.
+///
+/// Synapse re-serialises a retried transaction (`unsigned.age` changes) and
+/// drops its ephemeral events, so "the same transaction" is the same
+/// `txnId` with the same persistent events (`fingerprint`, of their ids) and
+/// either no ephemeral events or the same ones (`ephemeral_fingerprint`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRecord {
+    pub txn_id: String,
+    pub fingerprint: String,
+    pub ephemeral_fingerprint: String,
+    /// Persistent and ephemeral events received.
+    pub events: u32,
+    pub ephemeral: u32,
+    /// Events published to the application.
+    pub published: u32,
+    /// Events that could not be mapped, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedEvent>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub processed_at: OffsetDateTime,
+    /// Epoch seconds: the table's TTL removes the record then.
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl TransactionRecord {
+    /// How long a processed transaction is remembered: longer than the
+    /// homeserver retries one.
+    pub const LIFETIME: time::Duration = time::Duration::days(30);
+
+    /// Whether a transaction with these fingerprints repeats this one.
+    pub fn is_repeated_by(&self, fingerprint: &str, ephemeral_fingerprint: Option<&str>) -> bool {
+        self.fingerprint == fingerprint
+            && ephemeral_fingerprint.is_none_or(|other| other == self.ephemeral_fingerprint)
+    }
+}
+
+/// An event of a transaction that was not passed on, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedEvent {
+    /// Its place in the transaction (`events`, then `ephemeral`).
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub reason: String,
 }
 
 /// What an `Idempotency-Key` was first used for.

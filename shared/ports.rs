@@ -1,5 +1,6 @@
 //! What a function's state is built from: the [`Ports`] a container offers
-//! (store, Matrix, retry queue, puppet naming, settings, metrics), and the
+//! (store, Matrix, retry queue, inbound queue, puppet naming, settings,
+//! metrics), and the
 //! [`InitError`] that stops a function when one cannot be had.
 //!
 //! `runtime::Adapters` offers the deployed adapters (DynamoDB, the
@@ -10,9 +11,10 @@
 
 use std::future::Future;
 
-use crate::config::SweepSettings;
+use crate::config::{Secret, SweepSettings};
 use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
+use crate::inbound::InboundQueue;
 use crate::matrix::Matrix;
 use crate::metrics::Metrics;
 use crate::queue::RetryQueue;
@@ -43,6 +45,7 @@ pub trait Ports: Send + Sync {
     type Store: Store + 'static;
     type Matrix: Matrix + 'static;
     type Queue: RetryQueue + 'static;
+    type Inbound: InboundQueue + 'static;
 
     fn store(&self) -> impl Future<Output = Result<Self::Store, InitError>> + Send;
 
@@ -50,6 +53,12 @@ pub trait Ports: Send + Sync {
     fn matrix(&self) -> Result<Self::Matrix, InitError>;
 
     fn queue(&self) -> impl Future<Output = Result<Self::Queue, InitError>> + Send;
+
+    /// The queue of events for the application (what arrives from Matrix).
+    fn inbound(&self) -> impl Future<Output = Result<Self::Inbound, InitError>> + Send;
+
+    /// The homeserver's token for the appservice routes (`hs_token`).
+    fn hs_token(&self) -> Result<Secret, InitError>;
 
     /// How application users map to puppets (no token needed).
     fn namer(&self) -> Result<PuppetNamer, InitError>;

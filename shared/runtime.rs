@@ -9,12 +9,13 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, MatrixConfig, ProcessEnv, RetryQueueConfig, SweepSettings, TableConfig, fetch_policy,
-    puppet_namer,
+    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryQueueConfig, Secret, SweepSettings,
+    TableConfig, fetch_policy, hs_token, puppet_namer,
 };
 use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
+use crate::inbound::SqsInboundQueue;
 use crate::matrix::AppserviceClient;
 use crate::metrics::Metrics;
 use crate::ports::Ports;
@@ -69,6 +70,7 @@ impl Ports for Adapters {
     type Store = DynamoStore;
     type Matrix = AppserviceClient;
     type Queue = SqsRetryQueue;
+    type Inbound = SqsInboundQueue;
 
     async fn store(&self) -> Result<DynamoStore, InitError> {
         let table = TableConfig::from_env(self.env.as_ref())?;
@@ -89,6 +91,15 @@ impl Ports for Adapters {
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
         let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
         Ok(SqsRetryQueue::new(self.sqs().await, queue.queue_url))
+    }
+
+    async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
+        let queue = InboundQueueConfig::from_env(self.env.as_ref())?;
+        Ok(SqsInboundQueue::new(self.sqs().await, queue.queue_url))
+    }
+
+    fn hs_token(&self) -> Result<Secret, InitError> {
+        Ok(hs_token(self.env.as_ref())?)
     }
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {

@@ -685,6 +685,7 @@ async fn a_member_who_cannot_join_yet_is_queued_not_refused() {
         display_name: None,
         joined: false,
         typing_until: None,
+        removed: None,
     };
     bridge
         .store

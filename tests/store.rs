@@ -11,10 +11,13 @@ use bridge::media::MediaInfo;
 use bridge::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Delivery, Format,
     IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
-    Puppet, Role, Sender,
+    Puppet, Removal, Role, Sender, SkippedEvent, TransactionRecord,
 };
 use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
-use bridge::store::{Claim, DynamoStore, MemberWrite, MemoryStore, Outbox, Store, StoreError};
+use bridge::store::{
+    Claim, DynamoStore, MemberChange, MemberWrite, MemoryStore, Outbox, Store, StoreError,
+    TransactionContext,
+};
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
 
@@ -52,6 +55,7 @@ fn member(id: &ConversationId, name: &str, joined: bool) -> Member {
         display_name: Some(name.to_uppercase()),
         joined,
         typing_until: None,
+        removed: None,
     }
 }
 
@@ -84,6 +88,8 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         changes: 0,
         pending_change: None,
         revision: 0,
+        msgtype: None,
+        file: None,
     }
 }
 
@@ -777,6 +783,7 @@ fn member_sync(id: &ConversationId, name: &str, delivery: Delivery) -> PendingSy
         id: MessageId::new(),
         delivery,
         since: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        readmit: false,
     }
 }
 
@@ -1216,6 +1223,204 @@ async fn typing_windows_open_once_until_they_end(store: &impl Store) {
     );
 }
 
+/// A message from Matrix, as the webhook stores it.
+fn from_matrix(id: &ConversationId, n: u64) -> Message {
+    let event_id =
+        ruma::OwnedEventId::try_from(format!("${}-{n}", uuid::Uuid::new_v4().simple())).unwrap();
+    Message {
+        id: MessageId::for_event(1_795_000_000_000 + n, &event_id),
+        sender: Sender {
+            user_id: None,
+            matrix_user_id: ruma::owned_user_id!("@carol:localhost"),
+            display_name: Some("Carol".into()),
+        },
+        status: MessageStatus::Sent,
+        event_id: Some(event_id),
+        origin: Origin::Matrix,
+        ..message(id, "alice", &format!("from Matrix {n}"), Delivery::Direct)
+    }
+}
+
+async fn transactions_are_found_by_id_and_fingerprint_with_the_lookups(store: &impl Store) {
+    let (id, room_id) = active_conversation(store).await;
+    let txn = uuid::Uuid::new_v4().simple().to_string();
+    let stored = from_matrix(&id, 1);
+    store
+        .store_inbound(std::slice::from_ref(&stored), &[])
+        .await
+        .unwrap();
+    let event = stored.event_id.clone().unwrap();
+    let unknown_event = ruma::owned_event_id!("$unknown");
+    let rooms = [room_id.clone(), room()];
+    let events = [event.clone(), unknown_event];
+    let nothing = store
+        .transaction_context(&txn, "f1", &rooms, &events)
+        .await
+        .unwrap();
+    assert_eq!(nothing.record, None);
+    assert_eq!(nothing.rooms.len(), 1);
+    assert_eq!(nothing.rooms[&room_id], id);
+    assert_eq!(nothing.events.len(), 1);
+    assert_eq!(nothing.events[&event], (id.clone(), stored.id));
+
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let record = TransactionRecord {
+        txn_id: txn.clone(),
+        fingerprint: "f1".into(),
+        ephemeral_fingerprint: "e1".into(),
+        events: 2,
+        ephemeral: 1,
+        published: 1,
+        skipped: vec![SkippedEvent {
+            index: 1,
+            event_id: Some("$bad".into()),
+            event_type: Some("m.room.message".into()),
+            reason: "malformed event".into(),
+        }],
+        processed_at: now,
+        expires_at: now + TransactionRecord::LIFETIME,
+    };
+    store.record_transaction(&record).await.unwrap();
+    let found = store
+        .transaction_context(&txn, "f1", &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        TransactionContext {
+            record: Some(record.clone()),
+            ..TransactionContext::default()
+        }
+    );
+    assert!(found.record.unwrap().is_repeated_by("f1", None));
+    // The same id with other events (a homeserver that started again).
+    let other = store
+        .transaction_context(&txn, "f2", &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(other.record, None);
+}
+
+async fn messages_from_matrix_are_stored_in_batches_and_found_by_event(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let messages: Vec<Message> = (0..120).map(|n| from_matrix(&id, n)).collect();
+    store.store_inbound(&messages, &[]).await.unwrap();
+    let keys: Vec<(ConversationId, MessageId)> =
+        messages.iter().map(|m| (id.clone(), m.id)).collect();
+    let mut found = store.messages_by_id(&keys).await.unwrap();
+    found.sort_by_key(|m| m.id);
+    assert_eq!(found, messages);
+    let last = messages.last().unwrap();
+    assert_eq!(
+        store
+            .message_by_event(last.event_id.as_ref().unwrap())
+            .await
+            .unwrap(),
+        Some((id.clone(), last.id))
+    );
+    let page = store.messages(&id, 200, None).await.unwrap();
+    assert_eq!(page.messages.len(), 120);
+    assert_eq!(page.messages[0], *last, "newest first, by the event's time");
+    assert!(
+        store
+            .messages_by_id(&[(id, MessageId::new())])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn member_changes_touch_only_what_a_membership_says(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let carol = ruma::owned_user_id!("@carol:localhost");
+    let joined = |user: &OwnedUserId, name: Option<&str>| {
+        MemberChange::Joined(Member {
+            conversation_id: id.clone(),
+            matrix_user_id: user.clone(),
+            user_id: None,
+            role: Role::Member,
+            display_name: name.map(str::to_owned),
+            joined: true,
+            removed: None,
+            typing_until: None,
+        })
+    };
+    // A Matrix user the bridge did not know; bob, known and not joined yet.
+    store
+        .store_inbound(
+            &[],
+            &[
+                joined(&carol, Some("Carol")),
+                joined(&puppet_id("bob"), None),
+            ],
+        )
+        .await
+        .unwrap();
+    let member = |user: OwnedUserId| {
+        let id = id.clone();
+        async move { store.member(&id, &user).await.unwrap() }
+    };
+    let carol_record = member(carol.clone()).await.unwrap();
+    assert!(carol_record.joined);
+    assert_eq!(carol_record.role, Role::Member);
+    assert_eq!(carol_record.display_name.as_deref(), Some("Carol"));
+    assert_eq!(carol_record.user_id, None);
+    let bob = member(puppet_id("bob")).await.unwrap();
+    assert!(bob.joined);
+    assert_eq!(
+        bob.display_name.as_deref(),
+        Some("BOB"),
+        "kept without a new name"
+    );
+    assert_eq!(
+        bob.user_id,
+        Some(user("bob")),
+        "the rest of the record kept"
+    );
+
+    // A moderator kicks bob; carol leaves; someone unknown leaves.
+    let removal = Removal {
+        by: carol.clone(),
+        banned: false,
+        reason: Some("spam".into()),
+        at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    };
+    let stranger = ruma::owned_user_id!("@stranger:localhost");
+    let left = |user: &OwnedUserId, removal: Option<Removal>| MemberChange::Left {
+        conversation_id: id.clone(),
+        matrix_user_id: user.clone(),
+        removal,
+    };
+    store
+        .store_inbound(
+            &[],
+            &[
+                left(&puppet_id("bob"), Some(removal.clone())),
+                left(&carol, None),
+                left(&stranger, None),
+            ],
+        )
+        .await
+        .unwrap();
+    let bob = member(puppet_id("bob")).await.unwrap();
+    assert!(!bob.joined);
+    assert_eq!(bob.removed, Some(removal));
+    assert_eq!(bob.role, Role::Member);
+    assert!(!member(carol.clone()).await.unwrap().joined);
+    assert_eq!(
+        member(stranger).await,
+        None,
+        "no record for someone unknown"
+    );
+    // Joining again (put back by the bridge) clears the removal.
+    store
+        .store_inbound(&[], &[joined(&puppet_id("bob"), None)])
+        .await
+        .unwrap();
+    let bob = member(puppet_id("bob")).await.unwrap();
+    assert!(bob.joined && bob.removed.is_none());
+}
+
 async fn memory() -> MemoryStore {
     MemoryStore::new()
 }
@@ -1279,4 +1484,7 @@ both_adapters!(
     room_changes_hold_only_while_the_conversation_is_as_read,
     media_are_recorded_once_in_their_conversation,
     typing_windows_open_once_until_they_end,
+    transactions_are_found_by_id_and_fingerprint_with_the_lookups,
+    messages_from_matrix_are_stored_in_batches_and_found_by_event,
+    member_changes_touch_only_what_a_membership_says,
 );

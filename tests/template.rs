@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use bridge::api::routes::{Auth, ROUTES};
+use bridge::api::routes::{Auth, CATCH_ALL, CatchAll, ROUTES};
 use bridge::fakes::Fakes;
 use bridge::function::Trigger;
 use bridge::handlers::registry;
@@ -126,24 +126,55 @@ fn the_template_declares_exactly_these_routes_with_their_auth() {
         }
     }
     theirs.sort();
+    let kind = |auth: Auth| match auth {
+        Auth::User => "user".to_owned(),
+        Auth::Admin => format!("scopes {}", auth.scopes().join(" ")),
+        Auth::HsToken => "hs_token".to_owned(),
+    };
     let mut ours: Vec<_> = ROUTES
         .iter()
         .map(|spec| {
-            let kind = match spec.auth {
-                Auth::User => "user".to_owned(),
-                Auth::Admin => format!("scopes {}", spec.auth.scopes().join(" ")),
-                Auth::HsToken => "hs_token".to_owned(),
-            };
             (
                 spec.function.to_owned(),
                 spec.method.to_string(),
                 spec.path.to_owned(),
-                kind,
+                kind(spec.auth),
             )
         })
+        .chain(CATCH_ALL.iter().map(|catch_all| {
+            (
+                catch_all.function.to_owned(),
+                CatchAll::METHOD.to_owned(),
+                catch_all.path(),
+                kind(catch_all.auth),
+            )
+        }))
         .collect();
     ours.sort();
     assert_eq!(theirs, ours);
+}
+
+#[test]
+fn secrets_are_no_echo_parameters_and_reach_only_who_needs_them() {
+    let template = template();
+    for parameter in ["MatrixAsToken", "MatrixHsToken"] {
+        assert_eq!(
+            template["Parameters"][parameter]["NoEcho"].as_bool(),
+            Some(true),
+            "{parameter}"
+        );
+    }
+    for (binary, resource) in functions(&template) {
+        let hs_token = &resource["Properties"]["Environment"]["Variables"]["MATRIX_HS_TOKEN"];
+        assert_eq!(
+            !hs_token.is_null(),
+            binary == "transactions",
+            "{binary}: only the webhook checks the hs_token"
+        );
+    }
+    assert!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["MATRIX_HS_TOKEN"].is_null()
+    );
 }
 
 #[test]

@@ -7,13 +7,15 @@
 //! is compared in constant time. It is never logged.
 
 use bytes::Bytes;
-use lambda_http::{Body, Response};
+use lambda_http::{Body, RequestExt, Response};
+use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::ErrorChain;
 use super::request::Parsed;
-use super::routes::{Auth, Route};
+use super::routes::{self, Auth, Route};
 use super::{EdgeError, EdgeRequest, answer};
 use crate::config::Secret;
 use crate::error::Error;
@@ -31,7 +33,10 @@ pub enum MatrixApiError {
     /// `404 M_UNRECOGNIZED` (or `405` for a known path with another method).
     #[error("unrecognized request")]
     Unrecognized { method_not_allowed: bool },
-    /// `400 M_NOT_JSON` / `M_BAD_JSON`.
+    /// `404 M_NOT_FOUND`: no such user or room alias.
+    #[error("{0}")]
+    NotFound(String),
+    /// `400 M_NOT_JSON` / `M_BAD_JSON` / `M_INVALID_PARAM`.
     #[error("{message}")]
     BadJson {
         errcode: &'static str,
@@ -68,6 +73,7 @@ impl MatrixApiError {
             Self::Unrecognized {
                 method_not_allowed: true,
             } => 405,
+            Self::NotFound(_) => 404,
             Self::BadJson { .. } => 400,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
@@ -79,8 +85,31 @@ impl MatrixApiError {
             Self::MissingToken => "M_MISSING_TOKEN",
             Self::Forbidden => "M_FORBIDDEN",
             Self::Unrecognized { .. } => "M_UNRECOGNIZED",
+            Self::NotFound(_) => "M_NOT_FOUND",
             Self::BadJson { errcode, .. } => errcode,
             Self::Unavailable(_) | Self::Internal(_) => "M_UNKNOWN",
+        }
+    }
+
+    /// A request ruma could not read: `M_NOT_JSON` for a body that is not
+    /// JSON, `M_INVALID_PARAM` for a malformed id in the path (ruma reads
+    /// path and query parameters alike), `M_BAD_JSON` for JSON of the wrong
+    /// shape.
+    pub fn unreadable(err: FromHttpRequestError) -> Self {
+        let errcode = match &err {
+            FromHttpRequestError::Deserialization(DeserializationError::Json(json))
+                if json.is_syntax() || json.is_eof() =>
+            {
+                "M_NOT_JSON"
+            }
+            FromHttpRequestError::Deserialization(
+                DeserializationError::Ident(_) | DeserializationError::Query(_),
+            ) => "M_INVALID_PARAM",
+            _ => "M_BAD_JSON",
+        };
+        Self::BadJson {
+            errcode,
+            message: err.to_string(),
         }
     }
 
@@ -122,11 +151,16 @@ impl AppserviceRequest {
         hs_token: &Secret,
     ) -> Result<Self, (String, MatrixApiError)> {
         let method = request.method().clone();
+        let raw_path = request.raw_http_path().to_owned();
         let parsed = Parsed::from_lambda(function, request).map_err(|unrouted| {
+            // Under a catch-all route: a path another method serves is 405.
+            let known_path = routes::ROUTES
+                .iter()
+                .any(|spec| spec.function == function && spec.match_path(&raw_path).is_some());
             (
                 unrouted.request_id,
                 MatrixApiError::Unrecognized {
-                    method_not_allowed: false,
+                    method_not_allowed: known_path,
                 },
             )
         })?;
@@ -151,6 +185,52 @@ impl AppserviceRequest {
             body: parsed.body,
         })
     }
+
+    /// The request as ruma's server-side type `R`, the path parameters
+    /// given in the order of its path: a `400` in Matrix's words when it
+    /// cannot be read.
+    pub fn parse<R: IncomingRequest>(&self, path_args: &[&str]) -> Result<R, MatrixApiError> {
+        let request = http::Request::builder()
+            .method(self.method.clone())
+            .uri("/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(self.body.as_ref())
+            .map_err(MatrixApiError::internal)?;
+        R::try_from_http_request(request, path_args).map_err(MatrixApiError::unreadable)
+    }
+
+    /// A path parameter (the route table's name for it).
+    pub fn path_param(&self, name: &str) -> Result<&str, MatrixApiError> {
+        self.path
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| MatrixApiError::BadJson {
+                errcode: "M_INVALID_PARAM",
+                message: format!("path parameter '{name}' is missing"),
+            })
+    }
+}
+
+impl MatrixApiError {
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+/// Port errors reach the homeserver through the domain error.
+impl From<crate::store::StoreError> for MatrixApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        Error::from(err).into()
+    }
+}
+
+/// The `200` answer of a ruma response type (`{}` for the appservice API's).
+pub fn respond<R: OutgoingResponse>(response: R) -> Result<Response<Body>, MatrixApiError> {
+    let response = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(MatrixApiError::internal)?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// Checks the token of an appservice request: from the header, from the

@@ -49,6 +49,7 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
             Error::EventTooLarge { .. } => Self::PayloadTooLarge(err.to_string()),
+            Error::Removed(_) => Self::Forbidden(err.to_string()),
             Error::Matrix(matrix) => match matrix.rate_limit() {
                 Some(retry_after) => Self::RateLimited { retry_after },
                 None if matrix.is_transient() => Self::unavailable(matrix),
@@ -62,7 +63,7 @@ impl From<Error> for ApiError {
             Error::Conflict(reason) => Self::Conflict(reason),
             Error::NotFound(reason) => Self::NotFound(reason),
             Error::Store(StoreError::Corrupt(_)) | Error::Inconsistent(_) => Self::internal(err),
-            Error::Store(_) | Error::Queue(_) => Self::unavailable(err),
+            Error::Store(_) | Error::Queue(_) | Error::Inbound(_) => Self::unavailable(err),
         }
     }
 }

@@ -52,6 +52,14 @@ pub enum Route {
     UploadMedia,
     SetTyping,
     MarkRead,
+    /// `PUT /_matrix/app/v1/transactions/{txnId}`: the homeserver's events.
+    AppTransaction,
+    /// `GET /_matrix/app/v1/users/{userId}`: does this puppet exist?
+    AppUser,
+    /// `GET /_matrix/app/v1/rooms/{roomAlias}`: does this alias exist?
+    AppRoomAlias,
+    /// `POST /_matrix/app/v1/ping`.
+    AppPing,
 }
 
 /// One row of the route table.
@@ -213,7 +221,69 @@ pub const ROUTES: &[RouteSpec] = &[
         function: "activity",
         auth: Auth::User,
     },
+    RouteSpec {
+        route: Route::AppTransaction,
+        method: Method::PUT,
+        path: "/_matrix/app/v1/transactions/{txnId}",
+        function: "transactions",
+        auth: Auth::HsToken,
+    },
+    RouteSpec {
+        route: Route::AppUser,
+        method: Method::GET,
+        path: "/_matrix/app/v1/users/{userId}",
+        function: "transactions",
+        auth: Auth::HsToken,
+    },
+    RouteSpec {
+        route: Route::AppRoomAlias,
+        method: Method::GET,
+        path: "/_matrix/app/v1/rooms/{roomAlias}",
+        function: "transactions",
+        auth: Auth::HsToken,
+    },
+    RouteSpec {
+        route: Route::AppPing,
+        method: Method::POST,
+        path: "/_matrix/app/v1/ping",
+        function: "transactions",
+        auth: Auth::HsToken,
+    },
 ];
+
+/// Everything under a prefix that no route above matches, any method: API
+/// Gateway's `ANY /prefix/{proxy+}`. Its function answers it as unknown
+/// (for `/_matrix/`, `404 M_UNRECOGNIZED`, or `405` for a known path with
+/// another method), so AWS answers as the Matrix spec asks and not with
+/// API Gateway's own `404`. Locally the front door answers these itself,
+/// in the same words.
+#[derive(Debug)]
+pub struct CatchAll {
+    /// The prefix, with its trailing `/`.
+    pub prefix: &'static str,
+    pub function: &'static str,
+    pub auth: Auth,
+}
+
+impl CatchAll {
+    pub const METHOD: &'static str = "ANY";
+
+    /// Its path as API Gateway writes it: `/_matrix/{proxy+}`.
+    pub fn path(&self) -> String {
+        format!("{}{{proxy+}}", self.prefix)
+    }
+
+    /// Its API Gateway route key: `ANY /_matrix/{proxy+}`.
+    pub fn key(&self) -> String {
+        format!("{} {}", Self::METHOD, self.path())
+    }
+}
+
+pub const CATCH_ALL: &[CatchAll] = &[CatchAll {
+    prefix: "/_matrix/",
+    function: "transactions",
+    auth: Auth::HsToken,
+}];
 
 /// The route with this API Gateway route key.
 pub fn by_key(key: &str) -> Option<&'static RouteSpec> {
@@ -267,6 +337,21 @@ mod tests {
         assert!(find(&Method::GET, "/v1/conversations//messages").is_none());
         assert!(find(&Method::GET, "/v2/conversations/x").is_none());
         assert!(find(&Method::GET, "/v1/conversations/x/messages/y/z").is_none());
+    }
+
+    #[test]
+    fn appservice_routes_take_their_parameters() {
+        let (spec, params) = find(
+            &Method::GET,
+            "/_matrix/app/v1/users/%40app_alice%3Alocalhost",
+        )
+        .unwrap();
+        assert_eq!(spec.route, Route::AppUser);
+        assert_eq!(params["userId"], "@app_alice:localhost");
+        assert_eq!(spec.auth, Auth::HsToken);
+        assert!(find(&Method::GET, "/_matrix/app/v1/transactions/1").is_none());
+        assert_eq!(CATCH_ALL[0].key(), "ANY /_matrix/{proxy+}");
+        assert!(by_key(&CATCH_ALL[0].key()).is_none());
     }
 
     #[test]

@@ -7,8 +7,9 @@ use time::OffsetDateTime;
 use crate::ids::{AppUserId, ConversationId};
 use crate::media::MediaInfo;
 use crate::model::{
-    Attachment, Conversation, ConversationKind, ConversationStatus, Format, MediaId, MediaRecord,
-    Member, Message, MessageId, MessageStatus, Origin, Role, Sender, Visibility,
+    Attachment, Conversation, ConversationKind, ConversationStatus, Format, MatrixFile, MediaId,
+    MediaRecord, Member, Message, MessageId, MessageStatus, MsgType, Origin, Removal, Role, Sender,
+    Visibility,
 };
 
 #[derive(Serialize)]
@@ -19,6 +20,10 @@ pub struct MemberView<'a> {
     role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     display_name: Option<&'a str>,
+    /// Set when a Matrix moderator kicked or banned the member: it is not
+    /// in the room, and is put back only by a `PUT` with `"rejoin": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<&'a Removal>,
 }
 
 impl<'a> From<&'a Member> for MemberView<'a> {
@@ -28,6 +33,7 @@ impl<'a> From<&'a Member> for MemberView<'a> {
             matrix_user_id: &member.matrix_user_id,
             role: member.role,
             display_name: member.display_name.as_deref(),
+            removed: member.removed.as_ref(),
         }
     }
 }
@@ -89,18 +95,24 @@ impl<'a> From<&'a Sender> for SenderView<'a> {
     }
 }
 
-/// An uploaded file, as the upload answers with it and a message carries it.
+/// A file, as the upload answers with it and a message carries it: one
+/// uploaded through the API (with its `media_id`), or one a Matrix user
+/// sent (with what its event says of it).
 #[derive(Serialize)]
 pub struct MediaView<'a> {
-    media_id: MediaId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_id: Option<MediaId>,
     content_uri: &'a OwnedMxcUri,
-    mimetype: &'a str,
-    size: u64,
-    filename: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
+    mimetype: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u64>,
 }
 
 impl<'a> MediaView<'a> {
@@ -111,13 +123,27 @@ impl<'a> MediaView<'a> {
         filename: &'a str,
     ) -> Self {
         Self {
-            media_id,
+            media_id: Some(media_id),
             content_uri,
-            mimetype: &info.mimetype,
-            size: info.size,
-            filename,
-            width: info.width,
-            height: info.height,
+            mimetype: Some(&info.mimetype),
+            size: Some(info.size),
+            filename: Some(filename),
+            width: info.width.map(u64::from),
+            height: info.height.map(u64::from),
+        }
+    }
+}
+
+impl<'a> From<&'a MatrixFile> for MediaView<'a> {
+    fn from(file: &'a MatrixFile) -> Self {
+        Self {
+            media_id: None,
+            content_uri: &file.content_uri,
+            mimetype: file.mimetype.as_deref(),
+            size: file.size,
+            filename: file.filename.as_deref(),
+            width: file.width,
+            height: file.height,
         }
     }
 }
@@ -177,6 +203,9 @@ pub struct MessageView<'a> {
     deleted_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<&'a str>,
+    /// A message from Matrix that is not text: `notice`, `emote`, `image`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msgtype: Option<MsgType>,
 }
 
 impl<'a> MessageView<'a> {
@@ -197,7 +226,13 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             format: message.format,
             html: message.html.as_deref(),
             reply_to: message.reply_to,
-            attachments: message.attachments.iter().map(MediaView::from).collect(),
+            // Its file: uploaded through the API, or sent from Matrix.
+            attachments: message
+                .attachments
+                .iter()
+                .map(MediaView::from)
+                .chain(message.file.iter().map(MediaView::from))
+                .collect(),
             status: message.status,
             event_id: message.event_id.as_ref(),
             origin: message.origin,
@@ -205,6 +240,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             edited_at: message.edited_at,
             deleted_at: message.deleted_at,
             failure: message.failure.as_deref(),
+            msgtype: message.msgtype,
         }
     }
 }

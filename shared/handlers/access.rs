@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 
 use super::outbound::join_room;
 use crate::api::{ApiError, ApiRequest};
+use crate::error::Error;
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::{Matrix, MatrixError};
 use crate::model::{Conversation, ConversationStatus, Member};
@@ -60,7 +61,7 @@ pub async fn in_room<S, M, T, F, Fut>(
     id: &ConversationId,
     acting: &Acting,
     act: F,
-) -> Result<T, MatrixError>
+) -> Result<T, Error>
 where
     S: Store,
     M: Matrix,
@@ -75,9 +76,9 @@ where
             if let Err(err) = store.mark_joined(id, puppet).await {
                 tracing::warn!(error = %err, "could not record the join");
             }
-            act().await
+            Ok(act().await?)
         }
-        other => other,
+        other => Ok(other?),
     }
 }
 

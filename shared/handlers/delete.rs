@@ -20,7 +20,7 @@ use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::AppUserId;
 use crate::matrix::Matrix;
 use crate::metrics::Counter;
-use crate::model::{ChangeKind, Message, MessageStatus, Role};
+use crate::model::{ChangeKind, MessageStatus, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -113,7 +113,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                 ));
             }
             let read = &target.message;
-            let deleted = deleted(read);
+            let deleted = read.deleted(OffsetDateTime::now_utc());
             let outcome = match read.status {
                 // Never reached Matrix: nothing to redact. A pending send
                 // leaves the outbox; its job finds the message deleted.
@@ -166,14 +166,4 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             "the message kept changing while deleting it",
         ))
     }
-}
-
-/// The message as deleted: no text kept.
-fn deleted(read: &Message) -> Message {
-    let mut deleted = read.clone();
-    deleted.status = MessageStatus::Deleted;
-    deleted.deleted_at = Some(OffsetDateTime::now_utc());
-    deleted.body = String::new();
-    deleted.html = None;
-    deleted
 }

@@ -8,6 +8,7 @@
 mod access;
 pub mod activity;
 mod attachments;
+mod cache;
 pub mod changes;
 pub mod delete;
 pub mod edit;
@@ -21,6 +22,7 @@ pub mod send;
 pub mod sweeper;
 mod target;
 mod text;
+pub mod transactions;
 
 use crate::function::Function;
 use crate::ports::Ports;
@@ -29,7 +31,7 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 9] {
+pub fn registry<P: Ports>() -> [Function<P>; 10] {
     [
         provision::function(),
         send::function(),
@@ -40,5 +42,6 @@ pub fn registry<P: Ports>() -> [Function<P>; 9] {
         media::function(),
         activity::function(),
         sweeper::function(),
+        transactions::function(),
     ]
 }

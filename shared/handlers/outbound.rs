@@ -2,13 +2,15 @@
 //! the spot and the retry function does later, in one place.
 
 use ruma::events::relation::Reply;
+use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use time::OffsetDateTime;
 
 use crate::error::Error;
+use crate::matrix::Matrix;
 use crate::matrix::content::{media_message, text_message, to_event};
-use crate::matrix::{Matrix, MatrixError};
-use crate::model::Message;
+use crate::model::{Message, Removal};
 use crate::store::Store;
 
 /// The transaction id of a message's send: derived from its id, so every
@@ -60,32 +62,61 @@ pub async fn stored_content<S: Store>(
 }
 
 /// Puts a puppet in a room: joins it, and where the room will not let it
-/// (it left, or was removed, and the room is invite-only) has the bot invite
-/// it first.
+/// (it left, or the bridge removed it, and the room is invite-only) has the
+/// bot invite it first. A puppet a Matrix moderator kicked or banned is not
+/// put back: that is [`Error::Removed`].
 pub async fn join_room<M: Matrix>(
     matrix: &M,
     room_id: &RoomId,
     user: &UserId,
-) -> Result<(), MatrixError> {
+) -> Result<(), Error> {
     match matrix.join(room_id, user).await {
         Err(err) if err.is_forbidden() => {
+            if let Some(removal) = removed_by_moderator(matrix, room_id, user).await? {
+                tracing::info!(%user, %room_id, by = %removal.by, "puppet was removed by a moderator; not inviting it again");
+                return Err(Error::Removed(removal));
+            }
             tracing::info!(%user, %room_id, "puppet may not join; inviting it again");
             matrix.invite(room_id, user).await?;
-            matrix.join(room_id, user).await
+            Ok(matrix.join(room_id, user).await?)
         }
-        other => other,
+        other => Ok(other?),
     }
 }
 
+/// How `user` lost its membership, if someone other than itself and the
+/// bridge's bot took it (a kick or a ban), as the room's state says.
+pub(crate) async fn removed_by_moderator<M: Matrix>(
+    matrix: &M,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Option<Removal>, Error> {
+    let Some(state) = matrix.membership(room_id, user).await? else {
+        return Ok(None);
+    };
+    let by_moderator = state.sender != user && state.sender != matrix.bot();
+    let removed = matches!(
+        state.membership,
+        MembershipState::Leave | MembershipState::Ban
+    );
+    Ok((by_moderator && removed).then(|| Removal {
+        by: state.sender,
+        banned: state.membership == MembershipState::Ban,
+        reason: state.reason,
+        at: OffsetDateTime::now_utc(),
+    }))
+}
+
 /// Sends a message as its sender's puppet. A puppet that is not in the room
-/// (left, or was removed on the Matrix side) is joined again, once.
+/// (it left, or the bridge removed it) is joined again, once; one a Matrix
+/// moderator removed is not.
 pub async fn send_as_sender<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
     room_id: &OwnedRoomId,
     message: &Message,
     content: &serde_json::Value,
-) -> Result<OwnedEventId, MatrixError> {
+) -> Result<OwnedEventId, Error> {
     let sender = &message.sender.matrix_user_id;
     let txn_id = send_txn_id(message);
     match matrix.send_message(room_id, sender, &txn_id, content).await {
@@ -95,8 +126,10 @@ pub async fn send_as_sender<S: Store, M: Matrix>(
             if let Err(err) = store.mark_joined(&message.conversation_id, sender).await {
                 tracing::warn!(error = %err, "could not record the join");
             }
-            matrix.send_message(room_id, sender, &txn_id, content).await
+            Ok(matrix
+                .send_message(room_id, sender, &txn_id, content)
+                .await?)
         }
-        other => other,
+        other => Ok(other?),
     }
 }

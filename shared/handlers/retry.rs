@@ -230,6 +230,15 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 self.metrics.count(Counter::ChangesDelivered);
                 Ok(Outcome::Done)
             }
+            // A Matrix moderator removed the member: it stays out (the
+            // removal is recorded on it), and the change is done.
+            Err(Error::Removed(removal)) => {
+                tracing::info!(conversation = %job.conversation_id, by = %removal.by, "a member change left a moderator's removal in place");
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
             Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
                 Ok(Outcome::Later(err.to_string()))
             }
@@ -290,7 +299,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             .await;
         let sent = match found {
             Ok(Some(event_id)) => Ok(event_id),
-            Err(err) if err.is_transient() => Err(err),
+            Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable, say a puppet that left): send it.
             Ok(None) | Err(_) => {
                 send_as_sender(&self.store, &self.matrix, &room_id, &message, &content).await
@@ -307,7 +316,6 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Ok(Outcome::Later(err.to_string()))
             }
             Err(err) => {
-                let err = Error::from(err);
                 let reason = final_reason(&err, attempt, self.max_age);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
                 self.store.mark_failed(&message, &reason).await?;

@@ -9,9 +9,6 @@
 //! While the outbox is not empty, later messages queue behind it, so they
 //! cannot overtake it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use lambda_http::{Body, Response};
 use ruma::OwnedRoomId;
 use serde::Deserialize;
@@ -19,10 +16,12 @@ use time::OffsetDateTime;
 
 use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
+use super::cache::Settled;
 use super::outbound::{event_content, join_room, send_as_sender, stored_content};
 use super::text;
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
+use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::Matrix;
@@ -52,9 +51,6 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     ))))
 }
 
-/// Conversation -> room entries kept per container.
-const ROOM_CACHE_SIZE: usize = 10_000;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendMessage {
@@ -69,26 +65,6 @@ struct SendMessage {
     as_user: Option<AppUserId>,
 }
 
-/// Conversation -> room ids, which never change once set: the hot path
-/// need not read the conversation to find its room.
-#[derive(Default)]
-struct RoomCache(Mutex<HashMap<ConversationId, OwnedRoomId>>);
-
-impl RoomCache {
-    fn get(&self, id: &ConversationId) -> Option<OwnedRoomId> {
-        self.0.lock().ok()?.get(id).cloned()
-    }
-
-    fn put(&self, id: &ConversationId, room_id: &OwnedRoomId) {
-        if let Ok(mut rooms) = self.0.lock() {
-            if rooms.len() >= ROOM_CACHE_SIZE {
-                rooms.clear();
-            }
-            rooms.insert(id.clone(), room_id.clone());
-        }
-    }
-}
-
 /// The send function's state, built once per container.
 pub struct SendService<S, M, Q> {
     store: S,
@@ -96,7 +72,8 @@ pub struct SendService<S, M, Q> {
     queue: Q,
     namer: PuppetNamer,
     metrics: Metrics,
-    rooms: RoomCache,
+    /// Conversation -> room: the hot path need not read the conversation.
+    rooms: Settled<ConversationId, OwnedRoomId>,
 }
 
 impl<S, M, Q> HttpFunction for SendService<S, M, Q>
@@ -127,7 +104,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             queue,
             namer,
             metrics,
-            rooms: RoomCache::default(),
+            rooms: Settled::default(),
         }
     }
 
@@ -204,6 +181,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             changes: 0,
             pending_change: None,
             revision: 0,
+            msgtype: None,
+            file: None,
         };
         let content = event_content(&message, reply_event.as_deref())?;
         let idempotency = idempotency_key.map(|key| IdempotencyRecord {
@@ -292,6 +271,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         let Some(member) = &context.member else {
             return Err(request.caller.not_a_member(user, id));
         };
+        // A Matrix moderator's kick or ban stands: the bridge does not put
+        // the puppet back.
+        if let Some(removal) = &member.removed {
+            return Err(ApiError::Forbidden(format!("'{user}' was {removal}")));
+        }
         ensure_active(conversation)?;
         Ok(if !member.joined {
             Refusal::JoinFirst
@@ -331,6 +315,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 self.store.mark_queued(&message).await?;
                 message.delivery = Delivery::Queued;
                 self.queued(&message).await
+            }
+            // Kicked or banned on the Matrix side before the webhook told us:
+            // the message fails, and the caller learns why.
+            Err(err @ Error::Removed(_)) => {
+                self.store.mark_failed(&message, &err.reason()).await?;
+                self.metrics.count(Counter::MessagesFailed);
+                Err(err.into())
             }
             Err(err) => {
                 let reason = err.reason();

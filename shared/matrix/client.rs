@@ -15,14 +15,14 @@ use ruma::api::client::directory::set_room_visibility;
 use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::media::create_content;
 use ruma::api::client::membership::invite_user;
-use ruma::api::client::membership::{kick_user, leave_room};
+use ruma::api::client::membership::{kick_user, leave_room, unban_user};
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
-use ruma::api::client::state::send_state_event;
-use ruma::api::client::state::{get_state_event_for_key, get_state_events};
+use ruma::api::client::state::get_state_event_for_key::{self, v3::StateEventFormat};
+use ruma::api::client::state::{get_state_events, send_state_event};
 use ruma::api::client::typing::create_typing_event::{
     self,
     v3::{Typing, TypingInfo},
@@ -36,9 +36,10 @@ use ruma::api::{
     OutgoingRequestAppserviceExt, SupportedVersions,
 };
 use ruma::events::room::avatar::RoomAvatarEventContent;
+use ruma::events::room::member::MembershipState;
 use ruma::events::space::child::SpaceChildEventContent;
 use ruma::events::space::parent::SpaceParentEventContent;
-use ruma::events::{InitialStateEvent, MessageLikeEventType};
+use ruma::events::{InitialStateEvent, MessageLikeEventType, StateEventType};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
 use ruma::{
@@ -46,7 +47,7 @@ use ruma::{
     RoomVersionId, UserId,
 };
 
-use super::{Matrix, MatrixError, RoomSpec};
+use super::{Matrix, MatrixError, MemberState, RoomSpec};
 use crate::config::{MatrixConfig, Secret};
 use crate::model::{ConversationKind, Visibility};
 
@@ -535,6 +536,48 @@ impl Matrix for AppserviceClient {
             ruma::api::client::room::Visibility::Private
         };
         let request = set_room_visibility::v3::Request::new(room.to_owned(), visibility);
+        self.call(request, None).await.map(drop)
+    }
+
+    async fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<MemberState>, MatrixError> {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            sender: OwnedUserId,
+            content: Content,
+        }
+        #[derive(serde::Deserialize)]
+        struct Content {
+            membership: MembershipState,
+            reason: Option<String>,
+        }
+        let mut request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::RoomMember,
+            user.to_string(),
+        );
+        request.format = StateEventFormat::Event;
+        let response = match self.call(request, None).await {
+            Ok(response) => response,
+            Err(err) if matches!(err.kind(), Some(ruma::api::error::ErrorKind::NotFound)) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        let event: Event = serde_json::from_str(response.event_or_content.get())
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        Ok(Some(MemberState {
+            membership: event.content.membership,
+            sender: event.sender,
+            reason: event.content.reason,
+        }))
+    }
+
+    async fn unban(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let request = unban_user::v3::Request::new(room.to_owned(), user.to_owned());
         self.call(request, None).await.map(drop)
     }
 }

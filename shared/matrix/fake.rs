@@ -11,12 +11,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
     RoomVersionId, UserId, owned_user_id,
 };
 
-use super::{Matrix, MatrixError, RoomSpec};
+use super::{Matrix, MatrixError, MemberState, RoomSpec};
 
 /// A call the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +65,7 @@ pub enum Call {
     ResolveAlias(String),
     Leave(OwnedRoomId, OwnedUserId),
     Kick(OwnedRoomId, OwnedUserId),
+    Unban(OwnedRoomId, OwnedUserId),
     /// A read of one state event.
     ReadState {
         room: OwnedRoomId,
@@ -186,6 +188,7 @@ struct State {
     typing: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// The latest `m.read` receipt of each user in each room.
     receipts: HashMap<(OwnedRoomId, OwnedUserId), OwnedEventId>,
+    /// Every room's state, members included (who set each membership, and why).
     rooms: rooms::Rooms,
 }
 
@@ -206,9 +209,17 @@ impl State {
         }
     }
 
-    /// Sets a membership in the room's state and in the sets the other
+    /// Sets a membership in the room's state (by `sender`, with the
+    /// moderator's `reason` of a kick or ban) and in the sets the other
     /// checks read.
-    fn set_membership(&mut self, room: &RoomId, sender: &UserId, user: &UserId, membership: &str) {
+    fn set_membership(
+        &mut self,
+        room: &RoomId,
+        sender: &UserId,
+        user: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+    ) {
         let key = (room.to_owned(), user.to_owned());
         self.joined.remove(&key);
         self.invited.remove(&key);
@@ -222,7 +233,7 @@ impl State {
             _ => {}
         }
         self.rooms
-            .set_membership(room, sender, user, membership, false);
+            .set_membership(room, sender, user, membership, false, reason);
     }
 
     /// Reads the levels of a room's power levels into the map redactions check.
@@ -309,16 +320,26 @@ impl FakeMatrix {
         self.fail_next(Op::Join, failure);
     }
 
-    /// Makes a user leave a room, as a kick on the Matrix side would: to
-    /// come back to an invite-only room, it needs a new invite.
+    /// Makes a user leave a room without a moderator (it left, or the
+    /// bridge made it leave): to come back to an invite-only room, it needs
+    /// a new invite.
     pub fn remove(&self, room: &RoomId, user: &UserId) {
-        let bot = self.bot.clone();
-        self.state().set_membership(room, &bot, user, "leave");
+        self.state().set_membership(room, user, user, "leave", None);
+    }
+
+    /// Has `by` (a moderator) kick `user` out of a room.
+    pub fn moderator_kick(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state().set_membership(room, by, user, "leave", reason);
+    }
+
+    /// Has `by` (a moderator) ban `user` from a room: it cannot be invited.
+    pub fn moderator_ban(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state().set_membership(room, by, user, "ban", reason);
     }
 
     /// Puts a user in a room without an invite, as a test's setup.
     pub fn add_member(&self, room: &RoomId, user: &UserId) {
-        self.state().set_membership(room, user, user, "join");
+        self.state().set_membership(room, user, user, "join", None);
     }
 
     /// The version rooms created from now on get (12 unless told).
@@ -339,8 +360,8 @@ impl FakeMatrix {
             .map(|event| event.content.clone())
     }
 
-    /// A user's membership in a room (`join`, `invite`, `leave`).
-    pub fn membership(&self, room: &RoomId, user: &UserId) -> Option<String> {
+    /// A user's membership in a room (`join`, `invite`, `leave`, `ban`).
+    pub fn membership_of(&self, room: &RoomId, user: &UserId) -> Option<String> {
         self.state().rooms.membership(room, user)
     }
 
@@ -473,10 +494,12 @@ impl Matrix for FakeMatrix {
         let failure = state.next_failure(Op::Invite);
         let bot = self.bot.clone();
         answer(failure, || {
-            if state.is_joined(room, user) {
-                return Err(forbidden("User is already in the room."));
+            match state.rooms.membership(room, user).as_deref() {
+                Some("join") => return Err(forbidden("User is already in the room.")),
+                Some("ban") => return Err(forbidden("user is banned from this room")),
+                _ => {}
             }
-            state.set_membership(room, &bot, user, "invite");
+            state.set_membership(room, &bot, user, "invite", None);
             Ok(())
         })
     }
@@ -489,13 +512,16 @@ impl Matrix for FakeMatrix {
         let failure = state.next_failure(Op::Join);
         answer(failure, || {
             let key = (room.to_owned(), user.to_owned());
+            if state.rooms.membership(room, user).as_deref() == Some("ban") {
+                return Err(forbidden("You are banned from the room"));
+            }
             let public = state.rooms.is_public(room);
             if !public && !state.invited.contains(&key) && !state.joined.contains(&key) {
                 return Err(forbidden("You are not invited to this room."));
             }
             // An invite is used up by joining: after leaving, a new one is needed.
             if !state.joined.contains(&key) {
-                state.set_membership(room, user, user, "join");
+                state.set_membership(room, user, user, "join", None);
             }
             Ok(())
         })
@@ -694,7 +720,7 @@ impl Matrix for FakeMatrix {
                 Some("join" | "invite") => {}
                 _ => return Err(forbidden("User has no membership in room")),
             }
-            state.set_membership(room, user, user, "leave");
+            state.set_membership(room, user, user, "leave", None);
             Ok(())
         })
     }
@@ -703,7 +729,7 @@ impl Matrix for FakeMatrix {
         &self,
         room: &RoomId,
         user: &UserId,
-        _reason: Option<&str>,
+        reason: Option<&str>,
     ) -> Result<(), MatrixError> {
         let mut state = self.state();
         state
@@ -716,7 +742,7 @@ impl Matrix for FakeMatrix {
                 Some("join" | "invite") => {}
                 _ => return Err(forbidden("The target user is not in the room")),
             }
-            state.set_membership(room, &bot, user, "leave");
+            state.set_membership(room, &bot, user, "leave", reason);
             Ok(())
         })
     }
@@ -790,6 +816,37 @@ impl Matrix for FakeMatrix {
         let mut state = self.state();
         state.calls.push(Call::Directory(room.to_owned(), public));
         state.rooms.set_listed(room, public);
+        Ok(())
+    }
+
+    async fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<MemberState>, MatrixError> {
+        let state = self.state();
+        let Some(event) = state.rooms.get(room, "m.room.member", user.as_str()) else {
+            return Ok(None);
+        };
+        let membership =
+            MembershipState::from(event.content["membership"].as_str().unwrap_or("leave"));
+        Ok(Some(MemberState {
+            membership,
+            sender: event.sender.clone(),
+            reason: event.content["reason"].as_str().map(str::to_owned),
+        }))
+    }
+
+    async fn unban(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Unban(room.to_owned(), user.to_owned()));
+        if state.rooms.membership(room, user).as_deref() != Some("ban") {
+            return Err(forbidden("The target user is not banned"));
+        }
+        let bot = self.bot.clone();
+        state.set_membership(room, &bot, user, "leave", None);
         Ok(())
     }
 }

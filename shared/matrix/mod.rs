@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
     UserId,
@@ -68,6 +69,15 @@ pub struct RoomSpec {
     pub alias: Option<String>,
     /// The room's avatar.
     pub avatar: Option<OwnedMxcUri>,
+}
+
+/// A user's membership of a room, as its `m.room.member` state says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub membership: MembershipState,
+    /// Who set it: the user itself, or whoever invited, kicked or banned it.
+    pub sender: OwnedUserId,
+    pub reason: Option<String>,
 }
 
 /// What the bridge needs from the homeserver.
@@ -252,5 +262,22 @@ pub trait Matrix: Send + Sync {
         &self,
         room: &RoomId,
         public: bool,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// `user`'s membership of a room, from the room's state read as the bot
+    /// (`GET /rooms/{room}/state/m.room.member/{user}?format=event`); `None`
+    /// when it never had one.
+    fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Option<MemberState>, MatrixError>> + Send;
+
+    /// Lifts `user`'s ban from a room, as the bot: `POST /rooms/{room}/unban`.
+    /// Only for a member the application explicitly asked back.
+    fn unban(
+        &self,
+        room: &RoomId,
+        user: &UserId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 }

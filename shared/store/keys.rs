@@ -1,7 +1,7 @@
 //! The table's key layout, and the only place that knows it: one partition
 //! per conversation (its record, members, messages and uploaded media, so
-//! history is one query), and one item per reverse lookup, puppet and
-//! idempotency record.
+//! history is one query), and one item per reverse lookup, puppet,
+//! idempotency record and appservice transaction.
 
 use ruma::{EventId, RoomId, UserId};
 
@@ -21,6 +21,7 @@ const MEDIA: &str = "MEDIA#";
 /// A pending sync, in its conversation's partition: it sorts after `MSG#…`,
 /// outside the ranges that read members and messages.
 const SYNC: &str = "SYNC#";
+const TRANSACTION: &str = "TXN#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -125,6 +126,12 @@ pub fn sync(id: &ConversationId, subject: &SyncSubject) -> Key {
 
 pub fn idempotency(scope: &str) -> Key {
     Key::new(format!("{IDEMPOTENCY}{scope}"), META)
+}
+
+/// An appservice transaction, by its id and its fingerprint: a homeserver
+/// that starts counting again (after a reset) reuses ids for others.
+pub fn transaction(txn_id: &str, fingerprint: &str) -> Key {
+    Key::new(format!("{TRANSACTION}{txn_id}"), fingerprint)
 }
 
 /// A conversation's members and its own record, and nothing else of its

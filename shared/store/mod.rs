@@ -8,7 +8,9 @@
 //!   [`MessageStore`]);
 //! - [`MediaStore`]: files uploaded into a conversation, for attachments;
 //! - [`SyncStore`]: changes of conversations and members on their way to
-//!   Matrix, through the same outbox.
+//!   Matrix, through the same outbox;
+//! - [`TransactionStore`]: the appservice transactions the homeserver
+//!   pushed, and the batched reads and writes of their events.
 //!
 //! [`DynamoStore`] is the real adapter (one DynamoDB table, single-table
 //! design); [`MemoryStore`] is the in-memory fake for unit tests. Both pass
@@ -30,6 +32,7 @@ mod members;
 mod memory;
 mod messages;
 mod syncs;
+mod transactions;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
@@ -39,10 +42,14 @@ pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
 pub use syncs::{MemberWrite, SyncContext, SyncStore};
+pub use transactions::{MemberChange, TransactionContext, TransactionStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConversationStore, MediaStore, MemberStore, MessageStore, Store, SyncStore};
+    pub use super::{
+        ConversationStore, MediaStore, MemberStore, MessageStore, Store, SyncStore,
+        TransactionStore,
+    };
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +69,12 @@ pub enum StoreError {
 
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
-pub trait Store: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore {}
+pub trait Store:
+    ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
+{
+}
 
-impl<T: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore> Store for T {}
+impl<T> Store for T where
+    T: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
+{
+}

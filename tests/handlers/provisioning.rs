@@ -121,7 +121,7 @@ async fn members_join_change_roles_and_leave() {
             .contains(&Call::Invite(room.clone(), carol.clone()))
     );
     assert_eq!(
-        bridge.matrix.membership(&room, &carol).as_deref(),
+        bridge.matrix.membership_of(&room, &carol).as_deref(),
         Some("join")
     );
     assert_eq!(bridge.level(&room, &carol), Some(50));
@@ -183,7 +183,7 @@ async fn members_join_change_roles_and_leave() {
     let removed = bridge.remove_member("grp-42", "carol").await;
     assert_eq!(removed.status(), 204);
     assert_eq!(
-        bridge.matrix.membership(&room, &carol).as_deref(),
+        bridge.matrix.membership_of(&room, &carol).as_deref(),
         Some("leave")
     );
     assert!(
@@ -213,7 +213,7 @@ async fn members_join_change_roles_and_leave() {
         .await;
     assert_eq!(back.status(), 200);
     assert_eq!(
-        bridge.matrix.membership(&room, &carol).as_deref(),
+        bridge.matrix.membership_of(&room, &carol).as_deref(),
         Some("join")
     );
     assert_eq!(bridge.send("carol", "back").await.status(), 201);
@@ -234,7 +234,7 @@ async fn matrix_users_are_invited_and_removed_by_a_kick() {
     assert_eq!(added.status(), 200, "{:?}", json_of(&added));
     assert_eq!(json_of(&added)["matrix_user_id"], dan.as_str());
     assert_eq!(
-        bridge.matrix.membership(&room, &dan).as_deref(),
+        bridge.matrix.membership_of(&room, &dan).as_deref(),
         Some("invite")
     );
     assert!(
@@ -272,7 +272,7 @@ async fn matrix_users_are_invited_and_removed_by_a_kick() {
             .contains(&Call::Kick(room.clone(), dan.clone()))
     );
     assert_eq!(
-        bridge.matrix.membership(&room, &dan).as_deref(),
+        bridge.matrix.membership_of(&room, &dan).as_deref(),
         Some("leave")
     );
     assert_eq!(bridge.level(&room, &dan), None);
@@ -305,7 +305,10 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
     );
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 2)).await).is_empty());
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("carol")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("carol"))
+            .as_deref(),
         Some("join")
     );
     assert_eq!(bridge.level(&room, &puppet("carol")), Some(50));
@@ -327,7 +330,10 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
     assert_eq!(removed.status(), 202);
     assert_eq!(json_of(&removed)["status"], "pending");
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("bob")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("bob"))
+            .as_deref(),
         Some("join"),
         "not before the message"
     );
@@ -345,7 +351,10 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
     let timeline = bridge.matrix.timeline(&room);
     assert_eq!(timeline.last().unwrap().content["body"], "last words");
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("bob")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("bob"))
+            .as_deref(),
         Some("leave")
     );
     assert_eq!(bridge.outbox().await, 0);
@@ -569,7 +578,7 @@ async fn updates_change_the_room_and_archiving_closes_it() {
     assert_eq!(archived.status(), 204);
     for user in ["alice", "bob"] {
         assert_eq!(
-            bridge.matrix.membership(&room, &puppet(user)).as_deref(),
+            bridge.matrix.membership_of(&room, &puppet(user)).as_deref(),
             Some("leave"),
             "{user}"
         );
@@ -632,7 +641,10 @@ async fn archiving_waits_behind_queued_messages() {
     let archived = bridge.archive("grp-42").await;
     assert_eq!(archived.status(), 202);
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("alice")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("alice"))
+            .as_deref(),
         Some("join")
     );
     let retry = bridge.retry().await;
@@ -642,7 +654,10 @@ async fn archiving_waits_behind_queued_messages() {
         "see you"
     );
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("alice")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("alice"))
+            .as_deref(),
         Some("leave")
     );
     assert_eq!(bridge.outbox().await, 0);
@@ -673,7 +688,7 @@ async fn a_lost_answer_to_the_room_creation_does_not_make_a_second_room() {
     assert_eq!(json_of(&retried)["room_id"], room.as_str());
     for user in ["ann", "bo"] {
         assert_eq!(
-            bridge.matrix.membership(&room, &puppet(user)).as_deref(),
+            bridge.matrix.membership_of(&room, &puppet(user)).as_deref(),
             Some("join")
         );
     }
@@ -730,7 +745,7 @@ async fn a_crash_between_creating_and_recording_the_room_leaves_one_room() {
     // attempt got done: bo, whom it never invited, is in with his level.
     for user in ["ann", "bo"] {
         assert_eq!(
-            bridge.matrix.membership(&made, &puppet(user)).as_deref(),
+            bridge.matrix.membership_of(&made, &puppet(user)).as_deref(),
             Some("join"),
             "{user}"
         );
@@ -1007,6 +1022,7 @@ async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_
         display_name: None,
         joined: false,
         typing_until: None,
+        removed: None,
     };
     let now = time::OffsetDateTime::now_utc();
     let orphan = PendingSync {
@@ -1018,6 +1034,7 @@ async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_
         id: MessageId::new(),
         delivery: Delivery::Direct,
         since: now,
+        readmit: false,
     };
     bridge
         .store
@@ -1032,7 +1049,7 @@ async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_
     assert_eq!(bridge.outbox().await, 1, "counted while in flight");
     let behind = bridge.send("alice", "after carol joined").await;
     assert_eq!(behind.status(), 202, "a send does not overtake it");
-    assert_eq!(bridge.matrix.membership(&room, &puppet("carol")), None);
+    assert_eq!(bridge.matrix.membership_of(&room, &puppet("carol")), None);
     let jobs_before = bridge.queue.jobs().len();
 
     let sweeper = bridge.sweeper();
@@ -1059,7 +1076,10 @@ async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_
     let retry = bridge.retry().await;
     assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("carol")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("carol"))
+            .as_deref(),
         Some("join")
     );
     assert_eq!(bridge.level(&room, &puppet("carol")), Some(50));
@@ -1107,7 +1127,7 @@ async fn member_changes_wait_for_the_homeserver_until_their_deadline() {
     let late = bridge.retry_with_deadline(time::Duration::ZERO).await;
     assert!(failed_ids(&late.call(retry_batch(&jobs, 51)).await).is_empty());
     assert_eq!(bridge.outbox().await, 0);
-    assert_eq!(bridge.matrix.membership(&room, &puppet("carol")), None);
+    assert_eq!(bridge.matrix.membership_of(&room, &puppet("carol")), None);
     let subject = SyncSubject::Member {
         matrix_user_id: puppet("carol"),
         user_id: Some(AppUserId::parse("carol").unwrap()),
@@ -1126,7 +1146,10 @@ async fn member_changes_wait_for_the_homeserver_until_their_deadline() {
         .await;
     assert_eq!(again.status(), 200, "{:?}", json_of(&again));
     assert_eq!(
-        bridge.matrix.membership(&room, &puppet("carol")).as_deref(),
+        bridge
+            .matrix
+            .membership_of(&room, &puppet("carol"))
+            .as_deref(),
         Some("join")
     );
     assert_eq!(bridge.level(&room, &puppet("carol")), Some(50));

@@ -333,6 +333,97 @@ impl MatrixUser {
     }
 }
 
+/// What a person does in a room, as Element would do it.
+impl MatrixUser {
+    /// Sends an `m.room.message` with `content`; its event id.
+    pub async fn send(&self, room_id: &str, content: Value) -> String {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            encode(room_id),
+            uuid::Uuid::new_v4().simple()
+        );
+        let reply = self
+            .request(reqwest::Method::PUT, &path, Some(content))
+            .await;
+        reply["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn redact(&self, room_id: &str, event_id: &str, reason: &str) -> String {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/{}",
+            encode(room_id),
+            encode(event_id),
+            uuid::Uuid::new_v4().simple()
+        );
+        let reply = self
+            .request(reqwest::Method::PUT, &path, Some(json!({"reason": reason})))
+            .await;
+        reply["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn leave(&self, room_id: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/leave", encode(room_id));
+        self.request(reqwest::Method::POST, &path, Some(json!({})))
+            .await;
+    }
+
+    pub async fn kick(&self, room_id: &str, user_id: &str, reason: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/kick", encode(room_id));
+        self.request(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"user_id": user_id, "reason": reason})),
+        )
+        .await;
+    }
+
+    pub async fn typing(&self, room_id: &str, typing: bool) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            encode(room_id),
+            encode(&self.user_id)
+        );
+        self.request(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"typing": typing, "timeout": 10_000})),
+        )
+        .await;
+    }
+
+    /// A public `m.read` receipt up to `event_id`.
+    pub async fn read(&self, room_id: &str, event_id: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            encode(room_id),
+            encode(event_id)
+        );
+        self.request(reqwest::Method::POST, &path, Some(json!({})))
+            .await;
+    }
+
+    /// Uploads a file to the media repository; its `mxc://` URI.
+    pub async fn upload(&self, content_type: &str, filename: &str, bytes: Vec<u8>) -> String {
+        let url = format!(
+            "{}/_matrix/media/v3/upload?filename={}",
+            self.base,
+            encode(filename)
+        );
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let reply: Value = response.json().await.unwrap();
+        reply["content_uri"].as_str().unwrap().to_owned()
+    }
+}
+
 fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

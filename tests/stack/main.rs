@@ -15,3 +15,4 @@ mod matrix_ops;
 mod media_activity;
 mod provisioning;
 mod round_trips;
+mod webhook;

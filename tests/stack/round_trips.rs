@@ -3,15 +3,16 @@
 //! by the appservice client. The handlers run in process on real Lambda
 //! events (`events/`) against a real table, queue and homeserver.
 //!
-//! Each test works on a table of its own: moto undoes a cancelled
-//! transaction by restoring a copy of the whole table taken when it began,
-//! and fails a transaction whose copy races another write with a 500 the
-//! SDK retries, so on the table the other tests share, their writes would
-//! move the counts.
+//! Each test works on a table of its own, so nothing the other tests leave
+//! in the shared table or do to it meanwhile can move the counts. (Before
+//! `tools/bridge-dev/moto/moto_server.py`, moto restored a whole-table copy
+//! to undo a cancelled transaction and answered races with 500s the SDK
+//! retried; a fresh table is still the simplest isolation.)
 
-use bridge::config::MatrixConfig;
+use bridge::config::{MatrixConfig, Secret};
 use bridge::handlers::send::{self, SendService};
 use bridge::ids::PuppetNamer;
+use bridge::inbound::SqsInboundQueue;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::queue::SqsRetryQueue;
@@ -35,6 +36,7 @@ mod support_ports {
         pub store: DynamoStore,
         pub matrix: AppserviceClient,
         pub queue: SqsRetryQueue,
+        pub inbound: SqsInboundQueue,
         pub namer: PuppetNamer,
         pub trips: RoundTrips,
     }
@@ -52,6 +54,10 @@ mod support_ports {
                 queue: SqsRetryQueue::new(
                     aws_sdk_sqs::Client::new(&sdk),
                     var("BRIDGE_RETRY_QUEUE_URL"),
+                ),
+                inbound: SqsInboundQueue::new(
+                    aws_sdk_sqs::Client::new(&sdk),
+                    var("BRIDGE_INBOUND_QUEUE_URL"),
                 ),
                 namer: PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
                 trips,
@@ -99,6 +105,7 @@ mod support_ports {
         type Store = DynamoStore;
         type Matrix = AppserviceClient;
         type Queue = SqsRetryQueue;
+        type Inbound = SqsInboundQueue;
 
         async fn store(&self) -> Result<DynamoStore, InitError> {
             Ok(self.store.clone())
@@ -110,6 +117,14 @@ mod support_ports {
 
         async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
             Ok(self.queue.clone())
+        }
+
+        async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
+            Ok(self.inbound.clone())
+        }
+
+        fn hs_token(&self) -> Result<Secret, InitError> {
+            Ok(Secret::new(var("MATRIX_HS_TOKEN")))
         }
 
         fn namer(&self) -> Result<PuppetNamer, InitError> {
@@ -292,6 +307,7 @@ async fn member_changes_cost_three_to_five_table_round_trips_and_their_matrix_re
     let put = |role| PutMember {
         role,
         display_name: None,
+        rejoin: false,
     };
 
     let before = ports.count();

@@ -21,7 +21,12 @@ use crate::store::{MemberWrite, Store, StoreError, SyncContext};
 /// What a change writes.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Change<'a> {
-    Member(MemberWrite<'a>),
+    /// A member's record, and whether the application asked for it back
+    /// after a Matrix moderator removed it ([`PendingSync::readmit`]).
+    Member {
+        write: MemberWrite<'a>,
+        readmit: bool,
+    },
     /// The conversation as read, and as it is to be.
     Room {
         read: &'a Conversation,
@@ -49,16 +54,25 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
         let replaced = context.sync.as_ref().map(|pending| pending.delivery);
         let (delivery, outbox) = route(replaced, conversation.outbox <= 0);
         let already_queued = replaced == Some(Delivery::Queued);
+        // A pending readmission stays asked for until the member is removed.
+        let readmit = match change {
+            Change::Member {
+                write: MemberWrite::Put(_),
+                readmit,
+            } => readmit || context.sync.as_ref().is_some_and(|pending| pending.readmit),
+            Change::Member { .. } | Change::Room { .. } => false,
+        };
         let sync = PendingSync {
             conversation_id: conversation.id.clone(),
             subject,
             id: MessageId::new(),
             delivery,
             since: OffsetDateTime::now_utc(),
+            readmit,
         };
         let replaces = context.sync.as_ref().map(|pending| pending.id);
         let after = match change {
-            Change::Member(write) => {
+            Change::Member { write, .. } => {
                 self.store
                     .change_member(write, &sync, replaces, outbox)
                     .await?;

@@ -229,7 +229,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
     ) -> Result<Vec<Member>, Error> {
         stream::iter(members.iter().cloned())
             .map(|mut member| async move {
-                member.joined = sync::sync_member(
+                let synced = sync::sync_member(
                     &self.store,
                     &self.matrix,
                     &self.metrics,
@@ -237,9 +237,18 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
                     &member.matrix_user_id,
                     member.user_id.is_some(),
                     Some(&member),
+                    false,
                 )
-                .await?
-                    && member.user_id.is_some();
+                .await;
+                match synced {
+                    Ok(joined) => member.joined = joined && member.user_id.is_some(),
+                    // A moderator removed it from the room meanwhile: it stays out.
+                    Err(Error::Removed(removal)) => {
+                        member.joined = false;
+                        member.removed = Some(removal);
+                    }
+                    Err(err) => return Err(err),
+                }
                 Ok::<_, Error>(member)
             })
             .buffered(JOIN_CONCURRENCY)

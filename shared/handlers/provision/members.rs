@@ -6,6 +6,11 @@
 //! conversation keeps its two members (`400`); a group keeps an owner while
 //! it has other members (`409`). The same change again changes nothing. A
 //! change the homeserver refuses for good is undone in the table.
+//!
+//! A Matrix moderator's kick or ban stands: a member the webhook (or a
+//! sync) found removed that way is not put back by a `PUT` (`409`, and
+//! nothing changes) unless the application says so with `"rejoin": true`;
+//! then a ban is lifted and the member invited and joined again.
 
 use ruma::UserId;
 
@@ -15,7 +20,9 @@ use super::service::{Applied, Provisioning};
 use crate::error::Error;
 use crate::ids::ConversationId;
 use crate::matrix::Matrix;
-use crate::model::{Conversation, ConversationKind, ConversationStatus, Member, Role, SyncSubject};
+use crate::model::{
+    Conversation, ConversationKind, ConversationStatus, Member, Removal, Role, SyncSubject,
+};
 use crate::queue::RetryQueue;
 use crate::store::{MemberWrite, Store, StoreError, SyncContext};
 
@@ -68,6 +75,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             let context = self.store.sync_context(id, &subject).await?;
             let conversation = writable(id, &context)?;
             let previous = context.member.clone();
+            if let Some(removal) = previous.as_ref().and_then(|p| p.removed.as_ref()) {
+                if !input.rejoin {
+                    return Err(stays_removed(&matrix_user_id, removal));
+                }
+            }
             if previous.is_none() && conversation.kind == ConversationKind::Direct {
                 return Err(Error::Invalid(format!(
                     "conversation '{id}' is direct: it keeps its two members"
@@ -84,6 +96,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
                 joined: previous.as_ref().is_some_and(|p| p.joined),
                 // Its typing window, if one is open, stays.
                 typing_until: previous.as_ref().and_then(|p| p.typing_until),
+                // Not removed, or `rejoin`: the application wants it back.
+                removed: None,
             };
             if previous.as_ref() == Some(&member) && context.sync.is_none() {
                 return Ok((member, Applied::Done));
@@ -93,7 +107,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             {
                 self.keep_an_owner(conversation, &matrix_user_id).await?;
             }
-            let change = Change::Member(MemberWrite::Put(&member));
+            let change = Change::Member {
+                write: MemberWrite::Put(&member),
+                readmit: input.rejoin,
+            };
             match self.apply(&context, subject.clone(), change).await {
                 Ok(applied) => return Ok((member, applied)),
                 Err(Error::Store(StoreError::Rejected)) => continue,
@@ -132,7 +149,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             if previous.as_ref().is_some_and(|p| p.role == Role::Owner) {
                 self.keep_an_owner(conversation, &matrix_user_id).await?;
             }
-            let change = Change::Member(MemberWrite::Remove(&matrix_user_id));
+            let change = Change::Member {
+                write: MemberWrite::Remove(&matrix_user_id),
+                readmit: false,
+            };
             match self.apply(&context, subject.clone(), change).await {
                 Ok(applied) => return Ok(applied),
                 Err(Error::Store(StoreError::Rejected)) => continue,
@@ -172,7 +192,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
     }
 
     /// Puts a member's record back as it was after the homeserver refused
-    /// the change for good, and returns the refusal.
+    /// the change for good, and returns the refusal. When the sync found
+    /// the member removed by a Matrix moderator, the record keeps what was
+    /// learnt (removed, not joined) and the answer is a `409`.
     async fn undo(
         &self,
         id: &ConversationId,
@@ -183,13 +205,32 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
         if matches!(err, Error::Store(_)) {
             return err;
         }
-        let write = match previous {
+        let removed = match &err {
+            Error::Removed(removal) => previous.map(|previous| Member {
+                joined: false,
+                removed: Some(removal.clone()),
+                ..previous.clone()
+            }),
+            _ => previous.cloned(),
+        };
+        let write = match &removed {
             Some(member) => MemberWrite::Put(member),
             None => MemberWrite::Remove(user),
         };
         if let Err(undo) = self.store.restore_member(id, write).await {
             tracing::error!(error = %undo, conversation = %id, %user, "a refused member change could not be undone");
         }
-        err
+        match err {
+            Error::Removed(removal) => stays_removed(user, &removal),
+            err => err,
+        }
     }
+}
+
+/// The `409` of a `PUT` of a member a Matrix moderator removed, without the
+/// application's `"rejoin": true`.
+fn stays_removed(user: &UserId, removal: &Removal) -> Error {
+    Error::Conflict(format!(
+        "{user} was {removal}; to add them back anyway, send the member again with \"rejoin\": true"
+    ))
 }

@@ -61,12 +61,16 @@ pub struct PutUser {
 }
 
 /// `PUT /v1/conversations/{id}/members/{user_id}`. A `display_name` left
-/// out keeps the member's current one.
+/// out keeps the member's current one. `rejoin: true` is the application's
+/// decision to put back a member a Matrix moderator kicked or banned;
+/// without it, such a member is a `409`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutMember {
     pub role: Role,
     pub display_name: Option<String>,
+    #[serde(default)]
+    pub rejoin: bool,
 }
 
 /// `PATCH /v1/conversations/{id}`: what is given changes.
@@ -221,6 +225,7 @@ impl Plan {
                 display_name,
                 joined: false,
                 typing_until: None,
+                removed: None,
             });
         }
         match body.kind {

@@ -8,7 +8,11 @@
 //!   registering, if it never was), a plain Matrix user is invited; its
 //!   power level is its role's; a puppet's per-conversation display name is
 //!   its member event. A removed puppet leaves; a removed Matrix user is
-//!   kicked (or its invite withdrawn); its power level entry goes.
+//!   kicked (or its invite withdrawn); its power level entry goes. A
+//!   member a Matrix moderator kicked or banned is not put back (the
+//!   removal is recorded on it, and the sync ends with
+//!   [`Error::Removed`]), unless the change asked for it
+//!   ([`PendingSync::readmit`]): then a ban is lifted first.
 //! - the room: its name, topic and avatar; once archived, every puppet
 //!   leaves, the join rule becomes `invite` and the room leaves the
 //!   directory.
@@ -21,11 +25,12 @@ use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::handlers::outbound::removed_by_moderator;
 use crate::handlers::puppets::{WantedPuppet, ensure_puppets};
 use crate::matrix::Matrix;
 use crate::metrics::Metrics;
 use crate::model::{Conversation, ConversationStatus, Member, PendingSync, SyncSubject};
-use crate::store::{Store, StoreError, SyncContext};
+use crate::store::{MemberChange, Store, StoreError, SyncContext};
 
 const MEMBER: &str = "m.room.member";
 const POWER_LEVELS: &str = "m.room.power_levels";
@@ -34,7 +39,8 @@ const POWER_LEVELS: &str = "m.room.power_levels";
 /// says, or as read now), then settles it. When a newer change replaced it
 /// meanwhile, the subject is brought in line once more with the newer
 /// state, whose own delivery settles it; so the last change wins in Matrix
-/// too.
+/// too. A member found removed by a Matrix moderator is [`Error::Removed`],
+/// a refusal for good: the caller gives the sync up.
 pub async fn run<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
@@ -50,13 +56,14 @@ pub async fn run<S: Store, M: Matrix>(
                 .await?
         }
     };
-    bring_in_line(store, matrix, metrics, &sync.subject, &context).await?;
+    bring_in_line(store, matrix, metrics, sync, &context).await?;
     match store.settle_sync(sync).await {
         Err(StoreError::Rejected) => {
             let newer = store
                 .sync_context(&sync.conversation_id, &sync.subject)
                 .await?;
-            bring_in_line(store, matrix, metrics, &sync.subject, &newer).await
+            let newer_sync = newer.sync.as_ref().unwrap_or(sync);
+            bring_in_line(store, matrix, metrics, newer_sync, &newer).await
         }
         other => Ok(other?),
     }
@@ -75,7 +82,7 @@ async fn bring_in_line<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
     metrics: &Metrics,
-    subject: &SyncSubject,
+    sync: &PendingSync,
     context: &SyncContext,
 ) -> Result<(), Error> {
     let conversation = context.conversation.as_ref().ok_or_else(|| {
@@ -85,7 +92,7 @@ async fn bring_in_line<S: Store, M: Matrix>(
         .room_id
         .as_ref()
         .ok_or_else(|| Error::Inconsistent("a sync of a conversation without a room".into()))?;
-    match subject {
+    match &sync.subject {
         SyncSubject::Room => sync_room(store, matrix, conversation, room).await,
         SyncSubject::Member {
             matrix_user_id,
@@ -93,8 +100,17 @@ async fn bring_in_line<S: Store, M: Matrix>(
         } => {
             let puppet = user_id.is_some();
             let member = context.member.as_ref();
-            let joined =
-                sync_member(store, matrix, metrics, room, matrix_user_id, puppet, member).await?;
+            let joined = sync_member(
+                store,
+                matrix,
+                metrics,
+                room,
+                matrix_user_id,
+                puppet,
+                member,
+                sync.readmit,
+            )
+            .await?;
             if let Some(member) = member.filter(|member| joined && !member.joined) {
                 match store
                     .mark_joined(&member.conversation_id, &member.matrix_user_id)
@@ -127,6 +143,9 @@ async fn membership<M: Matrix>(
 
 /// Brings one member in line: `member` as the table has it, or `None` for
 /// one removed. Returns whether the user is joined to the room now.
+/// `readmit`: the application asked for the member back even if a Matrix
+/// moderator removed it; else that is [`Error::Removed`].
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_member<S: Store, M: Matrix>(
     store: &S,
     matrix: &M,
@@ -135,9 +154,13 @@ pub(super) async fn sync_member<S: Store, M: Matrix>(
     user: &UserId,
     puppet: bool,
     member: Option<&Member>,
+    readmit: bool,
 ) -> Result<bool, Error> {
     let (current, content) = membership(matrix, room, user).await?;
     let in_room = matches!(current.as_str(), "join" | "invite");
+    if let Some(member) = member.filter(|_| !in_room && content.get("membership").is_some()) {
+        may_come_back(store, matrix, room, member, readmit).await?;
+    }
     let Some(member) = member else {
         if in_room {
             if puppet {
@@ -171,6 +194,38 @@ pub(super) async fn sync_member<S: Store, M: Matrix>(
     };
     set_power_level(matrix, room, user, member.role.power_level()).await?;
     Ok(joined)
+}
+
+/// Whether a member that lost its membership may be put back: not when a
+/// Matrix moderator kicked or banned it, unless `readmit` (the
+/// application's explicit decision), which lifts a ban first. A removal is
+/// recorded on the member, as the webhook records one.
+async fn may_come_back<S: Store, M: Matrix>(
+    store: &S,
+    matrix: &M,
+    room: &RoomId,
+    member: &Member,
+    readmit: bool,
+) -> Result<(), Error> {
+    let user = &member.matrix_user_id;
+    let Some(removal) = removed_by_moderator(matrix, room, user).await? else {
+        return Ok(());
+    };
+    if readmit {
+        tracing::info!(%user, %room, by = %removal.by, "putting back a member a moderator removed, as the application asked");
+        if removal.banned {
+            matrix.unban(room, user).await?;
+        }
+        return Ok(());
+    }
+    tracing::info!(%user, %room, by = %removal.by, "member was removed by a moderator; not putting it back");
+    let change = MemberChange::Left {
+        conversation_id: member.conversation_id.clone(),
+        matrix_user_id: user.clone(),
+        removal: Some(removal.clone()),
+    };
+    store.store_inbound(&[], &[change]).await?;
+    Err(Error::Removed(removal))
 }
 
 /// Registers a member's puppet if it never was; its per-conversation name

@@ -1,6 +1,6 @@
 //! The fake homeserver's rooms as state: the events `createRoom` makes
 //! (create, power levels, join rules, name, topic, avatar, canonical alias,
-//! space parent, members), aliases and the room directory, with the rules
+//! space parent, members, with who set each membership and why), aliases and the room directory, with the rules
 //! of Synapse the bridge depends on: an alias is taken once, a room version
 //! 12 room refuses power levels that list its creator, content equal to the
 //! current state is no new event, and a profile change rewrites the user's
@@ -123,6 +123,7 @@ impl Rooms {
         user: &UserId,
         membership: &str,
         is_direct: bool,
+        reason: Option<&str>,
     ) {
         let mut content = match membership {
             "join" => self
@@ -135,6 +136,9 @@ impl Rooms {
         content["membership"] = json!(membership);
         if is_direct {
             content["is_direct"] = json!(true);
+        }
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
         }
         self.set(room, sender, "m.room.member", user.as_str(), content);
     }
@@ -176,7 +180,7 @@ impl Rooms {
             create["type"] = json!("m.space");
         }
         self.set(room, creator, "m.room.create", "", create);
-        self.set_membership(room, creator, creator, "join", false);
+        self.set_membership(room, creator, creator, "join", false, None);
         let levels = json!({
             "users": initial_users(&version, creator, spec),
             "users_default": 0, "events_default": 0, "state_default": 50,
@@ -218,7 +222,7 @@ impl Rooms {
         }
         let direct = spec.kind == Some(ConversationKind::Direct);
         for user in &spec.invite {
-            self.set_membership(room, creator, user, "invite", direct);
+            self.set_membership(room, creator, user, "invite", direct, None);
         }
         if public {
             self.directory.insert(room.to_owned());
@@ -313,7 +317,7 @@ impl Rooms {
             .map(|((room, _, _), _)| room.clone())
             .collect();
         for room in rooms {
-            self.set_membership(&room, user, user, "join", false);
+            self.set_membership(&room, user, user, "join", false, None);
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::store::{Claim, ConversationStore, StoreError};
 
 /// The room -> conversation lookup item.
 #[derive(Serialize, Deserialize)]
-struct RoomLookup {
-    conversation_id: ConversationId,
+pub(super) struct RoomLookup {
+    pub conversation_id: ConversationId,
 }
 
 /// `write`, only for as long as `claim` holds the conversation.

@@ -19,9 +19,9 @@ use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
 /// The event -> message lookup item.
 #[derive(Serialize, Deserialize)]
-struct EventLookup {
-    conversation_id: ConversationId,
-    message_id: MessageId,
+pub(super) struct EventLookup {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
 }
 
 /// When an outbox change applies.

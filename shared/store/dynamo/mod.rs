@@ -6,7 +6,8 @@
 //! [`table`] is the layer over the SDK; each capability is implemented in
 //! its own module on top of it. Round trips: a direct send is one
 //! transaction to insert and one to mark it sent; every lookup is one
-//! `GetItem`, `BatchGetItem` or `Query`.
+//! `GetItem`, `BatchGetItem` or `Query`; batches larger than one request
+//! takes are sent at once.
 
 mod conversations;
 mod idempotency;
@@ -15,6 +16,7 @@ mod members;
 mod messages;
 mod syncs;
 mod table;
+mod transactions;
 
 use aws_sdk_dynamodb::Client;
 use serde::de::DeserializeOwned;

@@ -253,80 +253,109 @@ impl Table {
     }
 
     /// The items under `keys` that exist, in any order, read consistently
-    /// with `BatchGetItem` (no request for no keys). Unprocessed keys are
-    /// tried again, with a backoff, a few times.
+    /// with `BatchGetItem` (no request for no keys; a key named twice is
+    /// read once; more than one request takes are read at once). Unprocessed keys are tried again, with a
+    /// backoff, a few times.
     pub async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
-        let keys = keys.into_iter().map(key_item).collect::<Vec<_>>();
-        let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH_GET_MAX) {
-            let mut pending = Some(build(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .consistent_read(true)
-                    .build(),
-            )?);
-            for attempt in 0.. {
-                let Some(request) = pending.take() else { break };
-                if attempt == BATCH_ATTEMPTS {
-                    return Err(StoreError::Unavailable(
-                        "batch read kept being throttled".into(),
-                    ));
-                }
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.name, request)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                if let Some(mut responses) = output.responses {
-                    found.extend(responses.remove(&self.name).unwrap_or_default());
-                }
-                pending = output
-                    .unprocessed_keys
-                    .and_then(|mut left| left.remove(&self.name));
-                if pending.is_some() {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+        // DynamoDB refuses a batch that names a key twice.
+        let mut seen = std::collections::HashSet::new();
+        let keys = keys
+            .into_iter()
+            .filter(|key| seen.insert((key.pk.clone(), key.sk.clone())))
+            .map(key_item)
+            .collect::<Vec<_>>();
+        let chunks = keys
+            .chunks(BATCH_GET_MAX)
+            .map(|chunk| self.batch_get_chunk(chunk));
+        let found = futures::future::try_join_all(chunks).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn batch_get_chunk(&self, chunk: &[Item]) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(chunk.len());
+        let mut pending = Some(build(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build(),
+        )?);
+        for attempt in 0.. {
+            let Some(request) = pending.take() else { break };
+            if attempt == BATCH_ATTEMPTS {
+                return Err(StoreError::Unavailable(
+                    "batch read kept being throttled".into(),
+                ));
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.name, request)
+                .send()
+                .await
+                .map_err(classify)?;
+            if let Some(mut responses) = output.responses {
+                found.extend(responses.remove(&self.name).unwrap_or_default());
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.name));
+            if pending.is_some() {
+                tokio::time::sleep(backoff(attempt)).await;
             }
         }
         Ok(found)
     }
 
-    /// Writes `items` unconditionally with `BatchWriteItem` (not atomically).
-    /// Unprocessed items are tried again, with a backoff, a few times.
+    /// Writes `items` unconditionally with `BatchWriteItem` (not atomically;
+    /// of two items with one key, the last; more than one request takes are
+    /// written at once). Unprocessed items
+    /// are tried again, with a backoff, a few times.
     pub async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(BATCH_WRITE_MAX) {
-            let mut pending = chunk
-                .iter()
-                .map(|item| {
-                    let put = build(PutRequest::builder().set_item(Some(item.clone())).build())?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            for attempt in 0.. {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt == BATCH_ATTEMPTS {
-                    return Err(StoreError::Unavailable(
-                        "batch write kept being throttled".into(),
-                    ));
-                }
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.name, std::mem::take(&mut pending))
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                pending = output
-                    .unprocessed_items
-                    .and_then(|mut left| left.remove(&self.name))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+        // DynamoDB refuses a batch that names a key twice: the last one wins.
+        let mut seen = std::collections::HashSet::new();
+        let mut items: Vec<Item> = items
+            .into_iter()
+            .rev()
+            .filter(|item| seen.insert(key_of(item).map(|key| (key.pk, key.sk))))
+            .collect();
+        items.reverse();
+        let chunks = items
+            .chunks(BATCH_WRITE_MAX)
+            .map(|chunk| self.batch_put_chunk(chunk));
+        futures::future::try_join_all(chunks).await?;
+        Ok(())
+    }
+
+    async fn batch_put_chunk(&self, chunk: &[Item]) -> Result<(), StoreError> {
+        let mut pending = chunk
+            .iter()
+            .map(|item| {
+                let put = build(PutRequest::builder().set_item(Some(item.clone())).build())?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for attempt in 0.. {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == BATCH_ATTEMPTS {
+                return Err(StoreError::Unavailable(
+                    "batch write kept being throttled".into(),
+                ));
+            }
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.name, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(classify)?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.name))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(backoff(attempt)).await;
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ mod media;
 mod members;
 mod messages;
 mod syncs;
+mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +18,7 @@ use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
     Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, PendingSync,
-    Puppet, SyncSubject,
+    Puppet, SyncSubject, TransactionRecord,
 };
 
 #[derive(Default)]
@@ -33,6 +34,8 @@ struct State {
     /// The pending index: when each message's pending operation began.
     pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
     syncs: HashMap<(ConversationId, SyncSubject), PendingSync>,
+    /// Appservice transactions, by id and fingerprint.
+    transactions: HashMap<(String, String), TransactionRecord>,
 }
 
 /// The store port in a mutex. Clones share their state, as clones of a

@@ -13,6 +13,11 @@
 //! - `bridge-dev replay-dlq`: moves the retry jobs in the dead-letter queue
 //!   back to the retry queue (`BRIDGE_RETRY_DLQ_URL` to
 //!   `BRIDGE_RETRY_QUEUE_URL`), in order, per conversation;
+//! - `bridge-dev registration`: prints the appservice registration YAML for
+//!   the homeserver, from the bridge's configuration in the environment (see
+//!   [`bridge_dev::registration`]);
+//! - `bridge-dev bench webhook [transactions] [events]`: the webhook
+//!   benchmark against the local stack (see [`bridge_dev::bench`]);
 //! - `bridge-dev functions`: lists the registered functions, one name a line
 //!   (what `scripts/package` and `scripts/bench` build).
 
@@ -20,7 +25,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bridge::config::{ProcessEnv, RetryQueueConfig, TableConfig};
+use bridge::config::{ProcessEnv, RegistrationConfig, RetryQueueConfig, TableConfig};
 use bridge::function::Handler;
 use bridge::handlers::{registry, retry, sweeper};
 use bridge::ids::AppUserId;
@@ -28,11 +33,12 @@ use bridge::runtime::{self, Adapters, BoxError, InitError};
 use bridge_dev::gateway::{self, Gateway};
 use bridge_dev::stack;
 use bridge_dev::token::TokenConfig;
-use bridge_dev::{retry_poller, setup};
+use bridge_dev::{registration, retry_poller, setup};
 
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
-       bridge-dev gateway | setup | retry [--follow] | replay-dlq | functions
-       bridge-dev token <user_id> [--admin] [--ttl <seconds>]";
+       bridge-dev gateway | setup | retry [--follow] | replay-dlq | functions | registration
+       bridge-dev token <user_id> [--admin] [--ttl <seconds>]
+       bridge-dev bench webhook [transactions] [events]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Some("retry") => runtime.block_on(run_retry(args.iter().any(|arg| arg == "--follow"))),
         Some("token") => print_token(&args[1..]),
         Some("replay-dlq") => runtime.block_on(replay_dead_letters()),
+        Some("registration") => print_registration(),
+        Some("bench") => runtime.block_on(run_bench(&args[1..])),
         Some("functions") => print_lines(registry::<Adapters>().iter().map(|f| f.name)),
         _ => {
             eprintln!("{USAGE}");
@@ -164,4 +172,29 @@ fn print_token(args: &[String]) -> Result<(), InitError> {
     let token =
         TokenConfig::from_env(&ProcessEnv)?.mint(user, admin, time::Duration::seconds(ttl))?;
     print_lines([token])
+}
+
+fn print_registration() -> Result<(), InitError> {
+    let config = RegistrationConfig::from_env(&ProcessEnv)?;
+    let yaml = registration::render(&config)?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())?;
+    Ok(())
+}
+
+async fn run_bench(args: &[String]) -> Result<(), InitError> {
+    let (Some("webhook"), rest) = (
+        args.first().map(String::as_str),
+        args.get(1..).unwrap_or_default(),
+    ) else {
+        return Err(USAGE.into());
+    };
+    let number = |at: usize, default: usize| -> Result<usize, InitError> {
+        Ok(rest
+            .get(at)
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let report = bridge_dev::bench::webhook(number(0, 200)?, number(1, 100)?).await?;
+    print_lines([report])
 }

@@ -62,6 +62,9 @@ impl MembershipLine {
         let put = PutMember {
             role: self.role,
             display_name: self.display_name.clone(),
+            // A member a Matrix moderator removed since is not put back by
+            // a cutover: it is reported as a failure with the reason.
+            rejoin: false,
         };
         Ok((who, put))
     }

@@ -33,12 +33,15 @@ use rustix::process::Signal;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::setup;
+use crate::{registration, setup};
 use env::Secrets;
 use parts::{Action, Part, RunDir};
 
 pub const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev";
 
+/// moto's server as the stack runs it: DynamoDB requests one at a time and
+/// three of moto's defects fixed (the file says which and why).
+pub const MOTO_SERVER: &str = include_str!("../../moto/moto_server.py");
 /// How long `down` waits for a part to stop on TERM before killing it.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How long a second caller waits for the first to finish.
@@ -348,24 +351,32 @@ impl<'a> Stack<'a> {
 
     fn start_moto(&mut self) -> Result<(), BoxError> {
         let port = self.ports.moto.to_string();
-        let mut command = Command::new(self.layout.tools_venv.join("bin/moto_server"));
+        let server = self.layout.local.join("moto_server.py");
+        fs::write(&server, MOTO_SERVER)?;
+        let mut command = Command::new(self.layout.tools_venv.join("bin/python"));
         command
+            .arg(&server)
             .args(["-H", "127.0.0.1", "-p", &port])
             .env("MOTO_PORT", &port)
             .current_dir(&self.layout.local);
-        self.ensure(Part::Moto, &format!("port={port}"), command)
+        // Restart a running moto whose port or server changed.
+        let server_hash = Sha256::digest(MOTO_SERVER.as_bytes());
+        self.ensure(
+            Part::Moto,
+            &format!("port={port} server={server_hash:x}"),
+            command,
+        )
     }
 
     fn start_synapse(&mut self, secrets: &Secrets) -> Result<(), BoxError> {
         let layout = &self.layout;
-        let registration = synapse::render_registration(&synapse::RegistrationSettings {
-            url: &self.ports.gateway_url(),
-            as_token: secrets.as_token.expose(),
-            hs_token: secrets.hs_token.expose(),
-            sender_localpart: env::BOT_LOCALPART,
-            puppet_prefix: env::PUPPET_PREFIX,
-            server_name: env::SERVER_NAME,
-        })?;
+        // The functions' own settings, as the stack gives them the gateway.
+        let settings: std::collections::HashMap<String, String> =
+            env::stack_env(layout, &self.ports, secrets, &[])
+                .into_iter()
+                .collect();
+        let registration =
+            registration::render(&bridge::config::RegistrationConfig::from_env(&settings)?)?;
         if let Some(dir) = layout.registration.parent() {
             fs::create_dir_all(dir)?;
         }

@@ -1,11 +1,10 @@
 //! Synapse's configuration for the local stack: `homeserver.yaml` rendered
 //! from Synapse's generated config and the checked-in overlay
-//! (`tools/bridge-dev/synapse/homeserver.overlay.yaml`), the appservice
-//! registration, and the logging config.
+//! (`tools/bridge-dev/synapse/homeserver.overlay.yaml`), and the logging
+//! config. The appservice registration is [`crate::registration`]'s.
 
 use std::path::Path;
 
-use serde::Serialize;
 use serde_norway::{Mapping, Value};
 
 use bridge::runtime::BoxError;
@@ -19,9 +18,6 @@ pub const LOG_CONFIG: &str = include_str!("../../synapse/log.config.yaml");
 const HOMESERVER_HEADER: &str = "# Rendered by `bridge-dev stack up` on every up from homeserver.generated.yaml\n\
 # (Synapse's --generate-config) and tools/bridge-dev/synapse/homeserver.overlay.yaml:\n\
 # edit the overlay, not this file.\n";
-
-const REGISTRATION_HEADER: &str =
-    "# Written by `bridge-dev stack up` from .local/secrets.env on every up.\n";
 
 /// What the overlay's placeholders stand for.
 pub struct HomeserverSettings<'a> {
@@ -140,84 +136,6 @@ pub fn merge(base: &mut Value, overlay: Value) {
         }
         (base, overlay) => *base = overlay,
     }
-}
-
-/// The bridge's appservice registration.
-pub struct RegistrationSettings<'a> {
-    /// Where Synapse pushes transactions (the front door).
-    pub url: &'a str,
-    pub as_token: &'a str,
-    pub hs_token: &'a str,
-    pub sender_localpart: &'a str,
-    pub puppet_prefix: &'a str,
-    pub server_name: &'a str,
-}
-
-#[derive(Serialize)]
-struct Registration<'a> {
-    id: &'a str,
-    url: &'a str,
-    as_token: &'a str,
-    hs_token: &'a str,
-    sender_localpart: &'a str,
-    rate_limited: bool,
-    receive_ephemeral: bool,
-    namespaces: Namespaces,
-}
-
-#[derive(Serialize)]
-struct Namespaces {
-    users: Vec<Namespace>,
-    aliases: Vec<Namespace>,
-    rooms: Vec<Namespace>,
-}
-
-#[derive(Serialize)]
-struct Namespace {
-    exclusive: bool,
-    regex: String,
-}
-
-/// `registration.yaml`: the puppets' user ids and the aliases under the
-/// puppet prefix are the bridge's alone.
-pub fn render_registration(settings: &RegistrationSettings<'_>) -> Result<String, BoxError> {
-    let namespace = |sigil: char| Namespace {
-        exclusive: true,
-        regex: format!(
-            "{sigil}{}.*:{}",
-            regex_escape(settings.puppet_prefix),
-            regex_escape(settings.server_name)
-        ),
-    };
-    let registration = Registration {
-        id: "bridge",
-        url: settings.url,
-        as_token: settings.as_token,
-        hs_token: settings.hs_token,
-        sender_localpart: settings.sender_localpart,
-        rate_limited: false,
-        receive_ephemeral: true,
-        namespaces: Namespaces {
-            users: vec![namespace('@')],
-            aliases: vec![namespace('#')],
-            rooms: Vec::new(),
-        },
-    };
-    Ok(format!(
-        "{REGISTRATION_HEADER}{}",
-        serde_norway::to_string(&registration)?
-    ))
-}
-
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -348,34 +266,6 @@ trusted_key_servers:
         let expected: Value =
             serde_norway::from_str("m: {a: 1, b: {c: 9, d: 3}, e: 5}\ns: [7]\nx: 1\ny: 2").unwrap();
         assert_eq!(base, expected);
-    }
-
-    #[test]
-    fn the_registration_claims_the_puppet_namespace() {
-        let text = render_registration(&RegistrationSettings {
-            url: "http://127.0.0.1:28080",
-            as_token: "as-secret",
-            hs_token: "hs-secret",
-            sender_localpart: "bridgebot",
-            puppet_prefix: "app_",
-            server_name: "example.org",
-        })
-        .unwrap();
-        let registration: Value = serde_norway::from_str(&text).unwrap();
-        assert_eq!(registration["id"], "bridge");
-        assert_eq!(registration["url"], "http://127.0.0.1:28080");
-        assert_eq!(registration["as_token"], "as-secret");
-        assert_eq!(registration["hs_token"], "hs-secret");
-        assert_eq!(registration["sender_localpart"], "bridgebot");
-        assert_eq!(registration["rate_limited"], Value::Bool(false));
-        let users = &registration["namespaces"]["users"][0];
-        assert_eq!(users["regex"], r"@app_.*:example\.org");
-        assert_eq!(users["exclusive"], Value::Bool(true));
-        assert_eq!(
-            registration["namespaces"]["aliases"][0]["regex"],
-            r"#app_.*:example\.org"
-        );
-        assert_eq!(registration["namespaces"]["rooms"], Value::Sequence(vec![]));
     }
 
     #[test]
