@@ -279,6 +279,48 @@ async fn matrix_users_are_invited_and_removed_by_a_kick() {
 }
 
 #[tokio::test]
+async fn a_queued_member_change_leaves_a_moderators_ban_in_place() {
+    let bridge = Bridge::with_conversation().await;
+    let room = bridge.room_of("grp-42").await;
+    let bob = puppet("bob");
+    let id = ConversationId::parse("grp-42").unwrap();
+
+    // Down for the role change: it waits in the outbox.
+    bridge.matrix.fail_next(Op::PutState, Failure::Down);
+    let queued = bridge
+        .put_member("grp-42", "bob", json!({"role": "moderator"}))
+        .await;
+    assert_eq!(queued.status(), 202, "{:?}", json_of(&queued));
+    // Meanwhile a Matrix moderator bans bob; the webhook has not said so.
+    let moderator = ruma::owned_user_id!("@mod:localhost");
+    bridge
+        .matrix
+        .moderator_ban(&room, &bob, &moderator, Some("trolling"));
+
+    let retry = bridge.retry().await;
+    let jobs = bridge.queue.jobs();
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.count(|call| matches!(call, Call::Invite(_, user) if *user == bob)),
+        0,
+        "not invited back"
+    );
+    assert_eq!(
+        bridge.matrix.membership_of(&room, &bob).as_deref(),
+        Some("ban")
+    );
+    let member = bridge.store.member(&id, &bob).await.unwrap().unwrap();
+    let removal = member.removed.expect("the ban is recorded");
+    assert!(removal.banned && removal.by == moderator);
+    assert!(!member.joined);
+    assert_eq!(bridge.outbox().await, 0, "the change is done");
+    let again = bridge
+        .put_member("grp-42", "bob", json!({"role": "moderator"}))
+        .await;
+    assert_eq!(again.status(), 409, "{:?}", json_of(&again));
+}
+
+#[tokio::test]
 async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_is_down() {
     let bridge = Bridge::with_conversation().await;
     let room = bridge.room_of("grp-42").await;

@@ -29,7 +29,7 @@ fn member_path(conversation: &str, user: &str) -> String {
 }
 
 /// `PUT` of a member, as the service.
-async fn put_member(api: &Api, conversation: &str, user: &str, body: Value) -> Reply {
+pub(crate) async fn put_member(api: &Api, conversation: &str, user: &str, body: Value) -> Reply {
     let path = member_path(conversation, user);
     api.json("PUT", &path, &token("svc", true), &body).await
 }
