@@ -4,6 +4,7 @@
 //! a test can drive the registered functions and look at what they did.
 
 use crate::config::{Secret, SweepSettings};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::MemoryInbound;
 use crate::matrix::fake::FakeMatrix;
@@ -21,6 +22,9 @@ pub struct Fakes {
     pub inbound: MemoryInbound,
     pub namer: PuppetNamer,
     pub sweep: SweepSettings,
+    /// Public addresses only, as deployed; tests that serve images on
+    /// loopback widen it.
+    pub fetch: FetchPolicy,
     /// The appservice's `hs_token`: [`Fakes::HS_TOKEN`].
     pub hs_token: Secret,
 }
@@ -39,6 +43,7 @@ impl Fakes {
             hs_token: Secret::new(Self::HS_TOKEN),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
             sweep: SweepSettings::default(),
+            fetch: FetchPolicy::default(),
         }
     }
 }
@@ -85,5 +90,9 @@ impl Ports for Fakes {
 
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::off(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(self.fetch.clone())?)
     }
 }

@@ -1,5 +1,6 @@
-//! The `retry` function: delivers the messages the send function accepted
-//! while the homeserver could not take them, from the FIFO retry queue.
+//! The `retry` function: delivers the operations accepted while the
+//! homeserver could not take them (sends, edits and deletes of messages,
+//! changes of rooms and members), from the FIFO retry queue.
 //!
 //! Jobs of one conversation arrive in order (`MessageGroupId`). When a job
 //! cannot be delivered yet, it and every later job of its conversation in
@@ -7,7 +8,8 @@
 //! hands them back later, in the same order, after the visibility timeout.
 //! A refusal that retrying cannot fix, or an operation still undelivered
 //! past its deadline (`BRIDGE_MAX_PENDING_AGE_SECONDS`, a day), marks
-//! the message `failed` with the reason, and the conversation moves on.
+//! the message `failed` with the reason (a room or member change is
+//! dropped, and logged), and the conversation moves on.
 //!
 //! Before sending again, it looks for the message in the room's latest
 //! events: an earlier attempt may have landed with its answer lost, and the
@@ -20,6 +22,7 @@ use time::OffsetDateTime;
 
 use super::changes::{send_change, settle_change};
 use super::outbound::{send_as_sender, stored_content};
+use super::provision::sync;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::matrix::Matrix;
@@ -135,6 +138,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         let outcome = match job.operation {
             Operation::Send => self.try_send(&job, attempt).await,
             Operation::Change => self.try_change(&job, attempt).await,
+            Operation::Sync => self.try_sync(&job, attempt).await,
         };
         outcome.unwrap_or_else(|err| Outcome::Later(format!("the table is unavailable: {err}")))
     }
@@ -192,6 +196,62 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             }
         }
         Ok(Outcome::Later("the message kept changing".into()))
+    }
+
+    /// Brings a room or a member in line with the table: the subject's
+    /// pending sync if it waits in the outbox (a newer change may have
+    /// replaced the one queued, and this job delivers it).
+    async fn try_sync(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        let Some(subject) = &job.subject else {
+            tracing::error!(message_id = %job.message_id, "a sync job without a subject");
+            return Ok(Outcome::Done);
+        };
+        let context = self
+            .store
+            .sync_context(&job.conversation_id, subject)
+            .await?;
+        let Some(pending) = context
+            .sync
+            .clone()
+            .filter(|pending| pending.delivery == Delivery::Queued)
+        else {
+            return Ok(Outcome::Done);
+        };
+        match sync::run(
+            &self.store,
+            &self.matrix,
+            &self.metrics,
+            &pending,
+            Some(context),
+        )
+        .await
+        {
+            Ok(()) => {
+                self.metrics.count(Counter::ChangesDelivered);
+                Ok(Outcome::Done)
+            }
+            // A Matrix moderator removed the member: it stays out (the
+            // removal is recorded on it), and the change is done.
+            Err(Error::Removed(removal)) => {
+                tracing::info!(conversation = %job.conversation_id, by = %removal.by, "a member change left a moderator's removal in place");
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+            Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
+                Ok(Outcome::Later(err.to_string()))
+            }
+            Err(err) => {
+                let reason = final_reason(&err, attempt, self.max_age);
+                tracing::warn!(error = %err, conversation = %job.conversation_id, reason, "a room or member change failed for good");
+                self.metrics.count(Counter::MessagesFailed);
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+        }
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {

@@ -450,6 +450,35 @@ async fn a_puppet_a_matrix_moderator_kicks_stays_out_and_its_sends_are_refused()
         )
         .await;
     assert_eq!(send.status, 201, "{send:?}");
+
+    // Provisioning does not put him back either, until the application
+    // says `rejoin`.
+    let put = crate::provisioning::put_member(&api, &id, &bob, json!({"role": "moderator"})).await;
+    assert_eq!(put.status, 409, "{put:?}");
+    let message = put.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"rejoin\": true"), "{message}");
+    let state = carol.state(&room, "m.room.member", &bob_puppet).await;
+    assert_eq!(state["membership"], "leave", "still out: {state}");
+    let put = crate::provisioning::put_member(
+        &api,
+        &id,
+        &bob,
+        json!({"role": "moderator", "rejoin": true}),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    assert!(put.body.get("removed").is_none(), "{put:?}");
+    let state = carol.state(&room, "m.room.member", &bob_puppet).await;
+    assert_eq!(state["membership"], "join", "back, as asked: {state}");
+    let send = api
+        .json(
+            "POST",
+            &format!("/v1/conversations/{id}/messages"),
+            &token(&bob, false),
+            &json!({"body": "back in"}),
+        )
+        .await;
+    assert_eq!(send.status, 201, "{send:?}");
 }
 
 #[tokio::test]
