@@ -216,6 +216,26 @@ impl RetryQueueConfig {
     }
 }
 
+/// What fetching images from `https://` addresses may do: public addresses
+/// only, unless `BRIDGE_FETCH_ALLOW_LOOPBACK` is `1` (local tests, which
+/// serve images on loopback; never set in a deployment).
+pub fn fetch_policy(env: &dyn Env) -> Result<crate::fetch::FetchPolicy, ConfigError> {
+    let reach = match optional(env, "BRIDGE_FETCH_ALLOW_LOOPBACK", "0").as_str() {
+        "0" | "false" => crate::fetch::Reach::Public,
+        "1" | "true" => crate::fetch::Reach::PublicAndLoopback,
+        _ => {
+            return Err(invalid(
+                "BRIDGE_FETCH_ALLOW_LOOPBACK",
+                "must be 0 or 1 (1 only for local tests)",
+            ));
+        }
+    };
+    Ok(crate::fetch::FetchPolicy {
+        reach,
+        ..crate::fetch::FetchPolicy::default()
+    })
+}
+
 /// When the sweeper steps in: operations pending longer than `stale_after`
 /// are handed (back) to the retry function; those pending longer than
 /// `max_age` are failed, with a reason.
@@ -511,6 +531,18 @@ mod tests {
         ));
         let queue = RetryQueueConfig::from_env(&[("BRIDGE_RETRY_QUEUE_URL", "http://q/retry")]);
         assert!(matches!(queue, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn fetches_stay_on_public_addresses_unless_a_test_says() {
+        use crate::fetch::Reach;
+        assert_eq!(fetch_policy(&FULL).unwrap().reach, Reach::Public);
+        let local = [("BRIDGE_FETCH_ALLOW_LOOPBACK", "1")];
+        assert_eq!(
+            fetch_policy(&local).unwrap().reach,
+            Reach::PublicAndLoopback
+        );
+        assert!(fetch_policy(&[("BRIDGE_FETCH_ALLOW_LOOPBACK", "yes")]).is_err());
     }
 
     #[test]

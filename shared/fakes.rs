@@ -4,6 +4,7 @@
 //! a test can drive the registered functions and look at what they did.
 
 use crate::config::{RetryBackoff, Secret, SweepSettings};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::MemoryInbound;
 use crate::matrix::fake::FakeMatrix;
@@ -22,6 +23,9 @@ pub struct Fakes {
     pub namer: PuppetNamer,
     pub sweep: SweepSettings,
     pub backoff: RetryBackoff,
+    /// Public addresses only, as deployed; tests that serve images on
+    /// loopback widen it.
+    pub fetch: FetchPolicy,
     /// The appservice's `hs_token`: [`Fakes::HS_TOKEN`].
     pub hs_token: Secret,
 }
@@ -41,6 +45,7 @@ impl Fakes {
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
             sweep: SweepSettings::default(),
             backoff: RetryBackoff::default(),
+            fetch: FetchPolicy::default(),
         }
     }
 }
@@ -91,5 +96,9 @@ impl Ports for Fakes {
 
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::off(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(self.fetch.clone())?)
     }
 }

@@ -12,6 +12,7 @@
 use std::future::Future;
 
 use crate::config::{RetryBackoff, Secret, SweepSettings};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::InboundQueue;
 use crate::matrix::Matrix;
@@ -75,4 +76,10 @@ pub trait Ports: Send + Sync {
 
     /// The metrics of `function`.
     fn metrics(&self, function: &'static str) -> Metrics;
+
+    /// The client that fetches images from `https://` addresses (avatars):
+    /// public addresses only, unless the ports say otherwise for a test.
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(FetchPolicy::default())?)
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ConversationId;
-use crate::model::MessageId;
+use crate::model::{MessageId, PendingSync, SyncSubject};
 
 /// What to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub enum Operation {
     Send,
     /// Deliver the message's pending change (an edit or a delete).
     Change,
+    /// Bring the room or a member in Matrix in line with the table (a
+    /// [`PendingSync`]); `message_id` is the sync's id.
+    Sync,
 }
 
 /// One delivery job.
@@ -35,6 +38,9 @@ pub struct RetryJob {
     /// For a change: the message's change count when it was queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<u32>,
+    /// For a sync: what it brings in line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SyncSubject>,
 }
 
 impl RetryJob {
@@ -44,6 +50,18 @@ impl RetryJob {
             conversation_id,
             message_id,
             change: None,
+            subject: None,
+        }
+    }
+
+    /// Delivering a pending sync.
+    pub fn sync(sync: &PendingSync) -> Self {
+        Self {
+            operation: Operation::Sync,
+            conversation_id: sync.conversation_id.clone(),
+            message_id: sync.id,
+            change: None,
+            subject: Some(sync.subject.clone()),
         }
     }
 
@@ -54,6 +72,7 @@ impl RetryJob {
             conversation_id,
             message_id,
             change: Some(change),
+            subject: None,
         }
     }
 
@@ -63,6 +82,7 @@ impl RetryJob {
             Operation::Change => self
                 .message_id
                 .txn_id(&format!("change{}", self.change.unwrap_or_default())),
+            Operation::Sync => self.message_id.txn_id("sync"),
         }
     }
 }

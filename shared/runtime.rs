@@ -10,8 +10,9 @@ use lambda_runtime::LambdaEvent;
 
 use crate::config::{
     Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig, Secret,
-    SweepSettings, TableConfig, hs_token, puppet_namer,
+    SweepSettings, TableConfig, fetch_policy, hs_token, puppet_namer,
 };
+use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
 use crate::inbound::SqsInboundQueue;
@@ -115,6 +116,10 @@ impl Ports for Adapters {
 
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::emf(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(fetch_policy(self.env.as_ref())?)?)
     }
 }
 

@@ -35,6 +35,14 @@ impl Event {
                 include_str!("../events/provision-get-conversation.json")
             }
             "provision-put-user" => include_str!("../events/provision-put-user.json"),
+            "provision-update-conversation" => {
+                include_str!("../events/provision-update-conversation.json")
+            }
+            "provision-archive-conversation" => {
+                include_str!("../events/provision-archive-conversation.json")
+            }
+            "provision-put-member" => include_str!("../events/provision-put-member.json"),
+            "provision-remove-member" => include_str!("../events/provision-remove-member.json"),
             "send-message-plain" => include_str!("../events/send-message-plain.json"),
             "send-message-markdown" => include_str!("../events/send-message-markdown.json"),
             "history-list-messages" => include_str!("../events/history-list-messages.json"),
@@ -131,25 +139,29 @@ struct Bridge {
 impl Bridge {
     /// A bridge with `grp-42` provisioned from the sample event (alice owner, bob member).
     async fn with_conversation() -> Self {
-        let fakes = Fakes::new();
+        let bridge = Self::new(Fakes::new()).await;
+        let created = bridge
+            .handle(Event::load("provision-create-conversation").by("svc", true))
+            .await;
+        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
+        bridge
+    }
+
+    /// Every registered function on `fakes`, nothing provisioned.
+    async fn new(fakes: Fakes) -> Self {
         let mut http = HashMap::new();
         for function in registry::<Fakes>() {
             if let Handler::Http(handler) = function.handler(&fakes).await.unwrap() {
                 http.insert(function.name, handler);
             }
         }
-        let bridge = Self {
+        Self {
             store: fakes.store.clone(),
             matrix: fakes.matrix.clone(),
             queue: fakes.queue.clone(),
             fakes,
             http,
-        };
-        let created = bridge
-            .handle(Event::load("provision-create-conversation").by("svc", true))
-            .await;
-        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
-        bridge
+        }
     }
 
     /// Calls the function `name` with a request.
@@ -1173,11 +1185,12 @@ impl Bridge {
         self.handle(event).await
     }
 
-    /// Provisions conversation `id` with `member` alone.
+    /// Provisions conversation `id` with `member` alone (its owner: a group
+    /// that names members needs one).
     async fn provision_other(&self, id: &str, member: &str) {
         let create = Event::load("provision-create-conversation")
             .by("svc", true)
-            .body(json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "member"}]}));
+            .body(json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "owner"}]}));
         let response = self.handle(create).await;
         assert_eq!(response.status(), 201, "{:?}", json_of(&response));
     }
@@ -2084,3 +2097,8 @@ async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retr
         std::time::Duration::from_secs(2)
     );
 }
+
+// ----------------------------------------------------------- provisioning
+
+#[path = "handlers/provisioning.rs"]
+mod provisioning;

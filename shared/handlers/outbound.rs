@@ -87,7 +87,7 @@ pub async fn join_room<M: Matrix>(
 
 /// How `user` lost its membership, if someone other than itself and the
 /// bridge's bot took it (a kick or a ban), as the room's state says.
-async fn removed_by_moderator<M: Matrix>(
+pub(crate) async fn removed_by_moderator<M: Matrix>(
     matrix: &M,
     room_id: &RoomId,
     user: &UserId,

@@ -1,5 +1,6 @@
-//! The `retry` function: delivers the messages the send function accepted
-//! while the homeserver could not take them, from the FIFO retry queue.
+//! The `retry` function: delivers the operations accepted while the
+//! homeserver could not take them (sends, edits and deletes of messages,
+//! changes of rooms and members), from the FIFO retry queue.
 //!
 //! Jobs of one conversation arrive in order (`MessageGroupId`). When a job
 //! cannot be delivered yet, it and every later job of its conversation in
@@ -10,7 +11,8 @@
 //! ([`RetryBackoff`]).
 //! A refusal that retrying cannot fix, or an operation still undelivered
 //! past its deadline (`BRIDGE_MAX_PENDING_AGE_SECONDS`, a day), marks
-//! the message `failed` with the reason, and the conversation moves on.
+//! the message `failed` with the reason (a room or member change is
+//! dropped, and logged), and the conversation moves on.
 //!
 //! Before sending again, it looks for the message among its sender's events
 //! in the room since the message was accepted (bounded by time, not by a
@@ -27,6 +29,7 @@ use time::OffsetDateTime;
 
 use super::changes::{send_change, settle_change};
 use super::outbound::{reconcile, send_as_sender, stored_content};
+use super::provision::sync;
 use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
@@ -182,6 +185,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         let outcome = match job.operation {
             Operation::Send => self.try_send(&job, attempt).await,
             Operation::Change => self.try_change(&job, attempt).await,
+            Operation::Sync => self.try_sync(&job, attempt).await,
         };
         outcome.unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
     }
@@ -272,6 +276,62 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             }
         }
         Ok(later("the message kept changing"))
+    }
+
+    /// Brings a room or a member in line with the table: the subject's
+    /// pending sync if it waits in the outbox (a newer change may have
+    /// replaced the one queued, and this job delivers it).
+    async fn try_sync(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        let Some(subject) = &job.subject else {
+            tracing::error!(message_id = %job.message_id, "a sync job without a subject");
+            return Ok(Outcome::Done);
+        };
+        let context = self
+            .store
+            .sync_context(&job.conversation_id, subject)
+            .await?;
+        let Some(pending) = context
+            .sync
+            .clone()
+            .filter(|pending| pending.delivery == Delivery::Queued)
+        else {
+            return Ok(Outcome::Done);
+        };
+        match sync::run(
+            &self.store,
+            &self.matrix,
+            &self.metrics,
+            &pending,
+            Some(context),
+        )
+        .await
+        {
+            Ok(()) => {
+                self.metrics.count(Counter::ChangesDelivered);
+                Ok(Outcome::Done)
+            }
+            // A Matrix moderator removed the member: it stays out (the
+            // removal is recorded on it), and the change is done.
+            Err(Error::Removed(removal)) => {
+                tracing::info!(conversation = %job.conversation_id, by = %removal.by, "a member change left a moderator's removal in place");
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+            Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
+                Ok(Outcome::Later(err.to_string(), retry_after(&err)))
+            }
+            Err(err) => {
+                let reason = final_reason(&err, attempt, self.max_age);
+                tracing::warn!(error = %err, conversation = %job.conversation_id, reason, "a room or member change failed for good");
+                self.metrics.count(Counter::MessagesFailed);
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+        }
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {

@@ -13,5 +13,6 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod media_activity;
+mod provisioning;
 mod round_trips;
 mod webhook;

@@ -26,7 +26,7 @@ pub(super) struct EventLookup {
 
 /// When an outbox change applies.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Only {
+pub(super) enum Only {
     Always,
     /// While the conversation is active.
     IfActive,
@@ -37,7 +37,7 @@ enum Only {
 }
 
 /// Adds `delta` to a conversation's outbox, if `only` holds.
-fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
+pub(super) fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
     let change = Write::update(
         keys::conversation(id),
         "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
@@ -268,17 +268,7 @@ impl MessageStore for DynamoStore {
         older_than: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.table
-            .query_index_below(
-                keys::PENDING_INDEX,
-                (keys::PENDING_KEY, keys::PENDING),
-                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
-                limit,
-            )
-            .await?
-            .into_iter()
-            .map(record)
-            .collect()
+        self.stale(keys::PENDING, older_than, limit).await
     }
 
     async fn messages(

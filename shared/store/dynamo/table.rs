@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, PutRequest, TransactWriteItem,
+    Update, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,9 +93,10 @@ enum Action {
     Put(Item),
     Update { key: Key, expression: &'static str },
     Check(Key),
+    Delete(Key),
 }
 
-/// One conditional write: a put, an update or (in a transaction) a check,
+/// One conditional write: a put, an update, a delete or (in a transaction) a check,
 /// with its expressions' `#name` and `:value` placeholders. Expressions are
 /// `'static`: they are code, and every value goes through a placeholder.
 pub struct Write {
@@ -123,6 +124,11 @@ impl Write {
     /// Applies the update `expression` to the item with `key`.
     pub fn update(key: Key, expression: &'static str) -> Self {
         Self::new(Action::Update { key, expression }, None)
+    }
+
+    /// Deletes the item with `key` (deleting none is no error).
+    pub fn delete(key: Key) -> Self {
+        Self::new(Action::Delete(key), None)
     }
 
     /// Checks `condition` on the item with `key`, without changing it; only
@@ -184,6 +190,15 @@ impl Write {
                     .table_name(table)
                     .set_key(Some(key_item(key)))
                     .update_expression(expression)
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build(),
+            )?),
+            Action::Delete(key) => item.delete(build(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key_item(key)))
                     .set_condition_expression(condition)
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values)
@@ -346,8 +361,8 @@ impl Table {
         Ok(())
     }
 
-    /// One write on its own: `PutItem` or `UpdateItem` (a check alone is a
-    /// transaction of one). `Rejected` when its condition fails.
+    /// One write on its own: `PutItem`, `UpdateItem` or `DeleteItem` (a
+    /// check alone is a transaction of one). `Rejected` when its condition fails.
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
         let Write {
             action,
@@ -377,6 +392,20 @@ impl Table {
                     .table_name(&self.name)
                     .set_key(Some(key_item(key)))
                     .update_expression(expression)
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+            Action::Delete(key) => {
+                let (names, values) = placeholders(names, values);
+                self.client
+                    .delete_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key_item(key)))
                     .set_condition_expression(condition.map(str::to_owned))
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values)

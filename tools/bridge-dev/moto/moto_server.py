@@ -1,15 +1,14 @@
 """moto's server as the local stack runs it: moto 5's own server, with
-DynamoDB requests taken one at a time and three of moto's defects fixed.
+requests taken one at a time and three of moto's defects fixed.
 Run as moto_server is: python moto_server.py -H 127.0.0.1 -p PORT.
 Nothing else of moto changes.
 
-0. moto's threaded server runs DynamoDB requests concurrently over shared
-   dicts, without isolation: a write during a query or a transaction fails
-   with "dictionary changed size during iteration" (an HTML 500) or is
-   undone by another transaction's rollback. Real DynamoDB serialises
-   writes per item; here one lock serialises every DynamoDB request. SQS
-   is left concurrent, as its long polls would otherwise hold the lock.
-
+0. moto's threaded server runs requests concurrently over shared dicts and
+   sets, without isolation: a write during a query, a transaction or a
+   receive fails with "dictionary (or set) changed size during iteration"
+   (an HTML 500), or is undone by another transaction's rollback. Here one
+   lock takes requests one at a time, as if each were atomic; an SQS long
+   poll lets go of it while it waits for messages, so sends still reach it.
 1. Every model instance is recorded in a class-wide list that only a reset
    clears: recording is off (only a reset reads it).
 2. TransactWriteItems deep-copies each table it touches, whole, once per
@@ -85,45 +84,38 @@ def _transact(self, transact_items):
 dynamodb.DynamoDBBackend.transact_write_items = _transact
 
 
-def _settled(read):
-    # SQS requests run concurrently: another request may change the set
-    # while this one iterates over it ("Set changed size during
-    # iteration", an HTML 500). Read again, then; a copy every time would
-    # slow every receive down.
-    while True:
-        try:
-            return read()
-        except RuntimeError:
-            continue
-
-
 def _in_flight(self):
-    self._pending_messages -= _settled(
-        lambda: {m for m in self._pending_messages if m.visible}
-    )
+    self._pending_messages -= {m for m in self._pending_messages if m.visible}
     return self._pending_messages
 
 
 sqs.Queue.pending_messages = property(_in_flight)
 sqs.Queue.pending_message_groups = property(
-    lambda self: _settled(
-        lambda: {m.group_id for m in self.pending_messages if m.group_id is not None}
-    )
+    lambda self: {m.group_id for m in self.pending_messages if m.group_id is not None}
 )
 
-_dynamodb = threading.Lock()
+_one_at_a_time = threading.Lock()
 _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+_wait_for_messages = sqs.Queue.wait_for_messages
 
 
 def _serialised(self, environ, start_response):
-    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-        with _dynamodb:
-            # Flask builds the whole response inside the call: nothing of
-            # the request runs after the lock is released.
-            return _dispatch(self, environ, start_response)
-    return _dispatch(self, environ, start_response)
+    with _one_at_a_time:
+        # Flask builds the whole response inside the call: nothing of the
+        # request runs after the lock is released.
+        return _dispatch(self, environ, start_response)
 
 
+def _wait_unlocked(self, timeout):
+    # Only a receive, which holds the lock, waits.
+    _one_at_a_time.release()
+    try:
+        _wait_for_messages(self, timeout)
+    finally:
+        _one_at_a_time.acquire()
+
+
+sqs.Queue.wait_for_messages = _wait_unlocked
 werkzeug_app.DomainDispatcherApplication.__call__ = _serialised
 
 if __name__ == "__main__":
