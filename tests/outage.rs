@@ -74,14 +74,15 @@ impl Drop for HomeserverDown {
 /// Waits until Synapse has recovered the appservice. A push cut off by the
 /// stop marks it down; until Synapse's recoverer has sent what was queued,
 /// it drops typing and receipts, which would fail the next binary's tests.
-/// Synapse says so only in its database. On loaded cores Synapse starts
+/// Synapse says so only in its database (`state` 'down'; null or 'up'
+/// otherwise, a null on an appservice never marked down). On loaded cores Synapse starts
 /// its appservice scheduler about a minute after it answers, and only then
 /// replays what is queued: the wait covers both.
 fn wait_for_appservice_up(root: &str) {
     let query = "import sqlite3, sys; \
         db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); \
         rows = db.execute(\"select state from application_services_state where as_id = 'bridge'\").fetchall(); \
-        sys.exit(0 if rows in ([], [('up',)]) else 1)";
+        sys.exit(1 if ('down',) in rows else 0)";
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(180) {
         let up = Command::new(format!("{root}/.local/synapse/bin/python"))
