@@ -2017,6 +2017,60 @@ async fn a_send_edited_on_its_way_or_before_its_lost_answer_shows_the_edit() {
 }
 
 #[tokio::test]
+async fn an_edit_whose_answer_was_lost_is_not_sent_again_by_the_retry_function() {
+    let bridge = Bridge::with_conversation().await;
+    let id = bridge.sent("alice", "typo").await;
+    // The edit lands, but its answer is lost: accepted and queued.
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let edit = bridge.edit("alice", id, "fixed", None).await;
+    assert_eq!(edit.status(), 202, "{:?}", json_of(&edit));
+    let jobs = bridge.queue.jobs();
+    // The homeserver restarted: it forgot the transaction id (the fake
+    // never remembers one), so only looking first avoids a second edit.
+    let sends = bridge.matrix.sends().len();
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        sends,
+        "the edit that landed is found, not sent again"
+    );
+    let edits: Vec<Value> = bridge
+        .matrix
+        .timeline(&bridge.room().await)
+        .into_iter()
+        .filter(|event| bridge::matrix::is_replacement(&event.content))
+        .map(|event| event.content)
+        .collect();
+    assert_eq!(edits.len(), 1, "{edits:?}");
+    assert_eq!(edits[0][bridge::matrix::EDIT_KEY], 1);
+    assert!(bridge.stored_message(id).await.pending_change.is_none());
+    assert_eq!(bridge.outbox().await, 0);
+
+    // A second edit is another number: looked for, not found, sent.
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(
+        bridge.edit("alice", id, "fixed again", None).await.status(),
+        202
+    );
+    let jobs: Vec<_> = bridge
+        .queue
+        .jobs()
+        .into_iter()
+        .filter(|job| job.message_id == id)
+        .skip(1)
+        .collect();
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    let sent = bridge.matrix.sends();
+    let Some(Call::Send { content, .. }) = sent.last() else {
+        panic!("the second edit was not sent: {sent:?}")
+    };
+    assert_eq!(content["m.new_content"]["body"], "fixed again");
+    assert_eq!(content[bridge::matrix::EDIT_KEY], 2);
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
 async fn a_lost_answer_is_found_however_busy_the_room_became() {
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::AnswerLost);

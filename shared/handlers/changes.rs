@@ -76,7 +76,8 @@ pub async fn send_change<M: Matrix>(
         ChangeKind::Edit => {
             // The message's whole new content: its text, or its file with
             // the new caption.
-            let content = replacement(event_id, own_content(message), &message.id)?;
+            let content =
+                replacement(event_id, own_content(message), &message.id, message.changes)?;
             let sender = &message.sender.matrix_user_id;
             matrix.send_message(room, sender, &txn_id, &content).await?;
         }

@@ -111,7 +111,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
             edited.edited_at = Some(OffsetDateTime::now_utc());
             // Refuse what Matrix would refuse, before anything is stored.
             match &read.event_id {
-                Some(event_id) => replacement(event_id, own_content(&edited), &edited.id)?,
+                Some(event_id) => {
+                    replacement(event_id, own_content(&edited), &edited.id, edited.changes)?
+                }
                 None => event_content(&edited, None)?,
             };
             let outcome = if read.status == MessageStatus::Pending {

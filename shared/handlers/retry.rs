@@ -14,10 +14,11 @@
 //! the message `failed` with the reason (a room or member change is
 //! dropped, and logged), and the conversation moves on.
 //!
-//! Before sending again, it looks for the message among its sender's events
-//! in the room since the message was accepted (bounded by time, not by a
-//! count): an earlier attempt may have landed with its answer lost, and the
-//! homeserver forgets transaction ids when it restarts. A message edited or
+//! Before sending again, it looks for the message (or, for an edit, that
+//! edit by its number) among its sender's events in the room since it was
+//! accepted (bounded by time, not by a count): an earlier attempt may have
+//! landed with its answer lost, and the homeserver forgets transaction ids
+//! when it restarts. A message edited or
 //! deleted while its send was on its way gets that change delivered after
 //! it (`outbound::reconcile`).
 
@@ -33,7 +34,7 @@ use super::provision::sync;
 use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
-use crate::matrix::Matrix;
+use crate::matrix::{Matrix, Sent};
 use crate::metrics::{Counter, Metrics};
 use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
 use crate::ports::{InitError, Ports};
@@ -197,14 +198,34 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         room_id: &ruma::RoomId,
         message: &Message,
     ) -> Result<Option<ruma::OwnedEventId>, crate::matrix::MatrixError> {
+        let id = message.id.to_string();
         self.matrix
             .find_sent_event(
                 room_id,
                 &message.sender.matrix_user_id,
-                &message.id.to_string(),
+                Sent::Message(&id),
                 message.created_at,
             )
             .await
+    }
+
+    /// Delivers `message`'s pending edit unless an earlier attempt landed
+    /// it (its answer lost, and the homeserver may have forgotten the
+    /// transaction id since): the edit is looked for first, by its number.
+    async fn deliver_edit(&self, room_id: &ruma::RoomId, message: &Message) -> Result<(), Error> {
+        let id = message.id.to_string();
+        let since = message.edited_at.unwrap_or(message.created_at);
+        let sent = Sent::Edit(&id, message.changes);
+        match self
+            .matrix
+            .find_sent_event(room_id, &message.sender.matrix_user_id, sent, since)
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Err(err) if err.is_transient() => Err(err.into()),
+            // Not there (or not readable): send it.
+            Ok(None) | Err(_) => send_change(&self.matrix, room_id, message).await,
+        }
     }
 
     /// Delivers a message's queued change (an edit or a delete). A newer
@@ -233,11 +254,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 .await?
                 .and_then(|c| c.room_id);
             let mut message = message;
-            let cancel = message.event_id.is_none()
-                && matches!(
-                    message.pending_change.as_ref().map(|change| &change.kind),
-                    Some(ChangeKind::Delete { .. })
-                );
+            let kind = message.pending_change.as_ref().map(|change| &change.kind);
+            let edit = matches!(kind, Some(ChangeKind::Edit));
+            let cancel =
+                message.event_id.is_none() && matches!(kind, Some(ChangeKind::Delete { .. }));
             let delivered = match &room_id {
                 // A send cancelled while pending: redact it if it landed
                 // after all, else there is nothing to do in Matrix.
@@ -249,6 +269,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                     Ok(None) => Ok(()),
                     Err(err) => Err(err.into()),
                 },
+                Some(room_id) if edit => self.deliver_edit(room_id, &message).await,
                 Some(room_id) => send_change(&self.matrix, room_id, &message).await,
                 None => Err(Error::Inconsistent("the conversation has no room".into())),
             };

@@ -352,7 +352,7 @@ impl Matrix for AppserviceClient {
         &self,
         room: &RoomId,
         sender: &UserId,
-        message_id: &str,
+        sent: super::Sent<'_>,
         since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
         // Milliseconds since the epoch of the oldest event worth reading.
@@ -385,7 +385,7 @@ impl Matrix for AppserviceClient {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                if from_sender && super::carries_message(&content, message_id) {
+                if from_sender && sent.is_in(&content) {
                     return Ok(event.get_field::<OwnedEventId>("event_id").ok().flatten());
                 }
             }

@@ -39,19 +39,22 @@ pub fn edit_content(
     body: &str,
     html: Option<&str>,
     message_id: &MessageId,
+    edit: u32,
 ) -> Result<serde_json::Value, Error> {
-    replacement(original, text_message(body, html), message_id)
+    replacement(original, text_message(body, html), message_id, edit)
 }
 
-/// The content of an edit of `original` whose new content is `new` (a
-/// text, or a file with a new caption).
+/// The content of edit number `edit` of `original` whose new content is
+/// `new` (a text, or a file with a new caption). The number, under
+/// [`super::EDIT_KEY`], lets a retry find this very edit.
 pub fn replacement(
     original: &EventId,
     new: RoomMessageEventContent,
     message_id: &MessageId,
+    edit: u32,
 ) -> Result<serde_json::Value, Error> {
-    let edit = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
-    to_event(&edit, message_id)
+    let content = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
+    tagged_event(&content, message_id, Some(edit))
 }
 
 /// The content of a file already uploaded to `url`: `m.image`, `m.video`,
@@ -143,11 +146,23 @@ pub fn to_event(
     content: &RoomMessageEventContent,
     message_id: &MessageId,
 ) -> Result<serde_json::Value, Error> {
+    tagged_event(content, message_id, None)
+}
+
+/// [`to_event`], with an edit's number when it is one.
+fn tagged_event(
+    content: &RoomMessageEventContent,
+    message_id: &MessageId,
+    edit: Option<u32>,
+) -> Result<serde_json::Value, Error> {
     // Serialising strings and ids cannot fail; if it ever did, the event
     // could not be sent either.
     let mut content = serde_json::to_value(content)
         .map_err(|err| Error::Inconsistent(format!("message content: {err}")))?;
     content[MESSAGE_ID_KEY] = serde_json::Value::String(message_id.to_string());
+    if let Some(edit) = edit {
+        content[super::EDIT_KEY] = edit.into();
+    }
     let size = serde_json::to_vec(&content).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_CONTENT {
         return Err(Error::EventTooLarge {
@@ -175,7 +190,7 @@ mod tests {
     fn an_edit_is_a_spec_replacement_with_fallback_and_our_id() {
         let original = event_id!("$original:localhost");
         let content =
-            edit_content(original, "new **text**", Some("new <b>text</b>"), &id()).unwrap();
+            edit_content(original, "new **text**", Some("new <b>text</b>"), &id(), 1).unwrap();
         assert_eq!(
             content,
             json!({
@@ -191,6 +206,7 @@ mod tests {
                 },
                 "m.relates_to": {"rel_type": "m.replace", "event_id": "$original:localhost"},
                 MESSAGE_ID_KEY: "0190b8f0-0000-7000-8000-000000000001",
+                crate::matrix::EDIT_KEY: 1,
             })
         );
         // ruma reads it back as the replacement it is.
@@ -206,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_plain_edit_has_no_html() {
-        let content = edit_content(event_id!("$o:localhost"), "fixed", None, &id()).unwrap();
+        let content = edit_content(event_id!("$o:localhost"), "fixed", None, &id(), 1).unwrap();
         assert_eq!(content["body"], "* fixed");
         assert_eq!(
             content["m.new_content"],
@@ -219,7 +235,7 @@ mod tests {
     fn an_edit_too_large_for_matrix_is_refused() {
         let body = "x".repeat(32 * 1024);
         // The body twice (fallback and new content): over 60 KiB.
-        let err = edit_content(event_id!("$o:localhost"), &body, None, &id()).unwrap_err();
+        let err = edit_content(event_id!("$o:localhost"), &body, None, &id(), 1).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -231,7 +247,7 @@ mod tests {
             "{err}"
         );
         let fits = "x".repeat(25 * 1024);
-        assert!(edit_content(event_id!("$o:localhost"), &fits, None, &id()).is_ok());
+        assert!(edit_content(event_id!("$o:localhost"), &fits, None, &id(), 1).is_ok());
     }
 
     fn info(mimetype: &str, width: Option<u32>, height: Option<u32>) -> MediaInfo {

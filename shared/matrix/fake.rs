@@ -548,7 +548,7 @@ impl Matrix for FakeMatrix {
         &self,
         room: &RoomId,
         sender: &UserId,
-        message_id: &str,
+        sent: super::Sent<'_>,
         since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
         let state = self.state();
@@ -558,9 +558,7 @@ impl Matrix for FakeMatrix {
             .rev()
             .take_while(|event| event.at >= since - super::CLOCK_SKEW)
             .find(|event| {
-                event.room == room
-                    && event.sender == sender
-                    && super::carries_message(&event.content, message_id)
+                event.room == room && event.sender == sender && sent.is_in(&event.content)
             })
             .map(|event| event.event_id.clone()))
     }
@@ -968,7 +966,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
+                .find_sent_event(
+                    &room,
+                    &moderator,
+                    super::super::Sent::Message("by-mod"),
+                    an_hour_ago()
+                )
                 .await
                 .unwrap(),
             Some(by_mod.clone())
@@ -979,7 +982,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
+                .find_sent_event(
+                    &room,
+                    &moderator,
+                    super::super::Sent::Message("by-mod"),
+                    an_hour_ago()
+                )
                 .await
                 .unwrap(),
             None,
@@ -1174,7 +1182,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .find_sent_event(
+                    &room,
+                    &alice,
+                    super::super::Sent::Message("m1"),
+                    an_hour_ago()
+                )
                 .await
                 .unwrap(),
             Some(original)
@@ -1204,7 +1217,12 @@ mod tests {
         }
         assert_eq!(
             matrix
-                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .find_sent_event(
+                    &room,
+                    &alice,
+                    super::super::Sent::Message("m1"),
+                    an_hour_ago()
+                )
                 .await
                 .unwrap(),
             Some(original),
@@ -1213,7 +1231,7 @@ mod tests {
         let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
         assert_eq!(
             matrix
-                .find_sent_event(&room, &alice, "m1", later)
+                .find_sent_event(&room, &alice, super::super::Sent::Message("m1"), later)
                 .await
                 .unwrap(),
             None,

@@ -28,6 +28,38 @@ use crate::model::{ConversationKind, Visibility};
 /// application message id, so an echo or a retry can be matched to it.
 pub const MESSAGE_ID_KEY: &str = "io.github.lambda-matrix-bridge.message_id";
 
+/// Beside [`MESSAGE_ID_KEY`] in an edit the bridge sends: which of the
+/// message's changes it is (its number in [`crate::model::Message::changes`]),
+/// so a retry can tell whether that very edit already landed.
+pub const EDIT_KEY: &str = "io.github.lambda-matrix-bridge.edit";
+
+/// Something the bridge sent for a message, as a retry looks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent<'a> {
+    /// The message's own event (by its message id).
+    Message(&'a str),
+    /// The message's edit with this number.
+    Edit(&'a str, u32),
+}
+
+impl Sent<'_> {
+    /// Whether an event's content is this.
+    pub fn is_in(self, content: &serde_json::Value) -> bool {
+        match self {
+            Sent::Message(message_id) => carries_message(content, message_id),
+            Sent::Edit(message_id, number) => {
+                content
+                    .get(MESSAGE_ID_KEY)
+                    .and_then(serde_json::Value::as_str)
+                    == Some(message_id)
+                    && is_replacement(content)
+                    && content.get(EDIT_KEY).and_then(serde_json::Value::as_u64)
+                        == Some(u64::from(number))
+            }
+        }
+    }
+}
+
 /// Whether an event's content is the one the bridge sent for `message_id`.
 /// An edit of the message carries its id too (it is about that message),
 /// but is not the message: see [`is_replacement`].
@@ -140,17 +172,17 @@ pub trait Matrix: Send + Sync {
         user: &UserId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
-    /// The event `sender` sent for `message_id` (under [`MESSAGE_ID_KEY`])
-    /// in `room` since `since` (the message's acceptance, less
-    /// [`CLOCK_SKEW`]), read as `sender`: how a retry whose earlier attempt
-    /// may have landed finds out that it did. Bounded by time, not by a
-    /// count of events: however busy the room, every event of the sender
-    /// since then is looked at.
+    /// The event `sender` sent as `sent` (a message, or one of its edits,
+    /// by [`MESSAGE_ID_KEY`] and [`EDIT_KEY`]) in `room` since `since` (the
+    /// message's acceptance or its change's, less [`CLOCK_SKEW`]), read as
+    /// `sender`: how a retry whose earlier attempt may have landed finds
+    /// out that it did. Bounded by time, not by a count of events: however
+    /// busy the room, every event of the sender since then is looked at.
     fn find_sent_event(
         &self,
         room: &RoomId,
         sender: &UserId,
-        message_id: &str,
+        sent: Sent<'_>,
         since: time::OffsetDateTime,
     ) -> impl Future<Output = Result<Option<OwnedEventId>, MatrixError>> + Send;
 

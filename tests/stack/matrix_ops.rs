@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bridge::config::MatrixConfig;
 use bridge::matrix::content::{edit_content, media_content};
-use bridge::matrix::{AppserviceClient, MESSAGE_ID_KEY, Matrix, RoomSpec};
+use bridge::matrix::{AppserviceClient, MESSAGE_ID_KEY, Matrix, RoomSpec, Sent};
 use bridge::media;
 use bridge::model::MessageId;
 use ruma::api::error::ErrorKind;
@@ -89,7 +89,12 @@ async fn a_landed_send_is_found_however_many_events_came_after_it() {
     }
     assert_eq!(
         room.matrix
-            .find_sent_event(&room.room, &room.alice, &message_id.to_string(), accepted)
+            .find_sent_event(
+                &room.room,
+                &room.alice,
+                Sent::Message(&message_id.to_string()),
+                accepted
+            )
             .await
             .unwrap(),
         Some(event_id),
@@ -100,7 +105,7 @@ async fn a_landed_send_is_found_however_many_events_came_after_it() {
             .find_sent_event(
                 &room.room,
                 &room.alice,
-                &MessageId::new().to_string(),
+                Sent::Message(&MessageId::new().to_string()),
                 accepted
             )
             .await
@@ -234,7 +239,7 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
             .find_sent_event(
                 &room.room,
                 &room.alice,
-                &message_id.to_string(),
+                Sent::Message(&message_id.to_string()),
                 an_hour_ago()
             )
             .await
@@ -255,6 +260,7 @@ async fn an_edit_is_what_a_plain_user_sees() {
         "first post",
         Some("<b>first</b> post"),
         &message_id,
+        1,
     )
     .unwrap();
     let edit = room
@@ -291,16 +297,33 @@ async fn an_edit_is_what_a_plain_user_sees() {
             .find_sent_event(
                 &room.room,
                 &room.alice,
-                &message_id.to_string(),
+                Sent::Message(&message_id.to_string()),
                 an_hour_ago()
             )
             .await
             .unwrap(),
         Some(original.clone())
     );
+    // A retry of the edit finds that very edit, and no other.
+    let id = message_id.to_string();
+    for (edit_number, found) in [(1, Some(edit.clone())), (2, None)] {
+        assert_eq!(
+            room.matrix
+                .find_sent_event(
+                    &room.room,
+                    &room.alice,
+                    Sent::Edit(&id, edit_number),
+                    an_hour_ago()
+                )
+                .await
+                .unwrap(),
+            found,
+            "edit number {edit_number}"
+        );
+    }
 
     // Synapse takes an edit of someone else's message, but does not apply it.
-    let forged = edit_content(&original, "forged", None, &MessageId::new()).unwrap();
+    let forged = edit_content(&original, "forged", None, &MessageId::new(), 1).unwrap();
     room.matrix
         .send_message(
             &room.room,
@@ -367,7 +390,7 @@ async fn a_redaction_empties_the_message_for_everyone() {
             .find_sent_event(
                 &room.room,
                 &room.alice,
-                &message_id.to_string(),
+                Sent::Message(&message_id.to_string()),
                 an_hour_ago()
             )
             .await
