@@ -371,6 +371,13 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether its sender must be a member of the conversation: an
+    /// application user's puppet must; the bridge's bot, which sends
+    /// notices and created the room, need not.
+    pub fn needs_member(&self) -> bool {
+        self.sender.user_id.is_some()
+    }
+
     /// Whether an operation on it (its send, or a change) is not settled yet.
     pub fn is_pending(&self) -> bool {
         self.status == MessageStatus::Pending || self.pending_change.is_some()

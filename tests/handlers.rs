@@ -1809,3 +1809,164 @@ async fn edits_matrix_would_refuse_and_messages_of_other_conversations_are_refus
     );
     assert!(bridge.redactions().is_empty());
 }
+
+// Notices: system messages from the bridge's bot.
+
+impl Bridge {
+    /// A send by a service token (`svc`) with this body.
+    async fn send_as_service(&self, body: Value, key: Option<&str>) -> Response<Body> {
+        let event = Event::load("send-message-plain").by("svc", true);
+        let event = match key {
+            Some(key) => event.header("idempotency-key", key),
+            None => event.without_header("idempotency-key"),
+        };
+        self.call(send::NAME, event.body(body).request()).await
+    }
+}
+
+#[tokio::test]
+async fn a_notice_is_an_m_notice_from_the_bot_sent_once_per_key() {
+    use bridge::matrix::Matrix;
+    let bridge = Bridge::with_conversation().await;
+    let before = bridge.matrix.sends().len();
+    let body = json!({"body": "The event starts in **one hour**", "format": "markdown", "msgtype": "notice"});
+    let first = bridge.send_as_service(body.clone(), Some("n-1")).await;
+    assert_eq!(first.status(), 201, "{:?}", json_of(&first));
+    let again = bridge.send_as_service(body, Some("n-1")).await;
+    assert_eq!(
+        json_of(&first),
+        json_of(&again),
+        "the replay answers the same"
+    );
+    let sends = bridge.matrix.sends();
+    assert_eq!(sends.len(), before + 1, "one event for two requests");
+    let Call::Send {
+        sender, content, ..
+    } = sends.last().unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender.as_str(), bridge.matrix.bot().as_str());
+    let parsed: ruma::events::room::message::RoomMessageEventContent =
+        serde_json::from_value(content.clone()).unwrap();
+    let ruma::events::room::message::MessageType::Notice(notice) = parsed.msgtype else {
+        panic!("not a notice: {content}");
+    };
+    assert_eq!(notice.body, "The event starts in **one hour**");
+    let html = notice.formatted.map(|f| f.body).unwrap_or_default();
+    assert!(html.contains("<strong>one hour</strong>"), "{html}");
+    let view = json_of(&first);
+    assert_eq!(view["msgtype"], "notice");
+    assert_eq!(
+        view["sender"]["matrix_user_id"],
+        bridge.matrix.bot().as_str()
+    );
+    assert!(view["sender"].get("user_id").is_none(), "{view}");
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn notices_are_for_service_tokens_acting_as_themselves() {
+    let bridge = Bridge::with_conversation().await;
+    let before = bridge.matrix.sends().len();
+    let user = Event::load("send-message-plain")
+        .by("alice", false)
+        .without_header("idempotency-key")
+        .body(json!({"body": "hi", "msgtype": "notice"}));
+    let response = bridge.call(send::NAME, user.request()).await;
+    assert_eq!(response.status(), 403);
+    assert!(error_message(&response).contains("service token"));
+    let as_user = bridge
+        .send_as_service(
+            json!({"body": "hi", "msgtype": "notice", "as_user": "alice"}),
+            None,
+        )
+        .await;
+    assert_eq!(as_user.status(), 403);
+    assert!(error_message(&as_user).contains("as_user"));
+    let with_file = bridge
+        .send_as_service(
+            json!({"body": "hi", "msgtype": "notice", "attachments": [{"media_id": "0190b8f0-0000-7000-8000-000000000001"}]}),
+            None,
+        )
+        .await;
+    assert_eq!(with_file.status(), 400);
+    let unknown = bridge
+        .send_as_service(json!({"body": "hi", "msgtype": "m.emote"}), None)
+        .await;
+    assert_eq!(unknown.status(), 400);
+    assert!(
+        error_message(&unknown).contains("`notice`"),
+        "{}",
+        error_message(&unknown)
+    );
+    let missing = Event::load("send-message-plain")
+        .by("svc", true)
+        .without_header("idempotency-key")
+        .path_param("id", "no-such-conversation")
+        .body(json!({"body": "hi", "msgtype": "notice"}));
+    assert_eq!(
+        bridge.call(send::NAME, missing.request()).await.status(),
+        404
+    );
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        before,
+        "nothing refused reached Matrix"
+    );
+}
+
+#[tokio::test]
+async fn a_notice_waits_in_the_outbox_and_the_retry_function_sends_it_as_the_bot() {
+    use bridge::matrix::Matrix;
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(bridge.send("alice", "first").await.status(), 202);
+    let notice = bridge
+        .send_as_service(
+            json!({"body": "The venue changed", "msgtype": "notice"}),
+            None,
+        )
+        .await;
+    assert_eq!(notice.status(), 202, "queued behind the first");
+    assert_eq!(bridge.outbox().await, 2);
+    let jobs = bridge.queue.jobs();
+    let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
+    assert!(failed_ids(&response).is_empty());
+    let Some(Call::Send {
+        sender, content, ..
+    }) = bridge.matrix.sends().last().cloned()
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender.as_str(), bridge.matrix.bot().as_str());
+    assert_eq!(content["msgtype"], "m.notice");
+    assert_eq!(content["body"], "The venue changed");
+    assert_eq!(bridge.stored(&jobs[1]).await.status, MessageStatus::Sent);
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_notice_is_deleted_by_moderators_and_edited_by_no_user() {
+    let bridge = Bridge::with_conversation().await;
+    let sent = bridge
+        .send_as_service(
+            json!({"body": "The venue changed", "msgtype": "notice"}),
+            None,
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    let id: MessageId = json_of(&sent)["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(bridge.edit("alice", id, "hijack", None).await.status(), 403);
+    assert_eq!(
+        bridge.delete("bob", id).await.status(),
+        403,
+        "a plain member"
+    );
+    assert_eq!(bridge.delete("alice", id).await.status(), 204, "the owner");
+    assert_eq!(bridge.redactions().len(), 1);
+    assert_eq!(
+        bridge.stored_message(id).await.status,
+        MessageStatus::Deleted
+    );
+}

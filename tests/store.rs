@@ -391,6 +391,48 @@ async fn direct_sends_need_a_joined_member_and_an_empty_outbox(store: &impl Stor
     );
 }
 
+async fn the_bots_notices_need_no_member_but_an_active_conversation(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let notice = |delivery| {
+        let mut notice = message(&id, "svc", "The venue changed", delivery);
+        notice.sender.user_id = None;
+        notice.sender.matrix_user_id = ruma::owned_user_id!("@bridge:localhost");
+        notice.msgtype = Some(bridge::model::MsgType::Notice);
+        notice
+    };
+    let direct = notice(Delivery::Direct);
+    store.insert_message(&direct, None).await.unwrap();
+    assert_eq!(
+        store.message(&id, direct.id).await.unwrap(),
+        Some(direct.clone())
+    );
+    assert!(
+        matches!(
+            store.insert_message(&notice(Delivery::Direct), None).await,
+            Err(StoreError::Rejected)
+        ),
+        "the first is in flight: the outbox is not empty"
+    );
+    store
+        .insert_message(&notice(Delivery::Queued), None)
+        .await
+        .unwrap();
+    let elsewhere = Message {
+        conversation_id: fresh_id(),
+        ..notice(Delivery::Queued)
+    };
+    assert!(matches!(
+        store.insert_message(&elsewhere, None).await,
+        Err(StoreError::Rejected)
+    ));
+    // A user's message still needs its member.
+    let from_carol = message(&id, "carol", "not a member", Delivery::Queued);
+    assert!(matches!(
+        store.insert_message(&from_carol, None).await,
+        Err(StoreError::Rejected)
+    ));
+}
+
 async fn idempotency_keys_are_used_once(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
     let first = message(&id, "alice", "once", Delivery::Direct);
@@ -1135,6 +1177,7 @@ both_adapters!(
     puppets_are_remembered,
     many_puppets_are_read_in_batches,
     direct_sends_need_a_joined_member_and_an_empty_outbox,
+    the_bots_notices_need_no_member_but_an_active_conversation,
     idempotency_keys_are_used_once,
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,

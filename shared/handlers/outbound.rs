@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::matrix::Matrix;
-use crate::matrix::content::{media_message, text_message, to_event};
-use crate::model::{Message, Removal};
+use crate::matrix::content::{media_message, notice_message, text_message, to_event};
+use crate::model::{Message, MsgType, Removal};
 use crate::store::Store;
 
 /// The transaction id of a message's send: derived from its id, so every
@@ -42,6 +42,7 @@ pub fn own_content(message: &Message) -> RoomMessageEventContent {
             Some(&message.body),
             html,
         ),
+        None if message.msgtype == Some(MsgType::Notice) => notice_message(&message.body, html),
         None => text_message(&message.body, html),
     }
 }

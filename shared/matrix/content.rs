@@ -29,6 +29,14 @@ pub fn text_message(body: &str, html: Option<&str>) -> RoomMessageEventContent {
     }
 }
 
+/// A notice's content (`m.notice`, what bots send), without relations.
+pub fn notice_message(body: &str, html: Option<&str>) -> RoomMessageEventContent {
+    match html {
+        Some(html) => RoomMessageEventContent::notice_html(body, html),
+        None => RoomMessageEventContent::notice_plain(body),
+    }
+}
+
 /// The content of an edit of `original` (a spec `m.replace`): the new text
 /// in `m.new_content`, and a `* `-prefixed fallback for clients that do not
 /// know edits. It carries the id of the message it edits: an edit is about

@@ -115,15 +115,19 @@ impl MessageStore for DynamoStore {
             // it can overtake it.
             Delivery::Direct => {
                 writes.push(outbox_change(id, 1, Only::IfActiveAndEmpty));
-                writes.push(
-                    Write::check(member, "#joined = :yes")
-                        .name("#joined", "joined")
-                        .value(":yes", AttributeValue::Bool(true)),
-                );
+                if message.needs_member() {
+                    writes.push(
+                        Write::check(member, "#joined = :yes")
+                            .name("#joined", "joined")
+                            .value(":yes", AttributeValue::Bool(true)),
+                    );
+                }
             }
             Delivery::Queued => {
                 writes.push(outbox_change(id, 1, Only::IfActive));
-                writes.push(Write::check_exists(member));
+                if message.needs_member() {
+                    writes.push(Write::check_exists(member));
+                }
             }
         }
         if let Some(record) = idempotency {

@@ -61,11 +61,14 @@ impl MessageStore for MemoryStore {
         let conversation = state.conversations.get(id).ok_or(StoreError::Rejected)?;
         let member = state
             .members
-            .get(&member_key(id, &message.sender.matrix_user_id))
-            .ok_or(StoreError::Rejected)?;
+            .get(&member_key(id, &message.sender.matrix_user_id));
+        if message.needs_member() && member.is_none() {
+            return Err(StoreError::Rejected);
+        }
+        let joined = !message.needs_member() || member.is_some_and(|member| member.joined);
         let allowed = conversation.status == ConversationStatus::Active
             && match message.delivery {
-                Delivery::Direct => member.joined && conversation.outbox <= 0,
+                Delivery::Direct => joined && conversation.outbox <= 0,
                 Delivery::Queued => true,
             }
             && idempotency.is_none_or(|record| !state.remembers(&record.scope))
