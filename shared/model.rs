@@ -326,6 +326,10 @@ pub struct Message {
     pub html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The root of the thread the message is in (a message that is in no
+    /// thread itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
     /// The file the message carries (Matrix events carry at most one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,

@@ -86,6 +86,7 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         failure: None,
         changes: 0,
         pending_change: None,
+        thread_id: None,
         revision: 0,
         msgtype: None,
         file: None,
@@ -812,6 +813,64 @@ async fn history_pages_newest_first(store: &impl Store) {
     );
 }
 
+async fn threads_page_newest_first_apart_from_the_rest(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let root = message(&id, "alice", "root", Delivery::Queued);
+    store.insert_message(&root, None).await.unwrap();
+    let mut in_thread = Vec::new();
+    for n in 1..=3 {
+        let mut m = message(&id, "alice", &format!("reply {n}"), Delivery::Queued);
+        m.thread_id = Some(root.id);
+        store.insert_message(&m, None).await.unwrap();
+        in_thread.push(m.id);
+        let other = message(&id, "alice", &format!("aside {n}"), Delivery::Queued);
+        store.insert_message(&other, None).await.unwrap();
+    }
+    // From Matrix, too.
+    let mut from_matrix = message(&id, "alice", "reply 4", Delivery::Direct);
+    from_matrix.thread_id = Some(root.id);
+    from_matrix.status = MessageStatus::Sent;
+    from_matrix.event_id = Some(ruma::owned_event_id!("$reply4"));
+    store
+        .store_inbound(&[from_matrix.clone()], &[])
+        .await
+        .unwrap();
+    let bodies = |page: &bridge::model::Page| {
+        page.messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect::<Vec<_>>()
+    };
+    let page = store.thread(&id, root.id, 2, None).await.unwrap();
+    assert_eq!(bodies(&page), ["reply 4", "reply 3"]);
+    assert_eq!(page.next, Some(in_thread[2]));
+    let page = store.thread(&id, root.id, 2, page.next).await.unwrap();
+    assert_eq!(bodies(&page), ["reply 2", "reply 1"]);
+    assert_eq!(page.next, None);
+    // Edited in place, it stays in its thread; the rest of history has all.
+    let mut edited = store.message(&id, in_thread[0]).await.unwrap().unwrap();
+    let read = edited.clone();
+    edited.body = "reply 1, edited".into();
+    store
+        .update_message(&read, &edited, Outbox::Keep, None)
+        .await
+        .unwrap();
+    let page = store.thread(&id, root.id, 10, None).await.unwrap();
+    assert_eq!(page.messages.last().unwrap().body, "reply 1, edited");
+    assert_eq!(
+        store.messages(&id, 100, None).await.unwrap().messages.len(),
+        8
+    );
+    assert!(
+        store
+            .thread(&id, in_thread[0], 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+}
+
 fn upload(id: &ConversationId, by: &str) -> MediaRecord {
     MediaRecord {
         media_id: MediaId::new(),
@@ -1188,6 +1247,7 @@ both_adapters!(
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,
+    threads_page_newest_first_apart_from_the_rest,
     media_are_recorded_once_in_their_conversation,
     typing_windows_open_once_until_they_end,
     transactions_are_found_by_id_and_fingerprint_with_the_lookups,

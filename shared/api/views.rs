@@ -175,6 +175,8 @@ pub struct MessageView<'a> {
     html: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<MessageId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<MessageId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     attachments: Vec<MediaView<'a>>,
     status: MessageStatus,
@@ -218,6 +220,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             format: message.format,
             html: message.html.as_deref(),
             reply_to: message.reply_to,
+            thread_id: message.thread_id,
             // Its file: uploaded through the API, or sent from Matrix.
             attachments: message
                 .attachments

@@ -2,7 +2,8 @@
 //! sent through the API and those that arrived from Matrix alike.
 //!
 //! Each request is two reads at once: the conversation with its members
-//! (who may see it, and the senders' display names) and the messages.
+//! (who may see it, and the senders' display names) and the messages (for
+//! one thread, `?thread_id=`, its root's record at the same time).
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{ConversationId, PuppetNamer};
 use crate::metrics::Metrics;
-use crate::model::{Conversation, Member, Message, MessageId};
+use crate::model::{Conversation, Member, Message, MessageId, Page};
 use crate::ports::{InitError, Ports};
 use crate::store::Store;
 
@@ -125,12 +126,29 @@ impl<S: Store> History<S> {
             )));
         }
         let before = request.query::<MessageId>("before")?;
-        let (found, page) = tokio::join!(
-            self.store.conversation_with_members(&id),
-            self.store.messages(&id, limit, before)
-        );
+        let thread = request.query::<MessageId>("thread_id")?;
+        let page = async {
+            match thread {
+                // The thread's root must be a message of the conversation.
+                Some(root) => {
+                    let (found, page) = tokio::join!(
+                        self.store.message(&id, root),
+                        self.store.thread(&id, root, limit, before)
+                    );
+                    Ok(found?.map(|_| page).transpose()?)
+                }
+                None => self.store.messages(&id, limit, before).await.map(Some),
+            }
+        };
+        let (found, page) = tokio::join!(self.store.conversation_with_members(&id), page);
         let names = self.visible(&request, &id, found?)?;
-        let page = page?;
+        let page: Option<Page> = page.map_err(ApiError::from)?;
+        let page = page.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "thread_id: no message '{}' in conversation '{id}'",
+                thread.map(|t| t.to_string()).unwrap_or_default()
+            ))
+        })?;
         let view = PageView {
             messages: page.messages.iter().map(|m| names.view(m)).collect(),
             next: page.next,

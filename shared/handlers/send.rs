@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::cache::Settled;
-use super::outbound::{event_content, join_room, send_as_sender, stored_content};
+use super::outbound::{event_content, join_room, related, send_as_sender, stored_content};
 use super::text;
 use crate::api::caller::Caller;
 use crate::api::views::MessageView;
@@ -61,6 +61,8 @@ struct SendMessage {
     #[serde(default)]
     format: Format,
     reply_to: Option<MessageId>,
+    /// The root of the thread to send it in.
+    thread_id: Option<MessageId>,
     #[serde(default)]
     attachments: Vec<AttachmentRef>,
     as_user: Option<AppUserId>,
@@ -96,6 +98,24 @@ fn acting_user(caller: &Caller, input: &SendMessage) -> Result<AppUserId, ApiErr
         )),
         SendType::Notice => Ok(caller.user_id.clone()),
     }
+}
+
+/// `400` unless `root` may start a thread: a message that is not itself in
+/// a thread, and that reached Matrix or is on its way there.
+fn check_root(root: &Message) -> Result<(), ApiError> {
+    if let Some(thread) = root.thread_id {
+        return Err(ApiError::InvalidRequest(format!(
+            "thread_id: message '{}' is itself in the thread of '{thread}'; use that root",
+            root.id
+        )));
+    }
+    if root.status == MessageStatus::Failed {
+        return Err(ApiError::InvalidRequest(format!(
+            "thread_id: message '{}' never reached Matrix",
+            root.id
+        )));
+    }
+    Ok(())
 }
 
 /// The send function's state, built once per container.
@@ -170,23 +190,36 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         } else {
             self.namer.user_id(&user)
         };
-        let reply_event = match input.reply_to {
-            Some(reply_to) => match self.store.message(&conversation_id, reply_to).await? {
-                Some(target) => target.event_id,
-                None => {
-                    // Say "no such message" only to someone who may know
-                    // (a notice's service token sees every conversation).
-                    let member = self.store.member(&conversation_id, &sender_id).await?;
-                    if member.is_none() && !notice {
-                        return Err(request.caller.not_a_member(&user, &conversation_id));
-                    }
-                    return Err(ApiError::InvalidRequest(format!(
-                        "reply_to: no message '{reply_to}' in this conversation"
-                    )));
+        let read = |id: Option<MessageId>| {
+            let conversation_id = &conversation_id;
+            async move {
+                match id {
+                    Some(id) => self.store.message(conversation_id, id).await,
+                    None => Ok(None),
                 }
-            },
-            None => None,
+            }
         };
+        let (reply_target, root) = tokio::join!(read(input.reply_to), read(input.thread_id));
+        let (reply_target, root) = (reply_target?, root?);
+        let missing = match (input.reply_to, &reply_target, input.thread_id, &root) {
+            (Some(id), None, _, _) => Some(("reply_to", id)),
+            (_, _, Some(id), None) => Some(("thread_id", id)),
+            _ => None,
+        };
+        if let Some((field, id)) = missing {
+            // Say "no such message" only to someone who may know (a
+            // notice's service token sees every conversation).
+            let member = self.store.member(&conversation_id, &sender_id).await?;
+            if member.is_none() && !notice {
+                return Err(request.caller.not_a_member(&user, &conversation_id));
+            }
+            return Err(ApiError::InvalidRequest(format!(
+                "{field}: no message '{id}' in this conversation"
+            )));
+        }
+        if let Some(root) = &root {
+            check_root(root)?;
+        }
         let attachments = attachments::resolve(
             &self.store,
             &request,
@@ -208,6 +241,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             format: input.format,
             html,
             reply_to: input.reply_to,
+            thread_id: input.thread_id,
             attachments,
             status: MessageStatus::Pending,
             delivery: Delivery::Direct,
@@ -223,7 +257,17 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             msgtype: notice.then_some(MsgType::Notice),
             file: None,
         };
-        let content = event_content(&message, reply_event.as_deref())?;
+        // A root still on its way: the message waits behind it in the
+        // outbox, and the retry function sends it once the root is in Matrix.
+        let content =
+            match related(&self.store, &message, reply_target.as_ref(), root.as_ref()).await {
+                Ok(related) => Some(event_content(&message, &related)?),
+                Err(Error::Waiting(_)) => {
+                    message.delivery = Delivery::Queued;
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            };
         let idempotency = idempotency_key.map(|key| IdempotencyRecord {
             scope: IdempotencyRecord::scope(&user, &conversation_id, &key),
             body_hash,
@@ -272,9 +316,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             }
         }
 
-        match message.delivery {
-            Delivery::Queued => self.queued(&message).await,
-            Delivery::Direct => self.deliver(message, &room_id, &content).await,
+        match (message.delivery, content) {
+            (Delivery::Direct, Some(content)) => self.deliver(message, &room_id, &content).await,
+            _ => self.queued(&message).await,
         }
     }
 

@@ -80,6 +80,9 @@ pub struct InboundEvent {
     pub attachments: Vec<MatrixFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The root of the thread the message is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
     /// Why: a redaction's or a membership change's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -129,6 +132,7 @@ impl InboundEvent {
             msgtype: None,
             attachments: Vec::new(),
             reply_to: None,
+            thread_id: None,
             reason: None,
             membership: None,
             actor: None,

@@ -19,6 +19,10 @@ const IDEMPOTENCY: &str = "IDEM#";
 /// before `MEMBER#…`, so no range of members, the record or messages holds it.
 const MEDIA: &str = "MEDIA#";
 const TRANSACTION: &str = "TXN#";
+/// A message's place in a thread, in its conversation's partition:
+/// `THREAD#{root}#{message}` sorts after every `MSG#…`, so no range of
+/// messages holds it, and a thread is one range.
+const THREAD: &str = "THREAD#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -140,6 +144,25 @@ pub fn messages(id: &ConversationId, before: Option<MessageId>) -> KeyRange {
     }
 }
 
+/// A message's link in the thread of `root`.
+pub fn thread_link(id: &ConversationId, root: MessageId, message: MessageId) -> Key {
+    Key::new(conversation_pk(id), format!("{THREAD}{root}#{message}"))
+}
+
+/// The links of the thread of `root`, or with `before`, those up to it
+/// (included, as for [`messages`]).
+pub fn thread(id: &ConversationId, root: MessageId, before: Option<MessageId>) -> KeyRange {
+    let prefix = format!("{THREAD}{root}#");
+    let sk = match before {
+        Some(before) => SortKeys::Between(prefix.clone(), format!("{prefix}{before}")),
+        None => SortKeys::Prefix(prefix),
+    };
+    KeyRange {
+        pk: conversation_pk(id),
+        sk,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +178,30 @@ mod tests {
             panic!("a range")
         };
         assert!(from <= member && member < record && record <= to && to < message);
+    }
+
+    #[test]
+    fn thread_links_are_in_no_range_of_messages_and_one_range_per_thread() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let (root, other) = (MessageId::new(), MessageId::new());
+        let link = thread_link(&id, root, MessageId::new()).sk;
+        let SortKeys::Prefix(prefix) = messages(&id, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(!link.starts_with(&prefix));
+        let SortKeys::Between(_, to) = messages(&id, Some(MessageId::new())).sk else {
+            panic!("a range")
+        };
+        assert!(to < link);
+        let SortKeys::Prefix(thread) = thread(&id, root, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(link.starts_with(&thread));
+        assert!(
+            !thread_link(&id, other, MessageId::new())
+                .sk
+                .starts_with(&thread)
+        );
     }
 
     #[test]

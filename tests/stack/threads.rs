@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::client::{Api, MatrixUser, token, unique};
+use crate::webhook::Inbound;
 
 /// A conversation with alice (owner), bob (member) and carol, a plain
 /// Matrix user who joined; returns its id and room.
@@ -84,4 +85,98 @@ async fn a_notice_reaches_a_plain_matrix_user_as_an_m_notice_from_the_bot() {
         .await;
     assert_eq!(message.body["msgtype"], "notice");
     assert_eq!(message.body["sender"]["matrix_user_id"], creator);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn threads_reach_a_plain_matrix_user_and_come_back_from_it() {
+    let api = Api::new();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let carol = MatrixUser::register(&unique("carol")).await;
+    let (id, room) = conversation(&api, &alice, &bob, &carol).await;
+    let mut inbound = Inbound::new(&id).await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let send = |user: String, body: Value| {
+        let (api, path) = (&api, &path);
+        async move { api.json("POST", path, &token(&user, false), &body).await }
+    };
+    let root = send(alice.clone(), json!({"body": "Who brings food?"})).await;
+    assert_eq!(root.status, 201, "{root:?}");
+    let root_id = root.body["id"].as_str().unwrap().to_owned();
+    let root_event = root.body["event_id"].as_str().unwrap().to_owned();
+    let reply = send(bob.clone(), json!({"body": "I do", "thread_id": root_id})).await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let nested = send(
+        bob.clone(),
+        json!({"body": "nested", "thread_id": reply.body["id"]}),
+    )
+    .await;
+    assert_eq!(nested.status, 400, "{nested:?}");
+
+    // Carol's client sees the thread relation with the reply fallback.
+    let seen = carol
+        .event(&room, reply.body["event_id"].as_str().unwrap())
+        .await;
+    let relation = &seen["content"]["m.relates_to"];
+    assert_eq!(relation["rel_type"], "m.thread", "{seen}");
+    assert_eq!(relation["event_id"], root_event.as_str());
+    assert_eq!(relation["is_falling_back"], true);
+    assert_eq!(relation["m.in_reply_to"]["event_id"], root_event.as_str());
+    // The server counts it in the root's thread.
+    let root_seen = carol.event(&room, &root_event).await;
+    assert_eq!(
+        root_seen["unsigned"]["m.relations"]["m.thread"]["count"], 1,
+        "{root_seen}"
+    );
+
+    // Carol answers in the thread from her own client.
+    let answer = carol
+        .send(
+            &room,
+            json!({
+                "msgtype": "m.text", "body": "I bring drinks",
+                "m.relates_to": {
+                    "rel_type": "m.thread", "event_id": root_event,
+                    "is_falling_back": true,
+                    "m.in_reply_to": {"event_id": reply.body["event_id"]},
+                },
+            }),
+        )
+        .await;
+    inbound
+        .until("carol's thread message", |seen| {
+            seen.iter()
+                .any(|event| event["event_id"] == answer.as_str())
+        })
+        .await;
+    inbound.linger(std::time::Duration::from_secs(2)).await;
+    let published: Vec<&Value> = inbound
+        .seen
+        .iter()
+        .filter(|event| event["event_id"] == answer.as_str())
+        .collect();
+    assert_eq!(published.len(), 1, "once: {published:?}");
+    assert_eq!(published[0]["type"], "message.created");
+    assert_eq!(published[0]["thread_id"], root_id.as_str());
+    assert!(
+        published[0].get("reply_to").is_none(),
+        "a fallback is no reply"
+    );
+
+    let thread = api
+        .get(
+            &format!("{path}?thread_id={root_id}"),
+            &token(&alice, false),
+        )
+        .await;
+    assert_eq!(thread.status, 200, "{thread:?}");
+    let bodies: Vec<&Value> = thread.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| &message["body"])
+        .collect();
+    assert_eq!(bodies, [&json!("I bring drinks"), &json!("I do")]);
+    assert_eq!(thread.body["messages"][0]["origin"], "matrix");
+    assert_eq!(thread.body["messages"][0]["thread_id"], root_id.as_str());
 }

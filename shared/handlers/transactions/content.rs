@@ -32,6 +32,8 @@ pub enum Posted {
     New {
         content: Content,
         reply_to: Option<OwnedEventId>,
+        /// The root event of the thread it is in.
+        thread: Option<OwnedEventId>,
     },
     /// An edit (`m.replace`) of `target`.
     Edit {
@@ -53,19 +55,29 @@ pub fn read(content: RoomMessageEventContent) -> Result<Posted, String> {
             Ok(Posted::New {
                 content: read,
                 reply_to: Some(reply.in_reply_to.event_id),
+                thread: None,
             })
         }
-        // A thread's reply fallback names the event it answers.
-        Some(Relation::Thread(thread)) => Ok(Posted::New {
-            content: of(content.msgtype)?,
-            reply_to: thread
-                .in_reply_to
-                .filter(|_| !thread.is_falling_back)
-                .map(|reply| reply.event_id),
-        }),
+        // In a thread: a real reply within it names the event it answers;
+        // the fallback (`is_falling_back`) is no reply.
+        Some(Relation::Thread(thread)) => {
+            let mut read = of(content.msgtype)?;
+            if !thread.is_falling_back && thread.in_reply_to.is_some() {
+                read.body = strip_reply_fallback(&read.body);
+            }
+            Ok(Posted::New {
+                content: read,
+                reply_to: thread
+                    .in_reply_to
+                    .filter(|_| !thread.is_falling_back)
+                    .map(|reply| reply.event_id),
+                thread: Some(thread.event_id),
+            })
+        }
         _ => Ok(Posted::New {
             content: of(content.msgtype)?,
             reply_to: None,
+            thread: None,
         }),
     }
 }
@@ -252,8 +264,42 @@ mod tests {
                     file: None,
                 },
                 reply_to: None,
+                thread: None,
             })
         );
+    }
+
+    #[test]
+    fn thread_messages_name_their_root_and_a_fallback_is_no_reply() {
+        let in_thread = |falling_back: bool| {
+            parse(json!({
+                "msgtype": "m.text", "body": "me too",
+                "m.relates_to": {
+                    "rel_type": "m.thread", "event_id": "$root",
+                    "is_falling_back": falling_back,
+                    "m.in_reply_to": {"event_id": "$latest"},
+                },
+            }))
+        };
+        let Ok(Posted::New {
+            reply_to, thread, ..
+        }) = in_thread(true)
+        else {
+            panic!("a new message")
+        };
+        assert_eq!(thread.as_deref().map(|e| e.as_str()), Some("$root"));
+        assert_eq!(
+            reply_to, None,
+            "the fallback is for clients without threads"
+        );
+        let Ok(Posted::New {
+            reply_to, thread, ..
+        }) = in_thread(false)
+        else {
+            panic!("a new message")
+        };
+        assert_eq!(thread.as_deref().map(|e| e.as_str()), Some("$root"));
+        assert_eq!(reply_to.as_deref().map(|e| e.as_str()), Some("$latest"));
     }
 
     #[test]
@@ -263,7 +309,10 @@ mod tests {
             "m.relates_to": {"m.in_reply_to": {"event_id": "$orig"}},
         }))
         .unwrap();
-        let Posted::New { content, reply_to } = posted else {
+        let Posted::New {
+            content, reply_to, ..
+        } = posted
+        else {
             panic!("a new message")
         };
         assert_eq!(content.body, "my answer");

@@ -182,8 +182,13 @@ impl Work<'_> {
         match kind {
             Kind::Posted {
                 head,
-                posted: Posted::New { content, reply_to },
-            } => self.created(conversation, index, head, content, reply_to),
+                posted:
+                    Posted::New {
+                        content,
+                        reply_to,
+                        thread,
+                    },
+            } => self.created(conversation, index, head, content, (reply_to, thread)),
             Kind::Posted {
                 head,
                 posted: Posted::Edit { target, content },
@@ -254,7 +259,7 @@ impl Work<'_> {
         index: u32,
         head: Head,
         content: Content,
-        reply_to: Option<OwnedEventId>,
+        (reply_to, thread): (Option<OwnedEventId>, Option<OwnedEventId>),
     ) {
         let Head {
             event_id,
@@ -265,6 +270,7 @@ impl Work<'_> {
         let id = MessageId::for_event(at.0, &event_id);
         let key = (conversation.clone(), id);
         let reply_to = reply_to.and_then(|reply| self.message_of(&conversation, &reply));
+        let thread_id = thread.and_then(|root| self.message_of(&conversation, &root));
         let from = self.sender(&conversation, sender);
         let mut event = InboundEvent::new(
             EventKind::MessageCreated,
@@ -277,6 +283,7 @@ impl Work<'_> {
         event.sender = Some(from.clone());
         set_content(&mut event, &content);
         event.reply_to = reply_to;
+        event.thread_id = thread_id;
         if self.tracked(key.clone()).is_none() {
             let message = Message {
                 id,
@@ -296,6 +303,7 @@ impl Work<'_> {
                 failure: None,
                 changes: 0,
                 pending_change: None,
+                thread_id,
                 revision: 0,
                 attachments: Vec::new(),
                 msgtype: content.msgtype,

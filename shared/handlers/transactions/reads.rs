@@ -51,19 +51,21 @@ fn own_message(kind: &Kind) -> Option<MessageId> {
 }
 
 /// The events whose messages the transaction's events need.
-fn referred(kind: &Kind) -> Option<&OwnedEventId> {
+fn referred(kind: &Kind) -> Vec<&OwnedEventId> {
     match kind {
         Kind::Posted {
-            posted: Posted::New { reply_to, .. },
+            posted: Posted::New {
+                reply_to, thread, ..
+            },
             ..
-        } => reply_to.as_ref(),
+        } => reply_to.iter().chain(thread).collect(),
         Kind::Posted {
             posted: Posted::Edit { target, .. },
             ..
         }
-        | Kind::Redaction { target, .. } => Some(target),
-        Kind::Receipt { event_id, .. } => Some(event_id),
-        _ => None,
+        | Kind::Redaction { target, .. } => vec![target],
+        Kind::Receipt { event_id, .. } => vec![event_id],
+        _ => Vec::new(),
     }
 }
 
@@ -86,7 +88,7 @@ pub async fn read<S: Store>(
     }
     let events: Vec<OwnedEventId> = incoming
         .iter()
-        .filter_map(|i| referred(&i.kind))
+        .flat_map(|i| referred(&i.kind))
         .collect::<HashSet<_>>()
         .into_iter()
         .cloned()
