@@ -1990,20 +1990,17 @@ impl Bridge {
         (response.status().as_u16(), json_of(&response))
     }
 
-    /// The relation of the `m.room.message` the fake sent last.
-    fn last_relation(
-        &self,
-    ) -> ruma::events::room::message::Relation<
-        ruma::events::room::message::RoomMessageEventContentWithoutRelation,
-    > {
+    /// The thread relation of the `m.room.message` the fake sent last.
+    fn last_thread(&self) -> ruma::events::relation::Thread {
         let Some(Call::Send { content, .. }) = self.matrix.sends().last().cloned() else {
             panic!("nothing sent")
         };
         let parsed: ruma::events::room::message::RoomMessageEventContent =
             serde_json::from_value(content.clone()).unwrap();
-        parsed
-            .relates_to
-            .unwrap_or_else(|| panic!("no relation: {content}"))
+        match parsed.relates_to {
+            Some(ruma::events::room::message::Relation::Thread(thread)) => thread,
+            _ => panic!("not in a thread: {content}"),
+        }
     }
 }
 
@@ -2018,7 +2015,6 @@ fn bodies(page: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn thread_messages_are_m_thread_with_the_fallback_to_the_latest_and_listed_alone() {
-    use ruma::events::room::message::Relation;
     let bridge = Bridge::with_conversation().await;
     let (_, root) = bridge
         .posted("alice", json!({"body": "Who brings food?"}))
@@ -2030,9 +2026,7 @@ async fn thread_messages_are_m_thread_with_the_fallback_to_the_latest_and_listed
         .await;
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["thread_id"], root_id);
-    let Relation::Thread(thread) = bridge.last_relation() else {
-        panic!("not a thread")
-    };
+    let thread = bridge.last_thread();
     assert_eq!(thread.event_id.as_str(), root["event_id"].as_str().unwrap());
     assert!(thread.is_falling_back);
     assert_eq!(
@@ -2043,9 +2037,7 @@ async fn thread_messages_are_m_thread_with_the_fallback_to_the_latest_and_listed
     let (_, second) = bridge
         .posted("alice", json!({"body": "thanks", "thread_id": root_id}))
         .await;
-    let Relation::Thread(thread) = bridge.last_relation() else {
-        panic!("not a thread")
-    };
+    let thread = bridge.last_thread();
     assert_eq!(
         thread.in_reply_to.unwrap().event_id.as_str(),
         first["event_id"].as_str().unwrap(),
@@ -2058,9 +2050,7 @@ async fn thread_messages_are_m_thread_with_the_fallback_to_the_latest_and_listed
             json!({"body": "to bob", "thread_id": root_id, "reply_to": first["id"]}),
         )
         .await;
-    let Relation::Thread(thread) = bridge.last_relation() else {
-        panic!("not a thread")
-    };
+    let thread = bridge.last_thread();
     assert!(!thread.is_falling_back);
     assert_eq!(
         thread.in_reply_to.unwrap().event_id.as_str(),
@@ -2173,7 +2163,6 @@ async fn thread_roots_must_be_messages_of_the_conversation_outside_threads() {
 
 #[tokio::test]
 async fn a_thread_message_waits_for_its_pending_root_and_edits_and_deletes_keep_the_thread() {
-    use ruma::events::room::message::Relation;
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::Down);
     let (status, root) = bridge.posted("alice", json!({"body": "root"})).await;
@@ -2186,9 +2175,7 @@ async fn a_thread_message_waits_for_its_pending_root_and_edits_and_deletes_keep_
     let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
     assert!(failed_ids(&response).is_empty());
     let root_event = bridge.stored(&jobs[0]).await.event_id.unwrap();
-    let Relation::Thread(thread) = bridge.last_relation() else {
-        panic!("not a thread")
-    };
+    let thread = bridge.last_thread();
     assert_eq!(thread.event_id, root_event);
 
     // An edit of the thread message keeps it in the thread.

@@ -8,10 +8,11 @@ use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 use time::OffsetDateTime;
 
 use crate::error::Error;
+use crate::ids::ConversationId;
 use crate::matrix::Matrix;
 use crate::matrix::content::{media_message, notice_message, text_message, to_event};
 use crate::model::{Message, MessageId, MessageStatus, MsgType, Removal};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The transaction id of a message's send: derived from its id, so every
 /// attempt is the same request to the homeserver.
@@ -113,17 +114,33 @@ pub async fn stored_content<S: Store>(
     store: &S,
     message: &Message,
 ) -> Result<serde_json::Value, Error> {
-    let conversation = &message.conversation_id;
-    let read = |id: Option<MessageId>| async move {
-        match id {
-            Some(id) => store.message(conversation, id).await,
+    let (reply_to, root) = related_messages(
+        store,
+        &message.conversation_id,
+        message.reply_to,
+        message.thread_id,
+    )
+    .await?;
+    let related = related(store, message, reply_to.as_ref(), root.as_ref()).await?;
+    event_content(message, &related)
+}
+
+/// The messages of conversation `id` that a message replies to and whose
+/// thread it is in, read at once (`None` where not asked or not found).
+pub async fn related_messages<S: Store>(
+    store: &S,
+    id: &ConversationId,
+    reply_to: Option<MessageId>,
+    thread_id: Option<MessageId>,
+) -> Result<(Option<Message>, Option<Message>), StoreError> {
+    let read = |message: Option<MessageId>| async move {
+        match message {
+            Some(message) => store.message(id, message).await,
             None => Ok(None),
         }
     };
-    let (reply_to, root) = tokio::join!(read(message.reply_to), read(message.thread_id));
-    let (reply_to, root) = (reply_to?, root?);
-    let related = related(store, message, reply_to.as_ref(), root.as_ref()).await?;
-    event_content(message, &related)
+    let (reply_to, root) = tokio::join!(read(reply_to), read(thread_id));
+    Ok((reply_to?, root?))
 }
 
 /// Puts a puppet in a room: joins it, and where the room will not let it
@@ -206,7 +223,6 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::ids::ConversationId;
     use crate::model::{Delivery, Format, MessageStatus, Origin, Sender};
 
     fn message(msgtype: Option<MsgType>) -> Message {

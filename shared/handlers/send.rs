@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::cache::Settled;
-use super::outbound::{event_content, join_room, related, send_as_sender, stored_content};
+use super::outbound::{
+    event_content, join_room, related, related_messages, send_as_sender, stored_content,
+};
 use super::text;
 use crate::api::caller::Caller;
 use crate::api::views::MessageView;
@@ -190,17 +192,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         } else {
             self.namer.user_id(&user)
         };
-        let read = |id: Option<MessageId>| {
-            let conversation_id = &conversation_id;
-            async move {
-                match id {
-                    Some(id) => self.store.message(conversation_id, id).await,
-                    None => Ok(None),
-                }
-            }
-        };
-        let (reply_target, root) = tokio::join!(read(input.reply_to), read(input.thread_id));
-        let (reply_target, root) = (reply_target?, root?);
+        let (reply_target, root) = related_messages(
+            &self.store,
+            &conversation_id,
+            input.reply_to,
+            input.thread_id,
+        )
+        .await?;
         let missing = match (input.reply_to, &reply_target, input.thread_id, &root) {
             (Some(id), None, _, _) => Some(("reply_to", id)),
             (_, _, Some(id), None) => Some(("thread_id", id)),

@@ -187,26 +187,37 @@ async fn an_edit_and_a_delete_cost_four_table_round_trips_and_one_matrix_request
 
 /// The sample send event, aimed at `conversation` as `user`.
 pub fn send_event(conversation: &str, user: &str, body: &str) -> lambda_http::Request {
+    send_event_with(conversation, user, false, &json!({ "body": body }))
+}
+
+/// The sample send event, aimed at `conversation` by `user` (with a
+/// service token when `admin`), with this JSON body.
+pub fn send_event_with(
+    conversation: &str,
+    user: &str,
+    admin: bool,
+    body: &Value,
+) -> lambda_http::Request {
     let mut event: Value =
         serde_json::from_str(include_str!("../../events/send-message-plain.json")).unwrap();
     let path = format!("/v1/conversations/{conversation}/messages");
     event["rawPath"] = json!(path);
     event["pathParameters"]["id"] = json!(conversation);
     event["requestContext"]["http"]["path"] = json!(path);
-    event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(user);
+    let claims = &mut event["requestContext"]["authorizer"]["jwt"]["claims"];
+    claims["sub"] = json!(user);
+    claims["scope"] = json!(if admin { "bridge.admin" } else { "bridge.user" });
     event["headers"]["idempotency-key"] = json!(unique("key"));
-    event["body"] = json!(json!({"body": body}).to_string());
+    event["body"] = json!(body.to_string());
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
-#[tokio::test]
-#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
-async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
-    let api = Api::new();
-    let alice = unique("alice");
-    let conversation = unique("trips");
-    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
-
+/// The send function on the stack's table, queue and homeserver, with its
+/// DynamoDB round trips counted (its Matrix requests count themselves).
+pub async fn counted_send_service() -> (
+    SendService<DynamoStore, AppserviceClient, SqsRetryQueue>,
+    RoundTrips,
+) {
     let sdk = sdk_config().await;
     let (dynamo, trips) = counted_dynamo(&sdk);
     let config = MatrixConfig::from_env(stack_env()).unwrap();
@@ -220,6 +231,18 @@ async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
         PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
         Metrics::off(send::NAME),
     );
+    (service, trips)
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
+    let api = Api::new();
+    let alice = unique("alice");
+    let conversation = unique("trips");
+    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+
+    let (service, trips) = counted_send_service().await;
 
     let cold = service
         .handle(send_event(
