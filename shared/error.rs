@@ -38,6 +38,17 @@ pub enum Error {
     /// changed by hand).
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
+    /// A request that cannot succeed as it is (bad input), in the bridge's
+    /// words: the API answers it with `400`.
+    #[error("{0}")]
+    Invalid(String),
+    /// A request that the current state does not allow (an archived
+    /// conversation, another kind under the same id): `409`.
+    #[error("{0}")]
+    Conflict(String),
+    /// What a request names does not exist: `404`.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -51,6 +62,7 @@ impl Error {
             | Self::Inconsistent(_)
             | Self::Removed(_)
             | Self::Unrelatable(_) => false,
+            Self::Invalid(_) | Self::Conflict(_) | Self::NotFound(_) => false,
         }
     }
 
@@ -72,6 +84,9 @@ impl Error {
             Self::Waiting(what) => format!("waiting for {what}"),
             Self::Unrelatable(why) => why.clone(),
             Self::Inconsistent(_) => "the bridge's records are inconsistent".into(),
+            Self::Invalid(reason) | Self::Conflict(reason) | Self::NotFound(reason) => {
+                reason.clone()
+            }
         }
     }
 }

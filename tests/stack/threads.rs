@@ -172,14 +172,14 @@ async fn threads_reach_a_plain_matrix_user_and_come_back_from_it() {
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn the_round_trips_of_a_warm_notice_and_thread_message_counted_on_the_wire() {
-    use crate::round_trips::{counted_send_service, send_event_with as send_event};
+    use crate::round_trips::{Counted, send_event_with as send_event};
 
-    let api = Api::new();
     let alice = unique("alice");
     let conversation = unique("trips");
-    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
-    let (service, trips) = counted_send_service().await;
-    let count = || (trips.count(), service.matrix().requests_sent());
+    let ports = Counted::new().await;
+    ports.provision(json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let service = ports.send_service();
+    let count = || ports.count();
     let root = service
         .handle(send_event(
             &conversation,

@@ -1,15 +1,14 @@
 """moto's server as the local stack runs it: moto 5's own server, with
-DynamoDB requests taken one at a time and three of moto's defects fixed.
+requests taken one at a time and three of moto's defects fixed.
 Run as moto_server is: python moto_server.py -H 127.0.0.1 -p PORT.
 Nothing else of moto changes.
 
-0. moto's threaded server runs DynamoDB requests concurrently over shared
-   dicts, without isolation: a write during a query or a transaction fails
-   with "dictionary changed size during iteration" (an HTML 500) or is
-   undone by another transaction's rollback. Real DynamoDB serialises
-   writes per item; here one lock serialises every DynamoDB request. SQS
-   is left concurrent, as its long polls would otherwise hold the lock.
-
+0. moto's threaded server runs requests concurrently over shared dicts and
+   sets, without isolation: a write during a query, a transaction or a
+   receive fails with "dictionary (or set) changed size during iteration"
+   (an HTML 500), or is undone by another transaction's rollback. Here one
+   lock takes requests one at a time, as if each were atomic; an SQS long
+   poll lets go of it while it waits for messages, so sends still reach it.
 1. Every model instance is recorded in a class-wide list that only a reset
    clears: recording is off (only a reset reads it).
 2. TransactWriteItems deep-copies each table it touches, whole, once per
@@ -23,6 +22,7 @@ Nothing else of moto changes.
 import copy
 import sys
 import threading
+import time
 
 import moto.core.common_models as models
 import moto.dynamodb.models as dynamodb
@@ -98,19 +98,35 @@ sqs.Queue.pending_message_groups = property(
     lambda self: {m.group_id for m in list(self.pending_messages) if m.group_id is not None}
 )
 
-_dynamodb = threading.Lock()
+_one_at_a_time = threading.Lock()
+_TURN = 0.05
 _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+_wait_for_messages = sqs.Queue.wait_for_messages
 
 
 def _serialised(self, environ, start_response):
-    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-        with _dynamodb:
-            # Flask builds the whole response inside the call: nothing of
-            # the request runs after the lock is released.
-            return _dispatch(self, environ, start_response)
-    return _dispatch(self, environ, start_response)
+    with _one_at_a_time:
+        # Flask builds the whole response inside the call: nothing of the
+        # request runs after the lock is released.
+        return _dispatch(self, environ, start_response)
 
 
+def _wait_unlocked(self, timeout):
+    # Only a receive, which holds the lock, waits.
+    _one_at_a_time.release()
+    try:
+        started = time.monotonic()
+        _wait_for_messages(self, timeout)
+        # Visible messages of FIFO groups in flight end moto's wait at once:
+        # give the other requests a turn instead of spinning with the lock
+        # for the whole long poll.
+        if time.monotonic() - started < _TURN:
+            time.sleep(_TURN)
+    finally:
+        _one_at_a_time.acquire()
+
+
+sqs.Queue.wait_for_messages = _wait_unlocked
 werkzeug_app.DomainDispatcherApplication.__call__ = _serialised
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ use parts::{Action, Part, RunDir};
 
 pub const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev";
 
-/// moto's server as the stack runs it: DynamoDB requests one at a time and
+/// moto's server as the stack runs it: requests one at a time and
 /// three of moto's defects fixed (the file says which and why).
 pub const MOTO_SERVER: &str = include_str!("../../moto/moto_server.py");
 /// How long `down` waits for a part to stop on TERM before killing it.
