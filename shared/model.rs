@@ -428,6 +428,9 @@ pub struct Message {
     /// The file a message from Matrix carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<MatrixFile>,
+    /// Whom it mentions intentionally (`m.mentions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Mentions>,
 }
 
 impl Message {
@@ -472,6 +475,68 @@ impl Message {
         match self.pending_change.as_ref().map(|change| &change.kind) {
             Some(ChangeKind::Delete { .. }) => self.id.txn_id("redact"),
             _ => self.id.txn_id(&format!("edit{}", self.changes)),
+        }
+    }
+}
+
+/// Whom a message mentions: users (through their Matrix ids, and for
+/// puppets the application users behind them) and the whole room
+/// (`@room`). The Matrix side is `m.mentions`
+/// (<https://spec.matrix.org/v1.16/client-server-api/#user-and-room-mentions>).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mentions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<Mentioned>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub room: bool,
+}
+
+/// A mentioned user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mentioned {
+    pub matrix_user_id: OwnedUserId,
+    /// The application user, for a puppet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<AppUserId>,
+}
+
+impl Mentions {
+    /// Whether it mentions nobody.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && !self.room
+    }
+
+    /// As `m.mentions` says it.
+    pub fn to_matrix(&self) -> ruma::events::Mentions {
+        let mut mentions = ruma::events::Mentions::with_user_ids(
+            self.users.iter().map(|user| user.matrix_user_id.clone()),
+        );
+        mentions.room = self.room;
+        mentions
+    }
+}
+
+/// Mentions as the API and the inbound events show them:
+/// `{"user_ids": [...], "room": bool}`, each user by its application id
+/// when it is a puppet, else by its Matrix id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MentionList {
+    pub user_ids: Vec<String>,
+    pub room: bool,
+}
+
+impl From<&Mentions> for MentionList {
+    fn from(mentions: &Mentions) -> Self {
+        Self {
+            user_ids: mentions
+                .users
+                .iter()
+                .map(|user| match &user.user_id {
+                    Some(app) => app.as_str().to_owned(),
+                    None => user.matrix_user_id.to_string(),
+                })
+                .collect(),
+            room: mentions.room,
         }
     }
 }

@@ -2506,3 +2506,6 @@ async fn a_thread_message_waits_for_its_pending_root_and_edits_and_deletes_keep_
 
 #[path = "handlers/provisioning.rs"]
 mod provisioning;
+
+#[path = "handlers/mentions.rs"]
+mod mentions;

@@ -91,6 +91,7 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         revision: 0,
         msgtype: None,
         file: None,
+        mentions: None,
     }
 }
 

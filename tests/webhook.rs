@@ -1135,3 +1135,60 @@ async fn the_other_appservice_routes() {
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(json_of(&wrong_method)["errcode"], "M_UNRECOGNIZED");
 }
+
+#[tokio::test]
+async fn mentions_from_matrix_name_puppets_by_their_application_users() {
+    let hook = Hook::new().await;
+    let mut text: Value = serde_json::from_str(&fixture("formatted-text")).unwrap();
+    let alice = Fakes::new()
+        .namer
+        .user_id(&AppUserId::parse("alice").unwrap());
+    text["events"][0]["content"]["m.mentions"] =
+        json!({"user_ids": [alice, "@dave:localhost"], "room": true});
+    hook.pushed("61", &text.to_string()).await;
+
+    let message = &hook.history("grp-42").await[0];
+    let mentions = message.mentions.as_ref().unwrap();
+    assert!(mentions.room);
+    let users: Vec<(String, Option<String>)> = mentions
+        .users
+        .iter()
+        .map(|user| {
+            (
+                user.matrix_user_id.to_string(),
+                user.user_id.as_ref().map(|id| id.as_str().to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (alice.to_string(), Some("alice".to_owned())),
+            ("@dave:localhost".to_owned(), None)
+        ]
+    );
+    let published = hook.published_of(EventKind::MessageCreated);
+    let json: Value = serde_json::from_str(&published[0].to_json()).unwrap();
+    assert_eq!(
+        json["mentions"],
+        json!({"user_ids": ["alice", "@dave:localhost"], "room": true})
+    );
+
+    // An edit's mentions are those of its new content.
+    let mut edit: Value = serde_json::from_str(&fixture("edit")).unwrap();
+    edit["events"][0]["content"]["m.relates_to"]["event_id"] =
+        text["events"][0]["event_id"].clone();
+    edit["events"][0]["content"]["m.new_content"]["m.mentions"] =
+        json!({"user_ids": ["@dave:localhost"]});
+    hook.pushed("62", &edit.to_string()).await;
+    let message = &hook.history("grp-42").await[0];
+    assert_eq!(message.body, "hello from Matrix (edited)");
+    let mentions = message.mentions.as_ref().unwrap();
+    assert_eq!((mentions.users.len(), mentions.room), (1, false));
+    let edited = hook.published_of(EventKind::MessageEdited);
+    let json: Value = serde_json::from_str(&edited[0].to_json()).unwrap();
+    assert_eq!(
+        json["mentions"],
+        json!({"user_ids": ["@dave:localhost"], "room": false})
+    );
+}

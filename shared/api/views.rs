@@ -8,8 +8,8 @@ use crate::ids::{AppUserId, ConversationId};
 use crate::media::MediaInfo;
 use crate::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Format, MatrixFile, MediaId,
-    MediaRecord, Member, Message, MessageId, MessageStatus, MsgType, Origin, Removal, Role, Sender,
-    Visibility,
+    MediaRecord, Member, MentionList, Message, MessageId, MessageStatus, MsgType, Origin, Removal,
+    Role, Sender, Visibility,
 };
 
 #[derive(Serialize)]
@@ -208,6 +208,8 @@ pub struct MessageView<'a> {
     /// A message from Matrix that is not text: `notice`, `emote`, `image`...
     #[serde(skip_serializing_if = "Option::is_none")]
     msgtype: Option<MsgType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mentions: Option<MentionList>,
 }
 
 impl<'a> MessageView<'a> {
@@ -244,6 +246,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             deleted_at: message.deleted_at,
             failure: message.failure.as_deref(),
             msgtype: message.msgtype,
+            mentions: message.mentions.as_ref().map(MentionList::from),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod delete;
 pub mod edit;
 pub mod history;
 pub mod media;
+mod mentions;
 pub mod outbound;
 pub mod provision;
 mod puppets;

@@ -13,7 +13,8 @@ use crate::ids::ConversationId;
 use crate::matrix::Matrix;
 use crate::matrix::content::{media_message, notice_message, text_message, to_event};
 use crate::model::{
-    ChangeKind, Delivery, Message, MessageId, MessageStatus, MsgType, PendingChange, Removal,
+    ChangeKind, Delivery, Mentions, Message, MessageId, MessageStatus, MsgType, PendingChange,
+    Removal,
 };
 use crate::store::{Outbox, Store, StoreError};
 
@@ -95,10 +96,11 @@ pub async fn related<S: Store>(
 const LATEST_SCAN: usize = 10;
 
 /// A message's own content, without relations: its file, the body its
-/// caption, when it has an attachment; else its text.
+/// caption, when it has an attachment; else its text; with its mentions
+/// (`m.mentions`).
 pub fn own_content(message: &Message) -> RoomMessageEventContent {
     let html = message.html.as_deref();
-    match message.attachments.first() {
+    let mut content = match message.attachments.first() {
         Some(file) => media_message(
             &file.info,
             &file.content_uri,
@@ -108,7 +110,9 @@ pub fn own_content(message: &Message) -> RoomMessageEventContent {
         ),
         None if message.msgtype == Some(MsgType::Notice) => notice_message(&message.body, html),
         None => text_message(&message.body, html),
-    }
+    };
+    content.mentions = message.mentions.as_ref().map(Mentions::to_matrix);
+    content
 }
 
 /// The content of a stored message, looking up the events of its
@@ -331,6 +335,7 @@ mod tests {
             revision: 0,
             msgtype,
             file: None,
+            mentions: None,
         }
     }
 

@@ -18,6 +18,7 @@ use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::cache::Settled;
 use super::changes::{deliver_direct, queue_change};
+use super::mentions::{self, Mentioner, MentionsInput};
 use super::outbound::{
     event_content, join_room, reconcile, related, related_messages, send_as_sender, stored_content,
 };
@@ -71,6 +72,8 @@ struct SendMessage {
     as_user: Option<AppUserId>,
     #[serde(default)]
     msgtype: SendType,
+    /// Whom it mentions.
+    mentions: Option<MentionsInput>,
 }
 
 /// What a send asks for: a text from a member, or a notice from the
@@ -193,6 +196,24 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         } else {
             self.namer.user_id(&user)
         };
+        let mentioner = Mentioner {
+            conversation: &conversation_id,
+            caller: &request.caller,
+            user: &user,
+            sender: &sender_id,
+            notice,
+        };
+        let mentions = mentions::resolve(
+            &self.store,
+            &self.namer,
+            &mentioner,
+            input.mentions.as_ref(),
+        )
+        .await?;
+        let html = match &mentions {
+            Some(resolved) => resolved.with_pills(&input.body, html),
+            None => html,
+        };
         let (reply_target, root) = related_messages(
             &self.store,
             &conversation_id,
@@ -255,6 +276,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             revision: 0,
             msgtype: notice.then_some(MsgType::Notice),
             file: None,
+            mentions: mentions.map(|resolved| resolved.mentions),
         };
         // A root still on its way: the message waits behind it in the
         // outbox, and the retry function sends it once the root is in Matrix.

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::ids::ConversationId;
-use crate::model::{Format, MatrixFile, MessageId, MsgType, Sender};
+use crate::model::{Format, MatrixFile, MentionList, MessageId, MsgType, Sender};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,6 +83,9 @@ pub struct InboundEvent {
     /// The root of the thread the message is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<MessageId>,
+    /// Whom the message mentions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<MentionList>,
     /// Why: a redaction's or a membership change's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -133,6 +136,7 @@ impl InboundEvent {
             attachments: Vec::new(),
             reply_to: None,
             thread_id: None,
+            mentions: None,
             reason: None,
             membership: None,
             actor: None,

@@ -52,13 +52,17 @@ pub fn edit_content(
 }
 
 /// The content of an edit of `original` whose new content is `new` (a
-/// text, or a file with a new caption).
+/// text, or a file with a new caption). An edit keeps the message's
+/// mentions: `m.new_content` carries them, and the edit's own `m.mentions`
+/// is empty, so nobody is notified again
+/// (<https://spec.matrix.org/v1.16/client-server-api/#editing-events-with-mentions>).
 pub fn replacement(
     original: &EventId,
     new: RoomMessageEventContent,
     message_id: &MessageId,
 ) -> Result<serde_json::Value, Error> {
-    let edit = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
+    let before = new.mentions.clone();
+    let edit = new.make_replacement(ReplacementMetadata::new(original.to_owned(), before));
     to_event(&edit, message_id)
 }
 

@@ -8,6 +8,7 @@ mod client;
 pub mod content;
 mod error;
 pub mod fake;
+pub mod pills;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -232,3 +232,101 @@ async fn the_round_trips_of_a_warm_notice_and_thread_message_counted_on_the_wire
         "a later one also reads the thread's latest messages"
     );
 }
+
+/// Polls `path` as `user` until `done` holds of the answer (90 s at most).
+async fn poll(api: &Api, path: &str, user: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = api.get(path, &token(user, false)).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        if done(&reply.body) {
+            return reply.body;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "{path} never showed what was expected: {reply:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn mentions_reach_a_plain_matrix_user_as_m_mentions_with_pills_and_come_back() {
+    let api = Api::new();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let carol = MatrixUser::register(&unique("carol")).await;
+    let (id, room) = conversation(&api, &alice, &bob, &carol).await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let sent = api
+        .json(
+            "POST",
+            &path,
+            &token(&alice, false),
+            &json!({"body": "**Ready**, @Bob?", "format": "markdown",
+                    "mentions": {"user_ids": [bob]}}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    let by_bob = api
+        .json(
+            "POST",
+            &path,
+            &token(&bob, false),
+            &json!({"body": "everyone!", "mentions": {"room": true}}),
+        )
+        .await;
+    assert_eq!(by_bob.status, 403, "a member's @room: {by_bob:?}");
+
+    // Carol's client sees whom it mentions, and Bob's name as a pill.
+    let seen = carol
+        .event(&room, sent.body["event_id"].as_str().unwrap())
+        .await;
+    let bob_puppet = api
+        .get(&format!("/v1/conversations/{id}"), &token("svc", true))
+        .await
+        .body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|member| member["user_id"] == bob.as_str())
+        .unwrap()["matrix_user_id"]
+        .clone();
+    assert_eq!(
+        seen["content"]["m.mentions"],
+        json!({"user_ids": [bob_puppet]}),
+        "{seen}"
+    );
+    let pill = format!(
+        "<a href=\"https://matrix.to/#/{}\">Bob</a>",
+        bob_puppet.as_str().unwrap()
+    );
+    assert_eq!(
+        seen["content"]["formatted_body"],
+        format!("<p><strong>Ready</strong>, {pill}?</p>"),
+        "{seen}"
+    );
+
+    // Carol mentions alice and herself: alice by her application id.
+    let alice_puppet = sent.body["sender"]["matrix_user_id"].clone();
+    let answer = carol
+        .send(
+            &room,
+            json!({"msgtype": "m.text", "body": "Alice, me too",
+                   "m.mentions": {"user_ids": [alice_puppet, carol.user_id]}}),
+        )
+        .await;
+    let history = poll(&api, &path, &alice, |page| {
+        page["messages"][0]["event_id"] == answer.as_str()
+    })
+    .await;
+    let mut mentioned = history["messages"][0]["mentions"]["user_ids"]
+        .as_array()
+        .unwrap()
+        .clone();
+    mentioned.sort_by_key(|id| id.as_str().unwrap().to_owned());
+    let mut expected = vec![json!(carol.user_id), json!(alice)];
+    expected.sort_by_key(|id| id.as_str().unwrap().to_owned());
+    assert_eq!(mentioned, expected);
+    assert_eq!(history["messages"][0]["mentions"]["room"], false);
+}

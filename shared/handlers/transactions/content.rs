@@ -13,7 +13,7 @@ use ruma::events::room::message::{
 use ruma::{OwnedEventId, UInt};
 
 use crate::markdown;
-use crate::model::{MatrixFile, MsgType};
+use crate::model::{MatrixFile, Mentioned, Mentions, MsgType};
 
 /// A message's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct Content {
     /// `None` for text (and kinds the bridge shows as text).
     pub msgtype: Option<MsgType>,
     pub file: Option<MatrixFile>,
+    /// Whom it mentions (`m.mentions`), by Matrix ids only.
+    pub mentions: Option<Mentions>,
 }
 
 /// What an `m.room.message` is.
@@ -44,6 +46,17 @@ pub enum Posted {
 
 /// Reads a message; `Err` (why) for one the bridge cannot pass on.
 pub fn read(content: RoomMessageEventContent) -> Result<Posted, String> {
+    let mentions = content.mentions.as_ref().map(mentions);
+    let mut posted = read_relation(content)?;
+    if let Posted::New { content, .. } = &mut posted {
+        content.mentions = mentions;
+    }
+    Ok(posted)
+}
+
+/// A message by its relation: new (maybe a reply, maybe in a thread), or
+/// an edit (whose mentions are those of its new content).
+fn read_relation(content: RoomMessageEventContent) -> Result<Posted, String> {
     match content.relates_to {
         Some(Relation::Replacement(replacement)) => Ok(Posted::Edit {
             target: replacement.event_id,
@@ -83,7 +96,24 @@ pub fn read(content: RoomMessageEventContent) -> Result<Posted, String> {
 }
 
 fn read_new_content(new: RoomMessageEventContentWithoutRelation) -> Result<Content, String> {
-    of(new.msgtype)
+    let mut content = of(new.msgtype)?;
+    content.mentions = new.mentions.as_ref().map(mentions);
+    Ok(content)
+}
+
+/// `m.mentions`, by Matrix ids.
+fn mentions(mentions: &ruma::events::Mentions) -> Mentions {
+    Mentions {
+        users: mentions
+            .user_ids
+            .iter()
+            .map(|user| Mentioned {
+                matrix_user_id: user.clone(),
+                user_id: None,
+            })
+            .collect(),
+        room: mentions.room,
+    }
 }
 
 /// [`Details`] from a file message's `info` (ruma has a type per kind,
@@ -115,6 +145,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
         body,
         msgtype,
         file: None,
+        mentions: None,
     };
     Ok(match msgtype {
         MessageType::Text(text_content) => text(text_content.body, text_content.formatted, None),
@@ -171,6 +202,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
             html: None,
             msgtype: None,
             file: None,
+            mentions: None,
         },
     })
 }
@@ -214,6 +246,7 @@ fn media(
         body,
         msgtype: Some(kind),
         file: Some(file),
+        mentions: None,
     })
 }
 
@@ -262,6 +295,7 @@ mod tests {
                     html: Some("<strong>hi</strong>".into()),
                     msgtype: None,
                     file: None,
+                    mentions: None,
                 },
                 reply_to: None,
                 thread: None,

@@ -16,8 +16,10 @@ use super::content::{Content, Posted};
 use super::reads::Known;
 use crate::ids::{ConversationId, PuppetNamer};
 use crate::inbound::{EventKind, InboundEvent, Membership};
+use crate::model::MentionList;
 use crate::model::{
-    Delivery, Format, Member, Message, MessageId, MessageStatus, Origin, Removal, Role, Sender,
+    Delivery, Format, Member, Mentioned, Mentions, Message, MessageId, MessageStatus, Origin,
+    Removal, Role, Sender,
 };
 use crate::store::MemberChange;
 
@@ -36,6 +38,7 @@ impl MessageChange {
         match self {
             Self::Edit { content, at } => {
                 message.body.clone_from(&content.body);
+                message.mentions.clone_from(&content.mentions);
                 message.html.clone_from(&content.html);
                 message.msgtype = content.msgtype;
                 message.file.clone_from(&content.file);
@@ -143,6 +146,31 @@ impl Work<'_> {
                 .members
                 .get(&(conversation.clone(), user.to_owned()))
                 .and_then(|member| member.display_name.clone()),
+        }
+    }
+
+    /// A message's content with whom it mentions told apart: puppets as
+    /// their application users, other users by their Matrix ids.
+    fn with_mentions(&self, mut content: Content) -> Content {
+        content.mentions = content
+            .mentions
+            .take()
+            .map(|mentions| self.mentions(&mentions));
+        content
+    }
+
+    fn mentions(&self, mentions: &Mentions) -> Mentions {
+        let users = mentions
+            .users
+            .iter()
+            .map(|user| Mentioned {
+                matrix_user_id: user.matrix_user_id.clone(),
+                user_id: self.namer.app_user(&user.matrix_user_id),
+            })
+            .collect();
+        Mentions {
+            users,
+            room: mentions.room,
         }
     }
 
@@ -281,6 +309,7 @@ impl Work<'_> {
         event.message_id = Some(id);
         event.event_id = Some(event_id.clone());
         event.sender = Some(from.clone());
+        let content = self.with_mentions(content);
         set_content(&mut event, &content);
         event.reply_to = reply_to;
         event.thread_id = thread_id;
@@ -308,6 +337,7 @@ impl Work<'_> {
                 attachments: Vec::new(),
                 msgtype: content.msgtype,
                 file: content.file,
+                mentions: content.mentions,
             };
             self.messages.insert(
                 key.clone(),
@@ -330,6 +360,7 @@ impl Work<'_> {
         target: &OwnedEventId,
         content: Content,
     ) {
+        let content = self.with_mentions(content);
         let change = MessageChange::Edit {
             content: content.clone(),
             at: head.at,
@@ -527,6 +558,7 @@ impl Work<'_> {
 }
 
 fn set_content(event: &mut InboundEvent, content: &Content) {
+    event.mentions = content.mentions.as_ref().map(MentionList::from);
     event.body = Some(content.body.clone());
     event.format = Some(Format::Plain);
     event.html.clone_from(&content.html);
