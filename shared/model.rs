@@ -541,6 +541,51 @@ impl From<&Mentions> for MentionList {
     }
 }
 
+/// A user's reaction to a message: an `m.reaction` annotation of the
+/// message's event with `key` (an emoji, or a short text), at most one per
+/// user, message and key.
+/// <https://spec.matrix.org/v1.16/client-server-api/#mreaction>
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    /// Unique per reaction (a UUIDv7): its Matrix transaction ids derive
+    /// from it, so a retry is the same request, and reacting again after a
+    /// removal is a new one.
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub key: String,
+    pub sender: Sender,
+    /// The `m.reaction` event, once in Matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<OwnedEventId>,
+    pub origin: Origin,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Reaction {
+    /// The most bytes a key may have.
+    pub const MAX_KEY: usize = 64;
+
+    /// The transaction id of its `m.reaction`.
+    pub fn send_txn_id(&self) -> String {
+        self.id.txn_id("react")
+    }
+
+    /// The transaction id of its redaction.
+    pub fn redact_txn_id(&self) -> String {
+        self.id.txn_id("unreact")
+    }
+}
+
+/// How many reacted to a message with one key, and whether the reader did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    pub key: String,
+    pub count: u32,
+    pub me: bool,
+}
+
 /// What a pending change does in Matrix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

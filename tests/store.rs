@@ -11,7 +11,7 @@ use bridge::media::MediaInfo;
 use bridge::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Delivery, Format,
     IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
-    Puppet, Removal, Role, Sender, SkippedEvent, TransactionRecord,
+    Puppet, Reaction, Removal, Role, Sender, SkippedEvent, TransactionRecord,
 };
 use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
 use bridge::store::{
@@ -1233,6 +1233,122 @@ async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl S
     assert_eq!(outbox_of(store, &id).await, 1);
 }
 
+fn reaction(id: &ConversationId, message: MessageId, from: &str, key: &str) -> Reaction {
+    Reaction {
+        id: MessageId::new(),
+        conversation_id: id.clone(),
+        message_id: message,
+        key: key.into(),
+        sender: Sender {
+            user_id: Some(user(from)),
+            matrix_user_id: puppet_id(from),
+            display_name: None,
+        },
+        event_id: None,
+        origin: Origin::App,
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+async fn reactions_are_once_per_user_and_key_and_counted_per_page(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "first", Delivery::Queued);
+    let second = message(&id, "alice", "second", Delivery::Queued);
+    let later = message(&id, "alice", "later", Delivery::Queued);
+    for m in [&first, &second, &later] {
+        store.insert_message(m, None).await.unwrap();
+    }
+    // A key with `#` and an emoji, and another key.
+    let thumbs = "#👍";
+    let alice = reaction(&id, first.id, "alice", thumbs);
+    store.add_reaction(&alice).await.unwrap();
+    let again = reaction(&id, first.id, "alice", thumbs);
+    assert!(matches!(
+        store.add_reaction(&again).await,
+        Err(StoreError::Rejected)
+    ));
+    let bob = reaction(&id, first.id, "bob", thumbs);
+    store.add_reaction(&bob).await.unwrap();
+    let party = reaction(&id, first.id, "bob", "🎉");
+    store.add_reaction(&party).await.unwrap();
+    let on_later = reaction(&id, later.id, "bob", thumbs);
+    store.add_reaction(&on_later).await.unwrap();
+    let found = store
+        .reaction(&id, first.id, &puppet_id("alice"), thumbs)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(alice.clone()));
+
+    let counts = |reader: Option<&'static str>, last: MessageId| {
+        let id = id.clone();
+        let first = first.id;
+        async move {
+            let reader = reader.map(puppet_id);
+            store
+                .reaction_counts(&id, first, last, reader.as_deref())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(message, count)| (message, count.key, count.count, count.me))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut seen = counts(Some("alice"), second.id).await;
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut expected = vec![
+        (first.id, thumbs.to_owned(), 2, true),
+        (first.id, "🎉".to_owned(), 1, false),
+    ];
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(seen, expected, "the page's messages only");
+    assert_eq!(counts(None, later.id).await.len(), 3);
+
+    // Sent: the event leads back to it; only once.
+    let event = event_id!("$reaction-1");
+    store.mark_reaction_sent(&alice, event).await.unwrap();
+    assert!(matches!(
+        store.mark_reaction_sent(&alice, event).await,
+        Err(StoreError::Rejected)
+    ));
+    let sent = store.reaction_by_event(event).await.unwrap().unwrap();
+    assert_eq!(sent.event_id.as_deref(), Some(event));
+    assert_eq!(sent.id, alice.id);
+
+    // Removed: uncounted, the lookup gone; a stale copy removes nothing.
+    store.remove_reaction(&sent).await.unwrap();
+    assert!(matches!(
+        store.remove_reaction(&sent).await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(store.reaction_by_event(event).await.unwrap().is_none());
+    let seen = counts(Some("alice"), first.id).await;
+    assert!(
+        seen.contains(&(first.id, thumbs.to_owned(), 1, false)),
+        "{seen:?}"
+    );
+    // Reacting again is a new reaction.
+    let anew = reaction(&id, first.id, "alice", thumbs);
+    store.add_reaction(&anew).await.unwrap();
+    assert!(matches!(
+        store.remove_reaction(&alice).await,
+        Err(StoreError::Rejected)
+    ));
+    store.remove_reaction(&anew).await.unwrap();
+    store.remove_reaction(&bob).await.unwrap();
+    let seen = counts(Some("bob"), first.id).await;
+    assert_eq!(seen, [(first.id, "🎉".to_owned(), 1, true)], "no key at 0");
+    // One from Matrix arrives with its event.
+    let mut from_matrix = reaction(&id, second.id, "carol", "ok");
+    from_matrix.origin = Origin::Matrix;
+    from_matrix.event_id = Some(ruma::owned_event_id!("$reaction-2"));
+    store.add_reaction(&from_matrix).await.unwrap();
+    let found = store
+        .reaction_by_event(event_id!("$reaction-2"))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(from_matrix));
+}
+
 fn upload(id: &ConversationId, by: &str) -> MediaRecord {
     MediaRecord {
         media_id: MediaId::new(),
@@ -1611,6 +1727,7 @@ both_adapters!(
     history_pages_past_a_megabyte,
     history_pages_newest_first,
     threads_page_newest_first_apart_from_the_rest,
+    reactions_are_once_per_user_and_key_and_counted_per_page,
     member_changes_carry_their_sync,
     pending_syncs_are_found_until_they_settle,
     room_changes_hold_only_while_the_conversation_is_as_read,
