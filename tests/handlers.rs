@@ -49,6 +49,8 @@ impl Event {
             "history-get-message" => include_str!("../events/history-get-message.json"),
             "edit-message" => include_str!("../events/edit-message.json"),
             "delete-message" => include_str!("../events/delete-message.json"),
+            "put-reaction" => include_str!("../events/put-reaction.json"),
+            "delete-reaction" => include_str!("../events/delete-reaction.json"),
             "media-upload" => include_str!("../events/media-upload.json"),
             "activity-typing" => include_str!("../events/activity-typing.json"),
             "activity-read" => include_str!("../events/activity-read.json"),
@@ -2509,3 +2511,6 @@ mod provisioning;
 
 #[path = "handlers/mentions.rs"]
 mod mentions;
+
+#[path = "handlers/reactions.rs"]
+mod reactions;

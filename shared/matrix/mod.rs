@@ -165,6 +165,19 @@ pub trait Matrix: Send + Sync {
         content: &serde_json::Value,
     ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
 
+    /// Sends an `m.reaction` (an annotation of `target` with `key`) as
+    /// `sender` with a transaction id, so the same call repeated does not
+    /// react twice.
+    /// <https://spec.matrix.org/v1.16/client-server-api/#mreaction>
+    fn send_reaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        target: &EventId,
+        key: &str,
+    ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
+
     /// Redacts `event_id` as `sender` (a puppet, or [`Matrix::bot`]):
     /// `PUT /rooms/{room}/redact/{event_id}/{txn_id}`. The same call
     /// repeated answers with the same redaction event. Refused with
