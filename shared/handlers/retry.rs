@@ -229,11 +229,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             {
                 return Ok(Outcome::Done);
             }
-            let room_id = self
-                .store
-                .conversation(&job.conversation_id)
-                .await?
-                .and_then(|c| c.room_id);
+            let room_id = self.room_of(job).await?;
             let mut message = message;
             let cancel = message.event_id.is_none()
                 && matches!(
@@ -354,11 +350,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 _ => Ok(Outcome::Done),
             };
         }
-        let room_id = self
-            .store
-            .conversation(&job.conversation_id)
-            .await?
-            .and_then(|c| c.room_id);
+        let room_id = self.room_of(job).await?;
         let Some(room_id) = room_id else {
             self.settle_failed(&message, "the conversation has no room")
                 .await?;
@@ -427,6 +419,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
 }
 
 impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
+    /// The room of a job's conversation, if it has one.
+    async fn room_of(&self, job: &RetryJob) -> Result<Option<ruma::OwnedRoomId>, StoreError> {
+        Ok(self
+            .store
+            .conversation(&job.conversation_id)
+            .await?
+            .and_then(|c| c.room_id))
+    }
+
     /// Sends a reaction still recorded without its event (`React`), or
     /// takes a removed one out of Matrix (`Unreact`). A reaction refused
     /// for good is dropped (logged): a reaction is no message to fail.
@@ -435,11 +436,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             tracing::error!(message_id = %job.message_id, "a reaction job without its reaction");
             return Ok(Outcome::Done);
         };
-        let room_id = self
-            .store
-            .conversation(&job.conversation_id)
-            .await?
-            .and_then(|c| c.room_id);
+        let room_id = self.room_of(job).await?;
         let message = self
             .store
             .message(&job.conversation_id, job.message_id)

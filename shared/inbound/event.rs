@@ -18,6 +18,10 @@ pub enum EventKind {
     MessageEdited,
     #[serde(rename = "message.deleted")]
     MessageDeleted,
+    #[serde(rename = "reaction.added")]
+    ReactionAdded,
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved,
     #[serde(rename = "member.joined")]
     MemberJoined,
     #[serde(rename = "member.left")]
@@ -35,6 +39,8 @@ impl EventKind {
             Self::MessageCreated => "message.created",
             Self::MessageEdited => "message.edited",
             Self::MessageDeleted => "message.deleted",
+            Self::ReactionAdded => "reaction.added",
+            Self::ReactionRemoved => "reaction.removed",
             Self::MemberJoined => "member.joined",
             Self::MemberLeft => "member.left",
             Self::Typing => "typing",
@@ -86,6 +92,9 @@ pub struct InboundEvent {
     /// Whom the message mentions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentions: Option<MentionList>,
+    /// A reaction's key (an emoji, or a short text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Why: a redaction's or a membership change's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -137,6 +146,7 @@ impl InboundEvent {
             reply_to: None,
             thread_id: None,
             mentions: None,
+            key: None,
             reason: None,
             membership: None,
             actor: None,

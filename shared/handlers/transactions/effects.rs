@@ -19,7 +19,7 @@ use crate::inbound::{EventKind, InboundEvent, Membership};
 use crate::model::MentionList;
 use crate::model::{
     Delivery, Format, Member, Mentioned, Mentions, Message, MessageId, MessageStatus, Origin,
-    Removal, Role, Sender,
+    Reaction, Removal, Role, Sender,
 };
 use crate::store::MemberChange;
 
@@ -70,6 +70,10 @@ pub struct Effects {
     /// Pending messages of ours that were delivered as these events.
     pub echoes: Vec<(Message, OwnedEventId)>,
     pub members: Vec<MemberChange>,
+    /// Reactions of Matrix users to record, then those to take back (in
+    /// that order: one may be both).
+    pub reactions_added: Vec<Reaction>,
+    pub reactions_removed: Vec<Reaction>,
     /// What to publish, with the index of the event it comes from.
     pub events: Vec<(u32, InboundEvent)>,
     /// Events that changed nothing (an edit of a message the bridge does
@@ -87,7 +91,9 @@ impl Effects {
         !(self.new_messages.is_empty()
             && self.updates.is_empty()
             && self.echoes.is_empty()
-            && self.members.is_empty())
+            && self.members.is_empty()
+            && self.reactions_added.is_empty()
+            && self.reactions_removed.is_empty())
     }
 }
 
@@ -107,6 +113,9 @@ struct Work<'a> {
     members: HashMap<(ConversationId, OwnedUserId), Member>,
     messages: HashMap<(ConversationId, MessageId), Tracked>,
     by_event: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    /// Event -> reaction: the stored ones redactions name, and this
+    /// transaction's.
+    reactions: HashMap<OwnedEventId, Reaction>,
     effects: Effects,
 }
 
@@ -125,6 +134,7 @@ pub fn work_out(
         members: known.members.clone(),
         messages: HashMap::new(),
         by_event: known.by_event.clone(),
+        reactions: known.reactions.clone(),
         effects: Effects::default(),
     };
     for event in incoming {
@@ -225,7 +235,17 @@ impl Work<'_> {
                 head,
                 target,
                 reason,
+            } if self.reactions.contains_key(&target) => {
+                self.unreacted(conversation, index, head, &target, reason);
+            }
+            Kind::Redaction {
+                head,
+                target,
+                reason,
             } => self.redacted(conversation, index, head, &target, reason),
+            Kind::Reacted { head, target, key } => {
+                self.reacted(conversation, index, head, &target, key);
+            }
             Kind::Echo {
                 event_id,
                 message_id,
@@ -349,6 +369,65 @@ impl Work<'_> {
             );
         }
         self.by_event.insert(event_id, key);
+        self.publish(index, event);
+    }
+
+    /// A Matrix user's reaction to a message the bridge knows (else it
+    /// changes nothing).
+    fn reacted(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        head: Head,
+        target: &OwnedEventId,
+        key: String,
+    ) {
+        let Some(message_id) = self.message_of(&conversation, target) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let reaction = Reaction {
+            id: MessageId::for_event(head.at.0, &head.event_id),
+            conversation_id: conversation.clone(),
+            message_id,
+            key: key.clone(),
+            sender: self.sender(&conversation, &head.sender),
+            event_id: Some(head.event_id.clone()),
+            origin: Origin::Matrix,
+            created_at: head.at.time(),
+        };
+        let event = reaction_event(
+            EventKind::ReactionAdded,
+            &head,
+            &reaction,
+            reaction.sender.clone(),
+        );
+        self.reactions.insert(head.event_id, reaction.clone());
+        self.effects.reactions_added.push(reaction);
+        self.publish(index, event);
+    }
+
+    /// A redaction of a reaction: it is taken back.
+    fn unreacted(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        head: Head,
+        target: &OwnedEventId,
+        reason: Option<String>,
+    ) {
+        let Some(reaction) = self
+            .reactions
+            .remove(target)
+            .filter(|reaction| reaction.conversation_id == conversation)
+        else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let redactor = self.sender(&conversation, &head.sender);
+        let mut event = reaction_event(EventKind::ReactionRemoved, &head, &reaction, redactor);
+        event.reason = reason;
+        self.effects.reactions_removed.push(reaction);
         self.publish(index, event);
     }
 
@@ -555,6 +634,27 @@ impl Work<'_> {
         }
         self.effects
     }
+}
+
+/// The event telling the application of `head` (a reaction, or its
+/// redaction) about `reaction`, by `sender`.
+fn reaction_event(
+    kind: EventKind,
+    head: &Head,
+    reaction: &Reaction,
+    sender: Sender,
+) -> InboundEvent {
+    let mut event = InboundEvent::new(
+        kind,
+        reaction.conversation_id.clone(),
+        head.at.time(),
+        &[head.event_id.as_str()],
+    );
+    event.message_id = Some(reaction.message_id);
+    event.event_id = Some(head.event_id.clone());
+    event.sender = Some(sender);
+    event.key = Some(reaction.key.clone());
+    event
 }
 
 fn set_content(event: &mut InboundEvent, content: &Content) {

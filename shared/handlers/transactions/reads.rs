@@ -23,7 +23,7 @@ use super::classify::{Incoming, Kind};
 use super::content::Posted;
 use crate::handlers::cache::Settled;
 use crate::ids::ConversationId;
-use crate::model::{Member, Message, MessageId, TransactionRecord};
+use crate::model::{Member, Message, MessageId, Reaction, TransactionRecord};
 use crate::store::{Store, StoreError, TransactionContext};
 
 /// What the table knows.
@@ -36,6 +36,8 @@ pub struct Known {
     pub messages: HashMap<(ConversationId, MessageId), Message>,
     /// Event -> message, for the events the transaction refers to.
     pub by_event: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    /// Event -> reaction, for the redacted events that are no message.
+    pub reactions: HashMap<OwnedEventId, Reaction>,
 }
 
 /// The message a new message event becomes, or an echo confirms.
@@ -63,7 +65,8 @@ fn referred(kind: &Kind) -> Vec<&OwnedEventId> {
             posted: Posted::Edit { target, .. },
             ..
         }
-        | Kind::Redaction { target, .. } => vec![target],
+        | Kind::Redaction { target, .. }
+        | Kind::Reacted { target, .. } => vec![target],
         Kind::Receipt { event_id, .. } => vec![event_id],
         _ => Vec::new(),
     }
@@ -133,6 +136,23 @@ pub async fn read<S: Store>(
         let more = prefetch(store, &known.conversations, &fresh, incoming, &targets).await?;
         known.absorb(more);
     }
+    // A redaction of an event that is no message may take back a reaction:
+    // one more round, only then.
+    let unknown: HashSet<&OwnedEventId> = incoming
+        .iter()
+        .filter_map(|i| match &i.kind {
+            Kind::Redaction { target, .. } if !known.by_event.contains_key(target) => Some(target),
+            _ => None,
+        })
+        .collect();
+    let found = try_join_all(unknown.into_iter().map(|event| async move {
+        Ok::<_, StoreError>((event.clone(), store.reaction_by_event(event).await?))
+    }))
+    .await?;
+    known.reactions = found
+        .into_iter()
+        .filter_map(|(event, reaction)| Some((event, reaction?)))
+        .collect();
     Ok(known)
 }
 
