@@ -8,7 +8,9 @@
 //!    the messages the events may already have become or confirm (one
 //!    `BatchGetItem`);
 //! 2. only when round 1 found more: the same for the conversations it
-//!    resolved, and the messages the referred-to events are.
+//!    resolved, and the messages the referred-to events are; and, only for
+//!    redactions of stored events that are no message, the reactions they
+//!    take back (a `GetItem` each).
 //!
 //! A warm container with only new messages (and members, typing, receipts)
 //! needs round 1 only.
@@ -132,16 +134,49 @@ pub async fn read<S: Store>(
         .filter(|key| !known.messages.contains_key(*key))
         .cloned()
         .collect();
+    // At the same time, the reactions that redactions of events that are
+    // no message (stored, or of this transaction) may take back.
+    let reactions = reactions_redacted(store, &known.by_event, incoming);
     if !fresh.is_empty() || !targets.is_empty() {
-        let more = prefetch(store, &known.conversations, &fresh, incoming, &targets).await?;
-        known.absorb(more);
+        let prefetched = prefetch(store, &known.conversations, &fresh, incoming, &targets);
+        let (more, reactions) = tokio::join!(prefetched, reactions);
+        known.absorb(more?);
+        known.reactions = reactions?;
+    } else {
+        known.reactions = reactions.await?;
     }
-    // A redaction of an event that is no message may take back a reaction:
-    // one more round, only then.
+    Ok(known)
+}
+
+/// The event an incoming event is, if it is a room event.
+fn event_of(kind: &Kind) -> Option<&OwnedEventId> {
+    match kind {
+        Kind::Posted { head, .. }
+        | Kind::Redaction { head, .. }
+        | Kind::Reacted { head, .. }
+        | Kind::Membership { head, .. } => Some(&head.event_id),
+        _ => None,
+    }
+}
+
+/// The stored reactions that the redactions of `incoming` name: those of
+/// their targets that are neither a known message nor an event of the
+/// transaction itself (one `GetItem` each, at once; none without such a
+/// redaction).
+async fn reactions_redacted<S: Store>(
+    store: &S,
+    messages: &HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    incoming: &[Incoming],
+) -> Result<HashMap<OwnedEventId, Reaction>, StoreError> {
+    let own: HashSet<&OwnedEventId> = incoming.iter().filter_map(|i| event_of(&i.kind)).collect();
     let unknown: HashSet<&OwnedEventId> = incoming
         .iter()
         .filter_map(|i| match &i.kind {
-            Kind::Redaction { target, .. } if !known.by_event.contains_key(target) => Some(target),
+            Kind::Redaction { target, .. }
+                if !messages.contains_key(target) && !own.contains(target) =>
+            {
+                Some(target)
+            }
             _ => None,
         })
         .collect();
@@ -149,11 +184,10 @@ pub async fn read<S: Store>(
         Ok::<_, StoreError>((event.clone(), store.reaction_by_event(event).await?))
     }))
     .await?;
-    known.reactions = found
+    Ok(found
         .into_iter()
         .filter_map(|(event, reaction)| Some((event, reaction?)))
-        .collect();
-    Ok(known)
+        .collect())
 }
 
 /// Members and messages read in one round.
