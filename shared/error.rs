@@ -26,6 +26,14 @@ pub enum Error {
     /// The Matrix event for a message would be larger than Matrix allows.
     #[error("the Matrix event would be {size} bytes; at most {max} fit in an event")]
     EventTooLarge { size: usize, max: usize },
+    /// A message this one relates to (its thread's root) has not reached
+    /// Matrix yet: it is on its way, try again after it.
+    #[error("waiting for {0}")]
+    Waiting(String),
+    /// A message this one relates to (its thread's root) never reached
+    /// Matrix: this one cannot be sent either.
+    #[error("{0}")]
+    Unrelatable(String),
     /// A record the bridge wrote does not say what it must (a bug, or data
     /// changed by hand).
     #[error("inconsistent state: {0}")]
@@ -49,8 +57,11 @@ impl Error {
         match self {
             Self::Store(err) => !matches!(err, StoreError::Corrupt(_)),
             Self::Matrix(err) => err.is_transient(),
-            Self::Queue(_) | Self::Inbound(_) => true,
-            Self::EventTooLarge { .. } | Self::Inconsistent(_) | Self::Removed(_) => false,
+            Self::Queue(_) | Self::Inbound(_) | Self::Waiting(_) => true,
+            Self::EventTooLarge { .. }
+            | Self::Inconsistent(_)
+            | Self::Removed(_)
+            | Self::Unrelatable(_) => false,
             Self::Invalid(_) | Self::Conflict(_) | Self::NotFound(_) => false,
         }
     }
@@ -70,6 +81,8 @@ impl Error {
             Self::EventTooLarge { max, .. } => {
                 format!("the message is too large for a Matrix event (at most {max} bytes)")
             }
+            Self::Waiting(what) => format!("waiting for {what}"),
+            Self::Unrelatable(why) => why.clone(),
             Self::Inconsistent(_) => "the bridge's records are inconsistent".into(),
             Self::Invalid(reason) | Self::Conflict(reason) | Self::NotFound(reason) => {
                 reason.clone()

@@ -121,7 +121,8 @@ pub fn sanitize(html: &str) -> Option<String> {
     (!clean.is_empty()).then(|| clean.to_owned())
 }
 
-fn escape(text: &str) -> String {
+/// Text escaped for HTML, as the sanitiser writes it.
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

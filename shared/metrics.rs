@@ -120,6 +120,8 @@ pub enum Counter {
     EchoesConfirmed,
     /// Puppets a Matrix moderator kicked or banned.
     PuppetsRemoved,
+    /// Reactions sent to Matrix (directly or on retry).
+    ReactionsSent,
 }
 
 impl Counter {
@@ -143,6 +145,7 @@ impl Counter {
             Counter::InboundUnknownRoom => "InboundUnknownRoom",
             Counter::EchoesConfirmed => "EchoesConfirmed",
             Counter::PuppetsRemoved => "PuppetsRemoved",
+            Counter::ReactionsSent => "ReactionsSent",
         }
     }
 }

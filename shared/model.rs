@@ -382,6 +382,10 @@ pub struct Message {
     pub html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The root of the thread the message is in (a message that is in no
+    /// thread itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
     /// The file the message carries (Matrix events carry at most one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
@@ -424,9 +428,19 @@ pub struct Message {
     /// The file a message from Matrix carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<MatrixFile>,
+    /// Whom it mentions intentionally (`m.mentions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Mentions>,
 }
 
 impl Message {
+    /// Whether its sender must be a member of the conversation: an
+    /// application user's puppet must; the bridge's bot, which sends
+    /// notices and created the room, need not.
+    pub fn needs_member(&self) -> bool {
+        self.sender.user_id.is_some()
+    }
+
     /// Whether an operation on it (its send, or a change) is not settled yet.
     pub fn is_pending(&self) -> bool {
         self.status == MessageStatus::Pending || self.pending_change.is_some()
@@ -463,6 +477,113 @@ impl Message {
             _ => self.id.txn_id(&format!("edit{}", self.changes)),
         }
     }
+}
+
+/// Whom a message mentions: users (through their Matrix ids, and for
+/// puppets the application users behind them) and the whole room
+/// (`@room`). The Matrix side is `m.mentions`
+/// (<https://spec.matrix.org/v1.16/client-server-api/#user-and-room-mentions>).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mentions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<Mentioned>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub room: bool,
+}
+
+/// A mentioned user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mentioned {
+    pub matrix_user_id: OwnedUserId,
+    /// The application user, for a puppet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<AppUserId>,
+}
+
+impl Mentions {
+    /// Whether it mentions nobody.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && !self.room
+    }
+
+    /// As `m.mentions` says it.
+    pub fn to_matrix(&self) -> ruma::events::Mentions {
+        let mut mentions = ruma::events::Mentions::with_user_ids(
+            self.users.iter().map(|user| user.matrix_user_id.clone()),
+        );
+        mentions.room = self.room;
+        mentions
+    }
+}
+
+/// Mentions as the API and the inbound events show them:
+/// `{"user_ids": [...], "room": bool}`, each user by its application id
+/// when it is a puppet, else by its Matrix id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MentionList {
+    pub user_ids: Vec<String>,
+    pub room: bool,
+}
+
+impl From<&Mentions> for MentionList {
+    fn from(mentions: &Mentions) -> Self {
+        Self {
+            user_ids: mentions
+                .users
+                .iter()
+                .map(|user| match &user.user_id {
+                    Some(app) => app.as_str().to_owned(),
+                    None => user.matrix_user_id.to_string(),
+                })
+                .collect(),
+            room: mentions.room,
+        }
+    }
+}
+
+/// A user's reaction to a message: an `m.reaction` annotation of the
+/// message's event with `key` (an emoji, or a short text), at most one per
+/// user, message and key.
+/// <https://spec.matrix.org/v1.16/client-server-api/#mreaction>
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    /// Unique per reaction (a UUIDv7): its Matrix transaction ids derive
+    /// from it, so a retry is the same request, and reacting again after a
+    /// removal is a new one.
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub key: String,
+    pub sender: Sender,
+    /// The `m.reaction` event, once in Matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<OwnedEventId>,
+    pub origin: Origin,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Reaction {
+    /// The most bytes a key may have.
+    pub const MAX_KEY: usize = 64;
+
+    /// The transaction id of its `m.reaction`.
+    pub fn send_txn_id(&self) -> String {
+        self.id.txn_id("react")
+    }
+
+    /// The transaction id of its redaction.
+    pub fn redact_txn_id(&self) -> String {
+        self.id.txn_id("unreact")
+    }
+}
+
+/// How many reacted to a message with one key, and whether the reader did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    pub key: String,
+    pub count: u32,
+    pub me: bool,
 }
 
 /// What a pending change does in Matrix.

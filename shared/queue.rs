@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ConversationId;
-use crate::model::{MessageId, PendingSync, SyncSubject};
+use crate::model::{MessageId, PendingSync, Reaction, SyncSubject};
 
 /// What to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,11 @@ pub enum Operation {
     /// Bring the room or a member in Matrix in line with the table (a
     /// [`PendingSync`]); `message_id` is the sync's id.
     Sync,
+    /// Send a reaction that is recorded and not in Matrix yet.
+    React,
+    /// Take a removed reaction out of Matrix: redact its event (sending it
+    /// first, with its own transaction id, if it may not have landed).
+    Unreact,
 }
 
 /// One delivery job.
@@ -41,6 +46,9 @@ pub struct RetryJob {
     /// For a sync: what it brings in line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<SyncSubject>,
+    /// For a reaction: which (for `unreact`, as it was when removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<Reaction>,
 }
 
 impl RetryJob {
@@ -51,6 +59,19 @@ impl RetryJob {
             message_id,
             change: None,
             subject: None,
+            reaction: None,
+        }
+    }
+
+    /// Sending (`React`) or taking out (`Unreact`) a reaction.
+    pub fn reaction(operation: Operation, reaction: &Reaction) -> Self {
+        Self {
+            operation,
+            conversation_id: reaction.conversation_id.clone(),
+            message_id: reaction.message_id,
+            change: None,
+            subject: None,
+            reaction: Some(reaction.clone()),
         }
     }
 
@@ -62,6 +83,7 @@ impl RetryJob {
             message_id: sync.id,
             change: None,
             subject: Some(sync.subject.clone()),
+            reaction: None,
         }
     }
 
@@ -73,6 +95,7 @@ impl RetryJob {
             message_id,
             change: Some(change),
             subject: None,
+            reaction: None,
         }
     }
 
@@ -83,6 +106,11 @@ impl RetryJob {
                 .message_id
                 .txn_id(&format!("change{}", self.change.unwrap_or_default())),
             Operation::Sync => self.message_id.txn_id("sync"),
+            Operation::React | Operation::Unreact => match &self.reaction {
+                Some(reaction) if self.operation == Operation::React => reaction.send_txn_id(),
+                Some(reaction) => reaction.redact_txn_id(),
+                None => self.message_id.txn_id("reaction"),
+            },
         }
     }
 }

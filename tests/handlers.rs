@@ -49,6 +49,8 @@ impl Event {
             "history-get-message" => include_str!("../events/history-get-message.json"),
             "edit-message" => include_str!("../events/edit-message.json"),
             "delete-message" => include_str!("../events/delete-message.json"),
+            "put-reaction" => include_str!("../events/put-reaction.json"),
+            "delete-reaction" => include_str!("../events/delete-reaction.json"),
             "media-upload" => include_str!("../events/media-upload.json"),
             "activity-typing" => include_str!("../events/activity-typing.json"),
             "activity-read" => include_str!("../events/activity-read.json"),
@@ -2152,7 +2154,417 @@ async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retr
     );
 }
 
+// Notices: system messages from the bridge's bot.
+
+impl Bridge {
+    /// A send by a service token (`svc`) with this body.
+    async fn send_as_service(&self, body: Value, key: Option<&str>) -> Response<Body> {
+        let event = Event::load("send-message-plain").by("svc", true);
+        let event = match key {
+            Some(key) => event.header("idempotency-key", key),
+            None => event.without_header("idempotency-key"),
+        };
+        self.call(send::NAME, event.body(body).request()).await
+    }
+}
+
+#[tokio::test]
+async fn a_notice_is_an_m_notice_from_the_bot_sent_once_per_key() {
+    use bridge::matrix::Matrix;
+    let bridge = Bridge::with_conversation().await;
+    let before = bridge.matrix.sends().len();
+    let body = json!({"body": "The event starts in **one hour**", "format": "markdown", "msgtype": "notice"});
+    let first = bridge.send_as_service(body.clone(), Some("n-1")).await;
+    assert_eq!(first.status(), 201, "{:?}", json_of(&first));
+    let again = bridge.send_as_service(body, Some("n-1")).await;
+    assert_eq!(
+        json_of(&first),
+        json_of(&again),
+        "the replay answers the same"
+    );
+    let sends = bridge.matrix.sends();
+    assert_eq!(sends.len(), before + 1, "one event for two requests");
+    let Call::Send {
+        sender, content, ..
+    } = sends.last().unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender.as_str(), bridge.matrix.bot().as_str());
+    let parsed: ruma::events::room::message::RoomMessageEventContent =
+        serde_json::from_value(content.clone()).unwrap();
+    let ruma::events::room::message::MessageType::Notice(notice) = parsed.msgtype else {
+        panic!("not a notice: {content}");
+    };
+    assert_eq!(notice.body, "The event starts in **one hour**");
+    let html = notice.formatted.map(|f| f.body).unwrap_or_default();
+    assert!(html.contains("<strong>one hour</strong>"), "{html}");
+    let view = json_of(&first);
+    assert_eq!(view["msgtype"], "notice");
+    assert_eq!(
+        view["sender"]["matrix_user_id"],
+        bridge.matrix.bot().as_str()
+    );
+    assert!(view["sender"].get("user_id").is_none(), "{view}");
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn notices_are_for_service_tokens_acting_as_themselves() {
+    let bridge = Bridge::with_conversation().await;
+    let before = bridge.matrix.sends().len();
+    let user = Event::load("send-message-plain")
+        .by("alice", false)
+        .without_header("idempotency-key")
+        .body(json!({"body": "hi", "msgtype": "notice"}));
+    let response = bridge.call(send::NAME, user.request()).await;
+    assert_eq!(response.status(), 403);
+    assert!(error_message(&response).contains("service token"));
+    let as_user = bridge
+        .send_as_service(
+            json!({"body": "hi", "msgtype": "notice", "as_user": "alice"}),
+            None,
+        )
+        .await;
+    assert_eq!(as_user.status(), 403);
+    assert!(error_message(&as_user).contains("as_user"));
+    let with_file = bridge
+        .send_as_service(
+            json!({"body": "hi", "msgtype": "notice", "attachments": [{"media_id": "0190b8f0-0000-7000-8000-000000000001"}]}),
+            None,
+        )
+        .await;
+    assert_eq!(with_file.status(), 400);
+    let unknown = bridge
+        .send_as_service(json!({"body": "hi", "msgtype": "m.emote"}), None)
+        .await;
+    assert_eq!(unknown.status(), 400);
+    assert!(
+        error_message(&unknown).contains("`notice`"),
+        "{}",
+        error_message(&unknown)
+    );
+    let missing = Event::load("send-message-plain")
+        .by("svc", true)
+        .without_header("idempotency-key")
+        .path_param("id", "no-such-conversation")
+        .body(json!({"body": "hi", "msgtype": "notice"}));
+    assert_eq!(
+        bridge.call(send::NAME, missing.request()).await.status(),
+        404
+    );
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        before,
+        "nothing refused reached Matrix"
+    );
+}
+
+#[tokio::test]
+async fn a_notice_waits_in_the_outbox_and_the_retry_function_sends_it_as_the_bot() {
+    use bridge::matrix::Matrix;
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(bridge.send("alice", "first").await.status(), 202);
+    let notice = bridge
+        .send_as_service(
+            json!({"body": "The venue changed", "msgtype": "notice"}),
+            None,
+        )
+        .await;
+    assert_eq!(notice.status(), 202, "queued behind the first");
+    assert_eq!(bridge.outbox().await, 2);
+    let jobs = bridge.queue.jobs();
+    let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
+    assert!(failed_ids(&response).is_empty());
+    let Some(Call::Send {
+        sender, content, ..
+    }) = bridge.matrix.sends().last().cloned()
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender.as_str(), bridge.matrix.bot().as_str());
+    assert_eq!(content["msgtype"], "m.notice");
+    assert_eq!(content["body"], "The venue changed");
+    assert_eq!(bridge.stored(&jobs[1]).await.status, MessageStatus::Sent);
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_notice_is_deleted_by_moderators_and_edited_by_no_user() {
+    let bridge = Bridge::with_conversation().await;
+    let sent = bridge
+        .send_as_service(
+            json!({"body": "The venue changed", "msgtype": "notice"}),
+            None,
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    let id: MessageId = json_of(&sent)["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(bridge.edit("alice", id, "hijack", None).await.status(), 403);
+    assert_eq!(
+        bridge.delete("bob", id).await.status(),
+        403,
+        "a plain member"
+    );
+    assert_eq!(bridge.delete("alice", id).await.status(), 204, "the owner");
+    assert_eq!(bridge.redactions().len(), 1);
+    assert_eq!(
+        bridge.stored_message(id).await.status,
+        MessageStatus::Deleted
+    );
+}
+
+// Threads.
+
+impl Bridge {
+    /// A send by `user` with this body: its status and answer.
+    async fn posted(&self, user: &str, body: Value) -> (u16, Value) {
+        let response = self.send_with(user, body).await;
+        (response.status().as_u16(), json_of(&response))
+    }
+
+    /// The list of one thread (or of everything, without `thread_id`), as `user` reads it.
+    async fn listed(&self, user: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let mut event = Event::load("history-list-messages").by(user, false);
+        for (name, value) in query {
+            event = event.query(name, Some(value));
+        }
+        let response = self.handle(event).await;
+        (response.status().as_u16(), json_of(&response))
+    }
+
+    /// The thread relation of the `m.room.message` the fake sent last.
+    fn last_thread(&self) -> ruma::events::relation::Thread {
+        let Some(Call::Send { content, .. }) = self.matrix.sends().last().cloned() else {
+            panic!("nothing sent")
+        };
+        let parsed: ruma::events::room::message::RoomMessageEventContent =
+            serde_json::from_value(content.clone()).unwrap();
+        match parsed.relates_to {
+            Some(ruma::events::room::message::Relation::Thread(thread)) => thread,
+            _ => panic!("not in a thread: {content}"),
+        }
+    }
+}
+
+fn bodies(page: &Value) -> Vec<Value> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn thread_messages_are_m_thread_with_the_fallback_to_the_latest_and_listed_alone() {
+    let bridge = Bridge::with_conversation().await;
+    let (_, root) = bridge
+        .posted("alice", json!({"body": "Who brings food?"}))
+        .await;
+    let root_id = root["id"].as_str().unwrap();
+    assert_eq!(bridge.send("bob", "not in the thread").await.status(), 201);
+    let (status, first) = bridge
+        .posted("bob", json!({"body": "I do", "thread_id": root_id}))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["thread_id"], root_id);
+    let thread = bridge.last_thread();
+    assert_eq!(thread.event_id.as_str(), root["event_id"].as_str().unwrap());
+    assert!(thread.is_falling_back);
+    assert_eq!(
+        thread.in_reply_to.unwrap().event_id.as_str(),
+        root["event_id"].as_str().unwrap(),
+        "the thread's latest event is its root at first"
+    );
+    let (_, second) = bridge
+        .posted("alice", json!({"body": "thanks", "thread_id": root_id}))
+        .await;
+    let thread = bridge.last_thread();
+    assert_eq!(
+        thread.in_reply_to.unwrap().event_id.as_str(),
+        first["event_id"].as_str().unwrap(),
+        "then the thread's latest message"
+    );
+    // A real reply within the thread.
+    let (_, _third) = bridge
+        .posted(
+            "alice",
+            json!({"body": "to bob", "thread_id": root_id, "reply_to": first["id"]}),
+        )
+        .await;
+    let thread = bridge.last_thread();
+    assert!(!thread.is_falling_back);
+    assert_eq!(
+        thread.in_reply_to.unwrap().event_id.as_str(),
+        first["event_id"].as_str().unwrap()
+    );
+
+    // The thread alone, newest first, with the same cursor.
+    let (status, page) = bridge.listed("bob", &[("thread_id", root_id)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        bodies(&page),
+        [json!("to bob"), json!("thanks"), json!("I do")]
+    );
+    let (_, page) = bridge
+        .listed("bob", &[("thread_id", root_id), ("limit", "2")])
+        .await;
+    assert_eq!(bodies(&page), [json!("to bob"), json!("thanks")]);
+    let next = page["next"].as_str().unwrap().to_owned();
+    assert_eq!(next, second["id"].as_str().unwrap());
+    let (_, rest) = bridge
+        .listed(
+            "bob",
+            &[("thread_id", root_id), ("limit", "2"), ("before", &next)],
+        )
+        .await;
+    assert_eq!(bodies(&rest), [json!("I do")]);
+    assert!(rest["next"].is_null());
+
+    // Unknown roots, malformed ids and strangers.
+    let (status, _) = bridge
+        .listed("bob", &[("thread_id", &MessageId::new().to_string())])
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(bridge.listed("bob", &[("thread_id", "nope")]).await.0, 400);
+    assert_eq!(bridge.listed("eve", &[("thread_id", root_id)]).await.0, 404);
+}
+
+#[tokio::test]
+async fn thread_roots_must_be_messages_of_the_conversation_outside_threads() {
+    let bridge = Bridge::with_conversation().await;
+    let (_, root) = bridge.posted("alice", json!({"body": "root"})).await;
+    let (_, reply) = bridge
+        .posted("bob", json!({"body": "in it", "thread_id": root["id"]}))
+        .await;
+    let before = bridge.matrix.sends().len();
+    let (status, error) = bridge
+        .posted("bob", json!({"body": "nested", "thread_id": reply["id"]}))
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("itself in the thread")
+    );
+    let (status, error) = bridge
+        .posted(
+            "bob",
+            json!({"body": "x", "thread_id": MessageId::new().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("thread_id")
+    );
+    assert_eq!(
+        bridge
+            .posted("bob", json!({"body": "x", "thread_id": "nope"}))
+            .await
+            .0,
+        400
+    );
+    // A root that never reached Matrix.
+    bridge.matrix.fail_next_send(Failure::Refused);
+    let (_, failed) = bridge.posted("alice", json!({"body": "refused"})).await;
+    assert_eq!(failed["status"], "failed");
+    let (status, _) = bridge
+        .posted("bob", json!({"body": "x", "thread_id": failed["id"]}))
+        .await;
+    assert_eq!(status, 400);
+    // A stranger learns nothing about the conversation's messages.
+    let (status, _) = bridge
+        .posted(
+            "eve",
+            json!({"body": "x", "thread_id": MessageId::new().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    // A message of another conversation is no root here.
+    bridge.provision_other("grp-other", "alice").await;
+    let other = Event::load("send-message-plain")
+        .by("alice", false)
+        .without_header("idempotency-key")
+        .path_param("id", "grp-other")
+        .body(json!({"body": "there"}));
+    let other = json_of(&bridge.call(send::NAME, other.request()).await);
+    let (status, _) = bridge
+        .posted("alice", json!({"body": "x", "thread_id": other["id"]}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        bridge.matrix.sends().len(),
+        before + 2,
+        "only the refused root and the other conversation's message"
+    );
+}
+
+#[tokio::test]
+async fn a_thread_message_waits_for_its_pending_root_and_edits_and_deletes_keep_the_thread() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    let (status, root) = bridge.posted("alice", json!({"body": "root"})).await;
+    assert_eq!(status, 202);
+    let (status, reply) = bridge
+        .posted("bob", json!({"body": "in it", "thread_id": root["id"]}))
+        .await;
+    assert_eq!(status, 202, "queued behind its root: {reply}");
+    let jobs = bridge.queue.jobs();
+    let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
+    assert!(failed_ids(&response).is_empty());
+    let root_event = bridge.stored(&jobs[0]).await.event_id.unwrap();
+    let thread = bridge.last_thread();
+    assert_eq!(thread.event_id, root_event);
+
+    // An edit of the thread message keeps it in the thread.
+    let reply_id: MessageId = reply["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        bridge
+            .edit("bob", reply_id, "in it, edited", None)
+            .await
+            .status(),
+        200
+    );
+    let root_id = root["id"].as_str().unwrap();
+    let (_, page) = bridge.listed("alice", &[("thread_id", root_id)]).await;
+    assert_eq!(bodies(&page), [json!("in it, edited")]);
+    assert_eq!(page["messages"][0]["thread_id"], root_id);
+
+    // Deleting the root leaves its replies.
+    let root_id: MessageId = root_id.parse().unwrap();
+    assert_eq!(bridge.delete("alice", root_id).await.status(), 204);
+    let (_, page) = bridge
+        .listed("alice", &[("thread_id", &root_id.to_string())])
+        .await;
+    assert_eq!(bodies(&page), [json!("in it, edited")]);
+    assert_eq!(
+        bridge.stored_message(reply_id).await.status,
+        MessageStatus::Sent
+    );
+    assert_eq!(bridge.redactions().len(), 1, "the root's only");
+    // A deleted root still takes replies (Matrix keeps the thread).
+    let (status, _) = bridge
+        .posted(
+            "bob",
+            json!({"body": "still here", "thread_id": root_id.to_string()}),
+        )
+        .await;
+    assert_eq!(status, 201);
+}
+
 // ----------------------------------------------------------- provisioning
 
 #[path = "handlers/provisioning.rs"]
 mod provisioning;
+
+#[path = "handlers/mentions.rs"]
+mod mentions;
+
+#[path = "handlers/reactions.rs"]
+mod reactions;

@@ -11,7 +11,7 @@ use bridge::media::MediaInfo;
 use bridge::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Delivery, Format,
     IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
-    Puppet, Removal, Role, Sender, SkippedEvent, TransactionRecord,
+    Puppet, Reaction, Removal, Role, Sender, SkippedEvent, TransactionRecord,
 };
 use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
 use bridge::store::{
@@ -87,9 +87,11 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         failure: None,
         changes: 0,
         pending_change: None,
+        thread_id: None,
         revision: 0,
         msgtype: None,
         file: None,
+        mentions: None,
     }
 }
 
@@ -392,6 +394,48 @@ async fn direct_sends_need_a_joined_member_and_an_empty_outbox(store: &impl Stor
         store.message_by_event(event).await.unwrap(),
         Some((id.clone(), hello.id))
     );
+}
+
+async fn the_bots_notices_need_no_member_but_an_active_conversation(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let notice = |delivery| {
+        let mut notice = message(&id, "svc", "The venue changed", delivery);
+        notice.sender.user_id = None;
+        notice.sender.matrix_user_id = ruma::owned_user_id!("@bridge:localhost");
+        notice.msgtype = Some(bridge::model::MsgType::Notice);
+        notice
+    };
+    let direct = notice(Delivery::Direct);
+    store.insert_message(&direct, None).await.unwrap();
+    assert_eq!(
+        store.message(&id, direct.id).await.unwrap(),
+        Some(direct.clone())
+    );
+    assert!(
+        matches!(
+            store.insert_message(&notice(Delivery::Direct), None).await,
+            Err(StoreError::Rejected)
+        ),
+        "the first is in flight: the outbox is not empty"
+    );
+    store
+        .insert_message(&notice(Delivery::Queued), None)
+        .await
+        .unwrap();
+    let elsewhere = Message {
+        conversation_id: fresh_id(),
+        ..notice(Delivery::Queued)
+    };
+    assert!(matches!(
+        store.insert_message(&elsewhere, None).await,
+        Err(StoreError::Rejected)
+    ));
+    // A user's message still needs its member.
+    let from_carol = message(&id, "carol", "not a member", Delivery::Queued);
+    assert!(matches!(
+        store.insert_message(&from_carol, None).await,
+        Err(StoreError::Rejected)
+    ));
 }
 
 async fn idempotency_keys_are_used_once(store: &impl Store) {
@@ -800,6 +844,64 @@ async fn history_pages_newest_first(store: &impl Store) {
     );
 }
 
+async fn threads_page_newest_first_apart_from_the_rest(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let root = message(&id, "alice", "root", Delivery::Queued);
+    store.insert_message(&root, None).await.unwrap();
+    let mut in_thread = Vec::new();
+    for n in 1..=3 {
+        let mut m = message(&id, "alice", &format!("reply {n}"), Delivery::Queued);
+        m.thread_id = Some(root.id);
+        store.insert_message(&m, None).await.unwrap();
+        in_thread.push(m.id);
+        let other = message(&id, "alice", &format!("aside {n}"), Delivery::Queued);
+        store.insert_message(&other, None).await.unwrap();
+    }
+    // From Matrix, too.
+    let mut from_matrix = message(&id, "alice", "reply 4", Delivery::Direct);
+    from_matrix.thread_id = Some(root.id);
+    from_matrix.status = MessageStatus::Sent;
+    from_matrix.event_id = Some(ruma::owned_event_id!("$reply4"));
+    store
+        .store_inbound(&[from_matrix.clone()], &[])
+        .await
+        .unwrap();
+    let bodies = |page: &bridge::model::Page| {
+        page.messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect::<Vec<_>>()
+    };
+    let page = store.thread(&id, root.id, 2, None).await.unwrap();
+    assert_eq!(bodies(&page), ["reply 4", "reply 3"]);
+    assert_eq!(page.next, Some(in_thread[2]));
+    let page = store.thread(&id, root.id, 2, page.next).await.unwrap();
+    assert_eq!(bodies(&page), ["reply 2", "reply 1"]);
+    assert_eq!(page.next, None);
+    // Edited in place, it stays in its thread; the rest of history has all.
+    let mut edited = store.message(&id, in_thread[0]).await.unwrap().unwrap();
+    let read = edited.clone();
+    edited.body = "reply 1, edited".into();
+    store
+        .update_message(&read, &edited, Outbox::Keep, None)
+        .await
+        .unwrap();
+    let page = store.thread(&id, root.id, 10, None).await.unwrap();
+    assert_eq!(page.messages.last().unwrap().body, "reply 1, edited");
+    assert_eq!(
+        store.messages(&id, 100, None).await.unwrap().messages.len(),
+        8
+    );
+    assert!(
+        store
+            .thread(&id, in_thread[0], 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+}
+
 fn member_sync(id: &ConversationId, name: &str, delivery: Delivery) -> PendingSync {
     PendingSync {
         conversation_id: id.clone(),
@@ -1129,6 +1231,122 @@ async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl S
     }
     store.settle_sync(&archive).await.unwrap();
     assert_eq!(outbox_of(store, &id).await, 1);
+}
+
+fn reaction(id: &ConversationId, message: MessageId, from: &str, key: &str) -> Reaction {
+    Reaction {
+        id: MessageId::new(),
+        conversation_id: id.clone(),
+        message_id: message,
+        key: key.into(),
+        sender: Sender {
+            user_id: Some(user(from)),
+            matrix_user_id: puppet_id(from),
+            display_name: None,
+        },
+        event_id: None,
+        origin: Origin::App,
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+async fn reactions_are_once_per_user_and_key_and_counted_per_page(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let first = message(&id, "alice", "first", Delivery::Queued);
+    let second = message(&id, "alice", "second", Delivery::Queued);
+    let later = message(&id, "alice", "later", Delivery::Queued);
+    for m in [&first, &second, &later] {
+        store.insert_message(m, None).await.unwrap();
+    }
+    // A key with `#` and an emoji, and another key.
+    let thumbs = "#👍";
+    let alice = reaction(&id, first.id, "alice", thumbs);
+    store.add_reaction(&alice).await.unwrap();
+    let again = reaction(&id, first.id, "alice", thumbs);
+    assert!(matches!(
+        store.add_reaction(&again).await,
+        Err(StoreError::Rejected)
+    ));
+    let bob = reaction(&id, first.id, "bob", thumbs);
+    store.add_reaction(&bob).await.unwrap();
+    let party = reaction(&id, first.id, "bob", "🎉");
+    store.add_reaction(&party).await.unwrap();
+    let on_later = reaction(&id, later.id, "bob", thumbs);
+    store.add_reaction(&on_later).await.unwrap();
+    let found = store
+        .reaction(&id, first.id, &puppet_id("alice"), thumbs)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(alice.clone()));
+
+    let counts = |reader: Option<&'static str>, last: MessageId| {
+        let id = id.clone();
+        let first = first.id;
+        async move {
+            let reader = reader.map(puppet_id);
+            store
+                .reaction_counts(&id, first, last, reader.as_deref())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(message, count)| (message, count.key, count.count, count.me))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut seen = counts(Some("alice"), second.id).await;
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut expected = vec![
+        (first.id, thumbs.to_owned(), 2, true),
+        (first.id, "🎉".to_owned(), 1, false),
+    ];
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(seen, expected, "the page's messages only");
+    assert_eq!(counts(None, later.id).await.len(), 3);
+
+    // Sent: the event leads back to it; only once.
+    let event = event_id!("$reaction-1");
+    store.mark_reaction_sent(&alice, event).await.unwrap();
+    assert!(matches!(
+        store.mark_reaction_sent(&alice, event).await,
+        Err(StoreError::Rejected)
+    ));
+    let sent = store.reaction_by_event(event).await.unwrap().unwrap();
+    assert_eq!(sent.event_id.as_deref(), Some(event));
+    assert_eq!(sent.id, alice.id);
+
+    // Removed: uncounted, the lookup gone; a stale copy removes nothing.
+    store.remove_reaction(&sent).await.unwrap();
+    assert!(matches!(
+        store.remove_reaction(&sent).await,
+        Err(StoreError::Rejected)
+    ));
+    assert!(store.reaction_by_event(event).await.unwrap().is_none());
+    let seen = counts(Some("alice"), first.id).await;
+    assert!(
+        seen.contains(&(first.id, thumbs.to_owned(), 1, false)),
+        "{seen:?}"
+    );
+    // Reacting again is a new reaction.
+    let anew = reaction(&id, first.id, "alice", thumbs);
+    store.add_reaction(&anew).await.unwrap();
+    assert!(matches!(
+        store.remove_reaction(&alice).await,
+        Err(StoreError::Rejected)
+    ));
+    store.remove_reaction(&anew).await.unwrap();
+    store.remove_reaction(&bob).await.unwrap();
+    let seen = counts(Some("bob"), first.id).await;
+    assert_eq!(seen, [(first.id, "🎉".to_owned(), 1, true)], "no key at 0");
+    // One from Matrix arrives with its event.
+    let mut from_matrix = reaction(&id, second.id, "carol", "ok");
+    from_matrix.origin = Origin::Matrix;
+    from_matrix.event_id = Some(ruma::owned_event_id!("$reaction-2"));
+    store.add_reaction(&from_matrix).await.unwrap();
+    let found = store
+        .reaction_by_event(event_id!("$reaction-2"))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(from_matrix));
 }
 
 fn upload(id: &ConversationId, by: &str) -> MediaRecord {
@@ -1496,6 +1714,7 @@ both_adapters!(
     puppets_are_remembered,
     many_puppets_are_read_in_batches,
     direct_sends_need_a_joined_member_and_an_empty_outbox,
+    the_bots_notices_need_no_member_but_an_active_conversation,
     idempotency_keys_are_used_once,
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
@@ -1507,6 +1726,8 @@ both_adapters!(
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,
+    threads_page_newest_first_apart_from_the_rest,
+    reactions_are_once_per_user_and_key_and_counted_per_page,
     member_changes_carry_their_sync,
     pending_syncs_are_found_until_they_settle,
     room_changes_hold_only_while_the_conversation_is_as_read,

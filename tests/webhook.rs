@@ -1135,3 +1135,133 @@ async fn the_other_appservice_routes() {
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(json_of(&wrong_method)["errcode"], "M_UNRECOGNIZED");
 }
+
+#[tokio::test]
+async fn mentions_from_matrix_name_puppets_by_their_application_users() {
+    let hook = Hook::new().await;
+    let mut text: Value = serde_json::from_str(&fixture("formatted-text")).unwrap();
+    let alice = Fakes::new()
+        .namer
+        .user_id(&AppUserId::parse("alice").unwrap());
+    text["events"][0]["content"]["m.mentions"] =
+        json!({"user_ids": [alice, "@dave:localhost"], "room": true});
+    hook.pushed("61", &text.to_string()).await;
+
+    let message = &hook.history("grp-42").await[0];
+    let mentions = message.mentions.as_ref().unwrap();
+    assert!(mentions.room);
+    let users: Vec<(String, Option<String>)> = mentions
+        .users
+        .iter()
+        .map(|user| {
+            (
+                user.matrix_user_id.to_string(),
+                user.user_id.as_ref().map(|id| id.as_str().to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (alice.to_string(), Some("alice".to_owned())),
+            ("@dave:localhost".to_owned(), None)
+        ]
+    );
+    let published = hook.published_of(EventKind::MessageCreated);
+    let json: Value = serde_json::from_str(&published[0].to_json()).unwrap();
+    assert_eq!(
+        json["mentions"],
+        json!({"user_ids": ["alice", "@dave:localhost"], "room": true})
+    );
+
+    // An edit's mentions are those of its new content.
+    let mut edit: Value = serde_json::from_str(&fixture("edit")).unwrap();
+    edit["events"][0]["content"]["m.relates_to"]["event_id"] =
+        text["events"][0]["event_id"].clone();
+    edit["events"][0]["content"]["m.new_content"]["m.mentions"] =
+        json!({"user_ids": ["@dave:localhost"]});
+    hook.pushed("62", &edit.to_string()).await;
+    let message = &hook.history("grp-42").await[0];
+    assert_eq!(message.body, "hello from Matrix (edited)");
+    let mentions = message.mentions.as_ref().unwrap();
+    assert_eq!((mentions.users.len(), mentions.room), (1, false));
+    let edited = hook.published_of(EventKind::MessageEdited);
+    let json: Value = serde_json::from_str(&edited[0].to_json()).unwrap();
+    assert_eq!(
+        json["mentions"],
+        json!({"user_ids": ["@dave:localhost"], "room": false})
+    );
+}
+
+#[tokio::test]
+async fn reactions_of_matrix_users_are_counted_published_once_and_taken_back_by_redaction() {
+    let hook = Hook::new().await;
+    hook.pushed("61", &fixture("formatted-text")).await;
+    let message = hook.history("grp-42").await[0].clone();
+    let target = message.event_id.clone().unwrap();
+    let reaction = json!({"events": [{
+        "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "👍"}},
+        "event_id": "$carols-thumbs", "origin_server_ts": 1795511855500u64,
+        "room_id": "!room1:localhost", "sender": "@carol:localhost", "type": "m.reaction",
+    }, {
+        // A puppet's reaction is the react function's own: not passed on.
+        "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "👍"}},
+        "event_id": "$alices-thumbs", "origin_server_ts": 1795511855501u64,
+        "room_id": "!room1:localhost", "sender": "@app_alice:localhost", "type": "m.reaction",
+    }]});
+    hook.pushed("62", &reaction.to_string()).await;
+    // Synapse repeats the transaction: nothing happens twice.
+    hook.pushed("62", &reaction.to_string()).await;
+    let counts = |reader: &'static str| {
+        let (store, id) = (hook.fakes.store.clone(), message.id);
+        async move {
+            store
+                .reaction_counts(&conversation("grp-42"), id, id, Some(&user(reader)))
+                .await
+                .unwrap()
+        }
+    };
+    let seen = counts("carol").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].1.key.as_str(), seen[0].1.count, seen[0].1.me),
+        ("👍", 1, true)
+    );
+    let added = hook.published_of(EventKind::ReactionAdded);
+    assert_eq!(added.len(), 1, "once: {added:?}");
+    let json: Value = serde_json::from_str(&added[0].to_json()).unwrap();
+    assert_eq!(json["type"], "reaction.added");
+    assert_eq!(json["message_id"], message.id.to_string());
+    assert_eq!(json["event_id"], "$carols-thumbs");
+    assert_eq!(json["key"], "👍");
+    assert_eq!(json["sender"]["matrix_user_id"], "@carol:localhost");
+
+    let redaction = json!({"events": [{
+        "content": {"redacts": "$carols-thumbs"}, "event_id": "$carols-undo",
+        "origin_server_ts": 1795511855600u64, "room_id": "!room1:localhost",
+        "sender": "@carol:localhost", "type": "m.room.redaction",
+    }]});
+    hook.pushed("63", &redaction.to_string()).await;
+    hook.pushed("63", &redaction.to_string()).await;
+    assert!(counts("carol").await.is_empty());
+    let removed = hook.published_of(EventKind::ReactionRemoved);
+    assert_eq!(removed.len(), 1, "once: {removed:?}");
+    assert_eq!(removed[0].message_id, Some(message.id));
+    assert_eq!(removed[0].key.as_deref(), Some("👍"));
+    assert_eq!(
+        hook.history("grp-42").await[0].status,
+        MessageStatus::Sent,
+        "the message stays"
+    );
+    // Added and taken back in one transaction: both published, none kept.
+    let mut both = json!({"events": [
+        reaction["events"][0].clone(),
+        redaction["events"][0].clone(),
+    ]});
+    both["events"][0]["event_id"] = json!("$again");
+    both["events"][1]["event_id"] = json!("$again-undo");
+    both["events"][1]["content"]["redacts"] = json!("$again");
+    hook.pushed("64", &both.to_string()).await;
+    assert!(counts("carol").await.is_empty());
+    assert_eq!(hook.published_of(EventKind::ReactionRemoved).len(), 2);
+}

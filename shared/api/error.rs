@@ -50,6 +50,8 @@ impl From<Error> for ApiError {
         match err {
             Error::EventTooLarge { .. } => Self::PayloadTooLarge(err.to_string()),
             Error::Removed(_) => Self::Forbidden(err.to_string()),
+            Error::Unrelatable(_) => Self::InvalidRequest(err.to_string()),
+            Error::Waiting(_) => Self::Conflict(format!("{err}; try again shortly")),
             Error::Matrix(matrix) => match matrix.rate_limit() {
                 Some(retry_after) => Self::RateLimited { retry_after },
                 None if matrix.is_transient() => Self::unavailable(matrix),

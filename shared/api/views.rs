@@ -1,5 +1,7 @@
 //! The JSON shapes the API answers with (API.md), built from the records.
 
+use std::collections::BTreeMap;
+
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -8,8 +10,8 @@ use crate::ids::{AppUserId, ConversationId};
 use crate::media::MediaInfo;
 use crate::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Format, MatrixFile, MediaId,
-    MediaRecord, Member, Message, MessageId, MessageStatus, MsgType, Origin, Removal, Role, Sender,
-    Visibility,
+    MediaRecord, Member, MentionList, Message, MessageId, MessageStatus, MsgType, Origin,
+    ReactionCount, Removal, Role, Sender, Visibility,
 };
 
 #[derive(Serialize)]
@@ -183,6 +185,8 @@ pub struct MessageView<'a> {
     html: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<MessageId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<MessageId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     attachments: Vec<MediaView<'a>>,
     status: MessageStatus,
@@ -206,9 +210,38 @@ pub struct MessageView<'a> {
     /// A message from Matrix that is not text: `notice`, `emote`, `image`...
     #[serde(skip_serializing_if = "Option::is_none")]
     msgtype: Option<MsgType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mentions: Option<MentionList>,
+    /// By key: how many reacted, and whether the reader did.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    reactions: BTreeMap<&'a str, ReactionView>,
+}
+
+/// The reactions to a message with one key.
+#[derive(Serialize)]
+pub struct ReactionView {
+    count: u32,
+    me: bool,
 }
 
 impl<'a> MessageView<'a> {
+    /// The reactions to the message (none to a deleted one: deleting a
+    /// message drops its reactions).
+    pub fn with_reactions(mut self, counts: impl Iterator<Item = &'a ReactionCount>) -> Self {
+        if self.status != MessageStatus::Deleted {
+            self.reactions = counts
+                .map(|count| {
+                    let view = ReactionView {
+                        count: count.count,
+                        me: count.me,
+                    };
+                    (count.key.as_str(), view)
+                })
+                .collect();
+        }
+        self
+    }
+
     /// Fills in the sender's display name where the message has none.
     pub fn with_sender_name(mut self, name: Option<&'a str>) -> Self {
         self.sender.display_name = self.sender.display_name.or(name);
@@ -226,6 +259,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             format: message.format,
             html: message.html.as_deref(),
             reply_to: message.reply_to,
+            thread_id: message.thread_id,
             // Its file: uploaded through the API, or sent from Matrix.
             attachments: message
                 .attachments
@@ -241,6 +275,8 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             deleted_at: message.deleted_at,
             failure: message.failure.as_deref(),
             msgtype: message.msgtype,
+            mentions: message.mentions.as_ref().map(MentionList::from),
+            reactions: BTreeMap::new(),
         }
     }
 }

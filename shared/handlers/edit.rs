@@ -114,7 +114,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> EditService<S, M, Q> {
                 Some(event_id) => {
                     replacement(event_id, own_content(&edited), &edited.id, edited.changes)?
                 }
-                None => event_content(&edited, None)?,
+                None => event_content(&edited, &Default::default())?,
             };
             let outcome = if read.status == MessageStatus::Pending {
                 // Not in Matrix yet: what will be sent is the new text.

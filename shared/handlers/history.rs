@@ -2,7 +2,10 @@
 //! sent through the API and those that arrived from Matrix alike.
 //!
 //! Each request is two reads at once: the conversation with its members
-//! (who may see it, and the senders' display names) and the messages.
+//! (who may see it, and the senders' display names) and the messages (for
+//! one thread, `?thread_id=`, its root's record at the same time); then
+//! the page's reaction counts and the reader's own reactions, two queries
+//! at once, whatever the page's size.
 
 use std::collections::HashMap;
 
@@ -15,7 +18,7 @@ use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{ConversationId, PuppetNamer};
 use crate::metrics::Metrics;
-use crate::model::{Conversation, Member, Message, MessageId};
+use crate::model::{Conversation, Member, Message, MessageId, Page, ReactionCount};
 use crate::ports::{InitError, Ports};
 use crate::store::Store;
 
@@ -58,11 +61,12 @@ struct PageView<'a> {
     next: Option<MessageId>,
 }
 
-/// Display names of a conversation's members, by Matrix ID.
-struct Names(HashMap<OwnedUserId, String>);
+/// Display names of a conversation's members, by Matrix ID, and the
+/// reader's puppet (none for a service token reading as itself).
+struct Names(HashMap<OwnedUserId, String>, Option<OwnedUserId>);
 
 impl Names {
-    fn of(members: Vec<Member>) -> Self {
+    fn of(members: Vec<Member>, reader: Option<OwnedUserId>) -> Self {
         Self(
             members
                 .into_iter()
@@ -72,17 +76,27 @@ impl Names {
                         .map(|name| (member.matrix_user_id, name))
                 })
                 .collect(),
+            reader,
         )
     }
 
-    fn view<'a>(&'a self, message: &'a Message) -> MessageView<'a> {
+    fn view<'a>(&'a self, message: &'a Message, reactions: &'a Reactions) -> MessageView<'a> {
         let name = self
             .0
             .get(&message.sender.matrix_user_id)
             .map(String::as_str);
-        MessageView::from(message).with_sender_name(name)
+        let counts = reactions
+            .iter()
+            .filter(|(id, _)| *id == message.id)
+            .map(|(_, count)| count);
+        MessageView::from(message)
+            .with_sender_name(name)
+            .with_reactions(counts)
     }
 }
+
+/// The reaction counts of a page's messages.
+type Reactions = Vec<(MessageId, ReactionCount)>;
 
 impl<S: Store> History<S> {
     pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
@@ -107,13 +121,36 @@ impl<S: Store> History<S> {
     ) -> Result<Names, ApiError> {
         let not_found = || ApiError::NotFound(format!("conversation '{id}' not found"));
         let (_, members) = found.ok_or_else(not_found)?;
-        if let Some(reader) = request.caller.reader(request.query("as_user")?)? {
-            let reader = self.namer.user_id(&reader);
-            if !members.iter().any(|member| member.matrix_user_id == reader) {
-                return Err(not_found());
+        let reader = match request.caller.reader(request.query("as_user")?)? {
+            Some(reader) => {
+                let reader = self.namer.user_id(&reader);
+                if !members.iter().any(|member| member.matrix_user_id == reader) {
+                    return Err(not_found());
+                }
+                Some(reader)
             }
-        }
-        Ok(Names::of(members))
+            None => None,
+        };
+        Ok(Names::of(members, reader))
+    }
+
+    /// The reactions to the messages of `messages` (one range of ids).
+    async fn reactions(
+        &self,
+        id: &ConversationId,
+        names: &Names,
+        messages: &[Message],
+    ) -> Result<Reactions, ApiError> {
+        let (Some(first), Some(last)) = (
+            messages.iter().map(|m| m.id).min(),
+            messages.iter().map(|m| m.id).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .reaction_counts(id, first, last, names.1.as_deref())
+            .await?)
     }
 
     async fn list(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
@@ -125,14 +162,36 @@ impl<S: Store> History<S> {
             )));
         }
         let before = request.query::<MessageId>("before")?;
-        let (found, page) = tokio::join!(
-            self.store.conversation_with_members(&id),
-            self.store.messages(&id, limit, before)
-        );
+        let thread = request.query::<MessageId>("thread_id")?;
+        let page = async {
+            match thread {
+                // The thread's root must be a message of the conversation.
+                Some(root) => {
+                    let (found, page) = tokio::join!(
+                        self.store.message(&id, root),
+                        self.store.thread(&id, root, limit, before)
+                    );
+                    Ok(found?.map(|_| page).transpose()?)
+                }
+                None => self.store.messages(&id, limit, before).await.map(Some),
+            }
+        };
+        let (found, page) = tokio::join!(self.store.conversation_with_members(&id), page);
         let names = self.visible(&request, &id, found?)?;
-        let page = page?;
+        let page: Option<Page> = page.map_err(ApiError::from)?;
+        let page = page.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "thread_id: no message '{}' in conversation '{id}'",
+                thread.map(|t| t.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let reactions = self.reactions(&id, &names, &page.messages).await?;
         let view = PageView {
-            messages: page.messages.iter().map(|m| names.view(m)).collect(),
+            messages: page
+                .messages
+                .iter()
+                .map(|m| names.view(m, &reactions))
+                .collect(),
             next: page.next,
         };
         api::json(200, &view)
@@ -148,6 +207,9 @@ impl<S: Store> History<S> {
         let names = self.visible(&request, &id, found?)?;
         let message = message?
             .ok_or_else(|| ApiError::NotFound(format!("message '{message_id}' not found")))?;
-        api::json(200, &names.view(&message))
+        let reactions = self
+            .reactions(&id, &names, std::slice::from_ref(&message))
+            .await?;
+        api::json(200, &names.view(&message, &reactions))
     }
 }

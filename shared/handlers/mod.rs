@@ -14,9 +14,11 @@ pub mod delete;
 pub mod edit;
 pub mod history;
 pub mod media;
+mod mentions;
 pub mod outbound;
 pub mod provision;
 mod puppets;
+pub mod react;
 pub mod retry;
 pub mod send;
 pub mod sweeper;
@@ -31,12 +33,13 @@ use crate::ports::Ports;
 /// `bridge-dev`, the tests and the build scripts read. Each also has a
 /// binary in `functions/`, a `[[bin]]` in `Cargo.toml` and a resource in
 /// `template.yaml` (a test checks they agree).
-pub fn registry<P: Ports>() -> [Function<P>; 10] {
+pub fn registry<P: Ports>() -> [Function<P>; 11] {
     [
         provision::function(),
         send::function(),
         edit::function(),
         delete::function(),
+        react::function(),
         history::function(),
         retry::function(),
         media::function(),

@@ -31,6 +31,7 @@ use time::OffsetDateTime;
 use super::changes::{send_change, settle_change};
 use super::outbound::{reconcile, send_as_sender, stored_content};
 use super::provision::sync;
+use super::react;
 use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
@@ -187,6 +188,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             Operation::Send => self.try_send(&job, attempt).await,
             Operation::Change => self.try_change(&job, attempt).await,
             Operation::Sync => self.try_sync(&job, attempt).await,
+            Operation::React | Operation::Unreact => self.try_reaction(&job).await,
         };
         outcome.unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
     }
@@ -248,11 +250,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             {
                 return Ok(Outcome::Done);
             }
-            let room_id = self
-                .store
-                .conversation(&job.conversation_id)
-                .await?
-                .and_then(|c| c.room_id);
+            let room_id = self.room_of(job).await?;
             let mut message = message;
             let kind = message.pending_change.as_ref().map(|change| &change.kind);
             let edit = matches!(kind, Some(ChangeKind::Edit));
@@ -373,11 +371,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 _ => Ok(Outcome::Done),
             };
         }
-        let room_id = self
-            .store
-            .conversation(&job.conversation_id)
-            .await?
-            .and_then(|c| c.room_id);
+        let room_id = self.room_of(job).await?;
         let Some(room_id) = room_id else {
             self.settle_failed(&message, "the conversation has no room")
                 .await?;
@@ -446,6 +440,82 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
 }
 
 impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
+    /// The room of a job's conversation, if it has one.
+    async fn room_of(&self, job: &RetryJob) -> Result<Option<ruma::OwnedRoomId>, StoreError> {
+        Ok(self
+            .store
+            .conversation(&job.conversation_id)
+            .await?
+            .and_then(|c| c.room_id))
+    }
+
+    /// Sends a reaction still recorded without its event (`React`), or
+    /// takes a removed one out of Matrix (`Unreact`). A reaction refused
+    /// for good is dropped (logged): a reaction is no message to fail.
+    async fn try_reaction(&self, job: &RetryJob) -> Result<Outcome, StoreError> {
+        let Some(reaction) = &job.reaction else {
+            tracing::error!(message_id = %job.message_id, "a reaction job without its reaction");
+            return Ok(Outcome::Done);
+        };
+        let room_id = self.room_of(job).await?;
+        let message = self
+            .store
+            .message(&job.conversation_id, job.message_id)
+            .await?;
+        let (Some(room_id), Some(target)) = (room_id, message.and_then(|m| m.event_id)) else {
+            return Ok(Outcome::Done);
+        };
+        let delivered = match job.operation {
+            Operation::Unreact => {
+                react::deliver::take_out(&self.matrix, &room_id, Some(&target), reaction).await
+            }
+            _ => {
+                let current = self
+                    .store
+                    .reaction(
+                        &reaction.conversation_id,
+                        reaction.message_id,
+                        &reaction.sender.matrix_user_id,
+                        &reaction.key,
+                    )
+                    .await?;
+                match current {
+                    Some(current) if current.id == reaction.id && current.event_id.is_none() => {
+                        react::deliver::send(
+                            (&self.store, &self.matrix),
+                            &room_id,
+                            &target,
+                            &current,
+                        )
+                        .await
+                    }
+                    // Sent already, or removed (its removal takes it out).
+                    _ => return Ok(Outcome::Done),
+                }
+            }
+        };
+        match delivered {
+            Ok(()) => {
+                self.metrics.count(Counter::ReactionsSent);
+                Ok(Outcome::Done)
+            }
+            Err(Error::Store(err)) => Err(err),
+            Err(err) if err.is_transient() && !self.expired(Some(reaction.created_at)) => {
+                Ok(Outcome::Later(err.to_string(), retry_after(&err)))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, reaction = %reaction.id, "a reaction was not delivered; dropped");
+                if job.operation == Operation::React {
+                    match self.store.remove_reaction(reaction).await {
+                        Ok(()) | Err(StoreError::Rejected) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
     /// Fails a pending send for good; a message deleted meanwhile ends its
     /// cancel instead, one edited meanwhile fails as it is now.
     async fn settle_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {

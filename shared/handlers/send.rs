@@ -18,8 +18,12 @@ use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::cache::Settled;
 use super::changes::{deliver_direct, queue_change};
-use super::outbound::{event_content, join_room, reconcile, send_as_sender, stored_content};
+use super::mentions::{self, Mentioner, MentionsInput};
+use super::outbound::{
+    event_content, join_room, reconcile, related, related_messages, send_as_sender, stored_content,
+};
 use super::text;
+use crate::api::caller::Caller;
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
 use crate::error::Error;
@@ -28,7 +32,7 @@ use crate::ids::{AppUserId, ConversationId, PuppetNamer};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
 use crate::model::{
-    Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus, Origin,
+    Delivery, Format, IdempotencyRecord, Message, MessageId, MessageStatus, MsgType, Origin,
     Sender as MessageSender,
 };
 use crate::ports::{InitError, Ports};
@@ -61,9 +65,63 @@ struct SendMessage {
     #[serde(default)]
     format: Format,
     reply_to: Option<MessageId>,
+    /// The root of the thread to send it in.
+    thread_id: Option<MessageId>,
     #[serde(default)]
     attachments: Vec<AttachmentRef>,
     as_user: Option<AppUserId>,
+    #[serde(default)]
+    msgtype: SendType,
+    /// Whom it mentions.
+    mentions: Option<MentionsInput>,
+}
+
+/// What a send asks for: a text from a member, or a notice from the
+/// bridge's bot (a service token's system message).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SendType {
+    #[default]
+    Text,
+    Notice,
+}
+
+/// Who a send acts as: the user whose puppet sends it (the caller, or a
+/// service token's `as_user`), or for a notice the service caller itself,
+/// the bot sending it. `403` for a notice from a user, or a service token
+/// acting `as_user`.
+fn acting_user(caller: &Caller, input: &SendMessage) -> Result<AppUserId, ApiError> {
+    match input.msgtype {
+        SendType::Text => caller.acting_user(input.as_user.clone()),
+        SendType::Notice if !caller.admin => Err(ApiError::Forbidden(
+            "only a service token may send notices".into(),
+        )),
+        SendType::Notice if input.as_user.is_some() => Err(ApiError::Forbidden(
+            "a notice comes from the bridge's bot, not a user: leave out 'as_user'".into(),
+        )),
+        SendType::Notice if !input.attachments.is_empty() => Err(ApiError::InvalidRequest(
+            "a notice carries no attachments".into(),
+        )),
+        SendType::Notice => Ok(caller.user_id.clone()),
+    }
+}
+
+/// `400` unless `root` may start a thread: a message that is not itself in
+/// a thread, and that reached Matrix or is on its way there.
+fn check_root(root: &Message) -> Result<(), ApiError> {
+    if let Some(thread) = root.thread_id {
+        return Err(ApiError::InvalidRequest(format!(
+            "thread_id: message '{}' is itself in the thread of '{thread}'; use that root",
+            root.id
+        )));
+    }
+    if root.status == MessageStatus::Failed {
+        return Err(ApiError::InvalidRequest(format!(
+            "thread_id: message '{}' never reached Matrix",
+            root.id
+        )));
+    }
+    Ok(())
 }
 
 /// The send function's state, built once per container.
@@ -126,29 +184,62 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
     async fn send(&self, request: ApiRequest) -> Result<Response<Body>, ApiError> {
         let conversation_id = request.conversation_id()?;
         let input: SendMessage = request.json()?;
-        let user = request.caller.acting_user(input.as_user.clone())?;
+        let user = acting_user(&request.caller, &input)?;
+        let notice = input.msgtype == SendType::Notice;
         let idempotency_key = request.idempotency_key()?;
         let body_hash = request.body_hash();
         let html = text::checked(&input.body, input.format, !input.attachments.is_empty())?;
 
         let room_id = self.room_of(&conversation_id).await?;
-        let sender_id = self.namer.user_id(&user);
-        let reply_event = match input.reply_to {
-            Some(reply_to) => match self.store.message(&conversation_id, reply_to).await? {
-                Some(target) => target.event_id,
-                None => {
-                    // Say "no such message" only to someone who may know.
-                    let member = self.store.member(&conversation_id, &sender_id).await?;
-                    if member.is_none() {
-                        return Err(request.caller.not_a_member(&user, &conversation_id));
-                    }
-                    return Err(ApiError::InvalidRequest(format!(
-                        "reply_to: no message '{reply_to}' in this conversation"
-                    )));
-                }
-            },
-            None => None,
+        let sender_id = if notice {
+            self.matrix.bot().to_owned()
+        } else {
+            self.namer.user_id(&user)
         };
+        let mentioner = Mentioner {
+            conversation: &conversation_id,
+            caller: &request.caller,
+            user: &user,
+            sender: &sender_id,
+            notice,
+        };
+        let mentions = mentions::resolve(
+            &self.store,
+            &self.namer,
+            &mentioner,
+            input.mentions.as_ref(),
+        )
+        .await?;
+        let html = match &mentions {
+            Some(resolved) => resolved.with_pills(&input.body, html),
+            None => html,
+        };
+        let (reply_target, root) = related_messages(
+            &self.store,
+            &conversation_id,
+            input.reply_to,
+            input.thread_id,
+        )
+        .await?;
+        let missing = match (input.reply_to, &reply_target, input.thread_id, &root) {
+            (Some(id), None, _, _) => Some(("reply_to", id)),
+            (_, _, Some(id), None) => Some(("thread_id", id)),
+            _ => None,
+        };
+        if let Some((field, id)) = missing {
+            // Say "no such message" only to someone who may know (a
+            // notice's service token sees every conversation).
+            let member = self.store.member(&conversation_id, &sender_id).await?;
+            if member.is_none() && !notice {
+                return Err(request.caller.not_a_member(&user, &conversation_id));
+            }
+            return Err(ApiError::InvalidRequest(format!(
+                "{field}: no message '{id}' in this conversation"
+            )));
+        }
+        if let Some(root) = &root {
+            check_root(root)?;
+        }
         let attachments = attachments::resolve(
             &self.store,
             &request,
@@ -162,7 +253,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             id: MessageId::new(),
             conversation_id: conversation_id.clone(),
             sender: MessageSender {
-                user_id: Some(user.clone()),
+                user_id: (!notice).then(|| user.clone()),
                 matrix_user_id: sender_id.clone(),
                 display_name: None,
             },
@@ -170,6 +261,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             format: input.format,
             html,
             reply_to: input.reply_to,
+            thread_id: input.thread_id,
             attachments,
             status: MessageStatus::Pending,
             delivery: Delivery::Direct,
@@ -182,10 +274,21 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             changes: 0,
             pending_change: None,
             revision: 0,
-            msgtype: None,
+            msgtype: notice.then_some(MsgType::Notice),
             file: None,
+            mentions: mentions.map(|resolved| resolved.mentions),
         };
-        let content = event_content(&message, reply_event.as_deref())?;
+        // A root still on its way: the message waits behind it in the
+        // outbox, and the retry function sends it once the root is in Matrix.
+        let content =
+            match related(&self.store, &message, reply_target.as_ref(), root.as_ref()).await {
+                Ok(related) => Some(event_content(&message, &related)?),
+                Err(Error::Waiting(_)) => {
+                    message.delivery = Delivery::Queued;
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            };
         let idempotency = idempotency_key.map(|key| IdempotencyRecord {
             scope: IdempotencyRecord::scope(&user, &conversation_id, &key),
             body_hash,
@@ -221,7 +324,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                     idempotency.as_ref().map(|r| r.scope.as_str()),
                 )
                 .await?;
-            match self.diagnose(&request, &user, &conversation_id, &context)? {
+            match self.diagnose(&request, &user, &conversation_id, &context, notice)? {
                 Refusal::Replay(record) => return self.replay(record, &idempotency).await,
                 Refusal::JoinFirst => match join_room(&self.matrix, &room_id, &sender_id).await {
                     Ok(()) => self.store.mark_joined(&conversation_id, &sender_id).await?,
@@ -239,9 +342,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             }
         }
 
-        match message.delivery {
-            Delivery::Queued => self.queued(&message).await,
-            Delivery::Direct => self.deliver(message, &room_id, &content).await,
+        match (message.delivery, content) {
+            (Delivery::Direct, Some(content)) => self.deliver(message, &room_id, &content).await,
+            _ => self.queued(&message).await,
         }
     }
 
@@ -266,6 +369,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
         user: &AppUserId,
         id: &ConversationId,
         context: &SendContext,
+        notice: bool,
     ) -> Result<Refusal, ApiError> {
         if let Some(record) = &context.idempotency {
             return Ok(Refusal::Replay(record.clone()));
@@ -274,6 +378,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             .conversation
             .as_ref()
             .ok_or_else(|| ApiError::NotFound(format!("conversation '{id}' not found")))?;
+        // The bot created the room and is in it: a notice needs no member.
+        if notice {
+            ensure_active(conversation)?;
+            return Ok(if conversation.outbox > 0 {
+                Refusal::QueueBehind
+            } else {
+                Refusal::TryAgain
+            });
+        }
         let Some(member) = &context.member else {
             return Err(request.caller.not_a_member(user, id));
         };

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::ids::ConversationId;
-use crate::model::{Format, MatrixFile, MessageId, MsgType, Sender};
+use crate::model::{Format, MatrixFile, MentionList, MessageId, MsgType, Sender};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +18,10 @@ pub enum EventKind {
     MessageEdited,
     #[serde(rename = "message.deleted")]
     MessageDeleted,
+    #[serde(rename = "reaction.added")]
+    ReactionAdded,
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved,
     #[serde(rename = "member.joined")]
     MemberJoined,
     #[serde(rename = "member.left")]
@@ -35,6 +39,8 @@ impl EventKind {
             Self::MessageCreated => "message.created",
             Self::MessageEdited => "message.edited",
             Self::MessageDeleted => "message.deleted",
+            Self::ReactionAdded => "reaction.added",
+            Self::ReactionRemoved => "reaction.removed",
             Self::MemberJoined => "member.joined",
             Self::MemberLeft => "member.left",
             Self::Typing => "typing",
@@ -80,6 +86,15 @@ pub struct InboundEvent {
     pub attachments: Vec<MatrixFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// The root of the thread the message is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
+    /// Whom the message mentions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<MentionList>,
+    /// A reaction's key (an emoji, or a short text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Why: a redaction's or a membership change's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -129,6 +144,9 @@ impl InboundEvent {
             msgtype: None,
             attachments: Vec::new(),
             reply_to: None,
+            thread_id: None,
+            mentions: None,
+            key: None,
             reason: None,
             membership: None,
             actor: None,

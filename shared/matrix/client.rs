@@ -35,6 +35,8 @@ use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
     OutgoingRequestAppserviceExt, SupportedVersions,
 };
+use ruma::events::reaction::ReactionEventContent;
+use ruma::events::relation::Annotation;
 use ruma::events::room::avatar::RoomAvatarEventContent;
 use ruma::events::room::member::MembershipState;
 use ruma::events::space::child::SpaceChildEventContent;
@@ -411,6 +413,21 @@ impl Matrix for AppserviceClient {
             MessageLikeEventType::RoomMessage,
             Raw::from_json(content),
         );
+        Ok(self.call(request, Some(sender)).await?.event_id)
+    }
+
+    async fn send_reaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        target: &EventId,
+        key: &str,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let content = ReactionEventContent::new(Annotation::new(target.to_owned(), key.to_owned()));
+        let request =
+            send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), &content)
+                .map_err(|err| MatrixError::Protocol(err.to_string()))?;
         Ok(self.call(request, Some(sender)).await?.event_id)
     }
 

@@ -29,6 +29,14 @@ pub fn text_message(body: &str, html: Option<&str>) -> RoomMessageEventContent {
     }
 }
 
+/// A notice's content (`m.notice`, what bots send), without relations.
+pub fn notice_message(body: &str, html: Option<&str>) -> RoomMessageEventContent {
+    match html {
+        Some(html) => RoomMessageEventContent::notice_html(body, html),
+        None => RoomMessageEventContent::notice_plain(body),
+    }
+}
+
 /// The content of an edit of `original` (a spec `m.replace`): the new text
 /// in `m.new_content`, and a `* `-prefixed fallback for clients that do not
 /// know edits. It carries the id of the message it edits: an edit is about
@@ -46,14 +54,18 @@ pub fn edit_content(
 
 /// The content of edit number `edit` of `original` whose new content is
 /// `new` (a text, or a file with a new caption). The number, under
-/// [`super::EDIT_KEY`], lets a retry find this very edit.
+/// [`super::EDIT_KEY`], lets a retry find this very edit. An edit keeps the
+/// message's mentions: `m.new_content` carries them, and the edit's own
+/// `m.mentions` is empty, so nobody is notified again
+/// (<https://spec.matrix.org/v1.16/client-server-api/#editing-events-with-mentions>).
 pub fn replacement(
     original: &EventId,
     new: RoomMessageEventContent,
     message_id: &MessageId,
     edit: u32,
 ) -> Result<serde_json::Value, Error> {
-    let content = new.make_replacement(ReplacementMetadata::new(original.to_owned(), None));
+    let before = new.mentions.clone();
+    let content = new.make_replacement(ReplacementMetadata::new(original.to_owned(), before));
     tagged_event(&content, message_id, Some(edit))
 }
 

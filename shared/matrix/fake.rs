@@ -38,6 +38,14 @@ pub enum Call {
         txn_id: String,
         content: serde_json::Value,
     },
+    /// An `m.reaction`: `target` annotated with `key`.
+    React {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        txn_id: String,
+        target: OwnedEventId,
+        key: String,
+    },
     Redact {
         room: OwnedRoomId,
         sender: OwnedUserId,
@@ -88,6 +96,7 @@ pub enum Call {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     Send,
+    React,
     Join,
     Redact,
     Upload,
@@ -593,6 +602,47 @@ impl Matrix for FakeMatrix {
                 redacted_by: None,
                 at: time::OffsetDateTime::now_utc(),
             });
+            Ok(event_id)
+        })
+    }
+
+    async fn send_reaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        target: &EventId,
+        key: &str,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::React {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            txn_id: txn_id.to_owned(),
+            target: target.to_owned(),
+            key: key.to_owned(),
+        });
+        let failure = state.next_failure(Op::React);
+        answer(failure, || {
+            state.require_joined(room, sender)?;
+            let event_id = event_id(format!("${txn_id}"))?;
+            // The same transaction id is the same event.
+            if !state
+                .timeline
+                .iter()
+                .any(|event| event.event_id == event_id)
+            {
+                state.timeline.push(Event {
+                    room: room.to_owned(),
+                    sender: sender.to_owned(),
+                    content: serde_json::json!({"m.relates_to": {
+                        "rel_type": "m.annotation", "event_id": target, "key": key,
+                    }}),
+                    event_id: event_id.clone(),
+                    redacted_by: None,
+                    at: time::OffsetDateTime::now_utc(),
+                });
+            }
             Ok(event_id)
         })
     }

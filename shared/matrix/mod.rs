@@ -8,6 +8,7 @@ mod client;
 pub mod content;
 mod error;
 pub mod fake;
+pub mod pills;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -194,6 +195,19 @@ pub trait Matrix: Send + Sync {
         sender: &UserId,
         txn_id: &str,
         content: &serde_json::Value,
+    ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
+
+    /// Sends an `m.reaction` (an annotation of `target` with `key`) as
+    /// `sender` with a transaction id, so the same call repeated does not
+    /// react twice.
+    /// <https://spec.matrix.org/v1.16/client-server-api/#mreaction>
+    fn send_reaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn_id: &str,
+        target: &EventId,
+        key: &str,
     ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
 
     /// Redacts `event_id` as `sender` (a puppet, or [`Matrix::bot`]):

@@ -22,6 +22,21 @@ const MEDIA: &str = "MEDIA#";
 /// outside the ranges that read members and messages.
 const SYNC: &str = "SYNC#";
 const TRANSACTION: &str = "TXN#";
+/// A message's place in a thread, in its conversation's partition:
+/// `THREAD#{root}#{message}` sorts after every `MSG#…`, so no range of
+/// messages holds it, and a thread is one range.
+const THREAD: &str = "THREAD#";
+/// A user's reaction, in its conversation's partition:
+/// `REACTED#{user}#{message}#{key}`, so the reactions of one reader to a
+/// page of messages are one range. After `MSG#…` and the members: in no
+/// range of theirs.
+const REACTED: &str = "REACTED#";
+/// How many reacted to a message with a key, in its conversation's
+/// partition: `REACTIONS#{message}#{key}`, so a page's counts are one range.
+const REACTIONS: &str = "REACTIONS#";
+/// The sort key of the event -> reaction lookup, in the event's partition
+/// (beside the event -> message lookup's [`META`]).
+const REACTION: &str = "REACTION";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
 const META: &str = "META";
@@ -111,6 +126,60 @@ pub fn event(event_id: &EventId) -> Key {
     Key::new(format!("{EVENT}{event_id}"), META)
 }
 
+/// The event -> reaction lookup.
+pub fn reaction_event(event_id: &EventId) -> Key {
+    Key::new(format!("{EVENT}{event_id}"), REACTION)
+}
+
+/// A reaction key as a sort key part: its bytes in hex, so any text (a
+/// `#` included) is one unambiguous part.
+fn hex(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `user`'s reaction to `message` with `key`.
+pub fn reaction(id: &ConversationId, user: &UserId, message: MessageId, key: &str) -> Key {
+    Key::new(
+        conversation_pk(id),
+        format!("{REACTED}{user}#{message}#{}", hex(key)),
+    )
+}
+
+/// How many reacted to `message` with `key`.
+pub fn reaction_count(id: &ConversationId, message: MessageId, key: &str) -> Key {
+    Key::new(
+        conversation_pk(id),
+        format!("{REACTIONS}{message}#{}", hex(key)),
+    )
+}
+
+/// `user`'s reactions to the messages from `first` to `last`.
+pub fn reactions_of(
+    id: &ConversationId,
+    user: &UserId,
+    first: MessageId,
+    last: MessageId,
+) -> KeyRange {
+    KeyRange {
+        pk: conversation_pk(id),
+        sk: SortKeys::Between(
+            format!("{REACTED}{user}#{first}#"),
+            format!("{REACTED}{user}#{last}#~"),
+        ),
+    }
+}
+
+/// The reaction counts of the messages from `first` to `last`.
+pub fn reaction_counts(id: &ConversationId, first: MessageId, last: MessageId) -> KeyRange {
+    KeyRange {
+        pk: conversation_pk(id),
+        sk: SortKeys::Between(
+            format!("{REACTIONS}{first}#"),
+            format!("{REACTIONS}{last}#~"),
+        ),
+    }
+}
+
 pub fn puppet(user: &AppUserId) -> Key {
     Key::new(format!("{USER}{user}"), PUPPET)
 }
@@ -156,6 +225,25 @@ pub fn messages(id: &ConversationId, before: Option<MessageId>) -> KeyRange {
     }
 }
 
+/// A message's link in the thread of `root`.
+pub fn thread_link(id: &ConversationId, root: MessageId, message: MessageId) -> Key {
+    Key::new(conversation_pk(id), format!("{THREAD}{root}#{message}"))
+}
+
+/// The links of the thread of `root`, or with `before`, those up to it
+/// (included, as for [`messages`]).
+pub fn thread(id: &ConversationId, root: MessageId, before: Option<MessageId>) -> KeyRange {
+    let prefix = format!("{THREAD}{root}#");
+    let sk = match before {
+        Some(before) => SortKeys::Between(prefix.clone(), format!("{prefix}{before}")),
+        None => SortKeys::Prefix(prefix),
+    };
+    KeyRange {
+        pk: conversation_pk(id),
+        sk,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +266,59 @@ mod tests {
         for sync in [sync(&id, &subject).sk, sync(&id, &SyncSubject::Room).sk] {
             assert!(to < sync && !sync.starts_with(MESSAGE), "{sync}");
         }
+    }
+
+    #[test]
+    fn thread_links_are_in_no_range_of_messages_and_one_range_per_thread() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let (root, other) = (MessageId::new(), MessageId::new());
+        let link = thread_link(&id, root, MessageId::new()).sk;
+        let SortKeys::Prefix(prefix) = messages(&id, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(!link.starts_with(&prefix));
+        let SortKeys::Between(_, to) = messages(&id, Some(MessageId::new())).sk else {
+            panic!("a range")
+        };
+        assert!(to < link);
+        let SortKeys::Prefix(thread) = thread(&id, root, None).sk else {
+            panic!("a prefix")
+        };
+        assert!(link.starts_with(&thread));
+        assert!(
+            !thread_link(&id, other, MessageId::new())
+                .sk
+                .starts_with(&thread)
+        );
+    }
+
+    #[test]
+    fn reactions_are_in_no_range_of_members_or_messages_and_one_range_per_page() {
+        let id = ConversationId::parse("c-1").unwrap();
+        let user = ruma::user_id!("@app_zz:localhost");
+        let (first, inside, last) = (MessageId::new(), MessageId::new(), MessageId::new());
+        let mine = reaction(&id, user, inside, "#👍").sk;
+        let count = reaction_count(&id, inside, "#👍").sk;
+        let SortKeys::Between(_, members_end) = members_and_conversation(&id).sk else {
+            panic!("a range")
+        };
+        for sk in [&mine, &count] {
+            assert!(
+                sk.as_str() > members_end.as_str() && !sk.starts_with(MESSAGE),
+                "{sk}"
+            );
+        }
+        let within = |range: KeyRange, sk: &str| match range.sk {
+            SortKeys::Between(from, to) => from.as_str() <= sk && sk <= to.as_str(),
+            SortKeys::Prefix(prefix) => sk.starts_with(&prefix),
+        };
+        assert!(within(reactions_of(&id, user, first, last), &mine));
+        assert!(within(reaction_counts(&id, first, last), &count));
+        assert!(!within(reactions_of(&id, user, first, first), &mine));
+        assert!(!within(reaction_counts(&id, last, last), &count));
+        let other = ruma::user_id!("@app_zy:localhost");
+        assert!(!within(reactions_of(&id, other, first, last), &mine));
+        assert!(!within(reaction_counts(&id, first, last), &mine));
     }
 
     #[test]

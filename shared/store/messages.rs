@@ -127,6 +127,16 @@ pub trait MessageStore: Send + Sync {
         before: Option<MessageId>,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
+    /// Up to `limit` messages of the thread of `root` (not the root
+    /// itself) older than `before` (all, without it), newest first.
+    fn thread(
+        &self,
+        id: &ConversationId,
+        root: MessageId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
     /// The message an event delivered.
     fn message_by_event(
         &self,

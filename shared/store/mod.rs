@@ -7,6 +7,7 @@
 //!   (idempotency records included: they have no trait of their own, see
 //!   [`MessageStore`]);
 //! - [`MediaStore`]: files uploaded into a conversation, for attachments;
+//! - [`ReactionStore`]: users' reactions to messages, and their counts;
 //! - [`SyncStore`]: changes of conversations and members on their way to
 //!   Matrix, through the same outbox;
 //! - [`TransactionStore`]: the appservice transactions the homeserver
@@ -31,6 +32,7 @@ mod media;
 mod members;
 mod memory;
 mod messages;
+mod reactions;
 mod syncs;
 mod transactions;
 
@@ -41,13 +43,14 @@ pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
+pub use reactions::ReactionStore;
 pub use syncs::{MemberWrite, SyncContext, SyncStore};
 pub use transactions::{MemberChange, TransactionContext, TransactionStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        ConversationStore, MediaStore, MemberStore, MessageStore, Store, SyncStore,
+        ConversationStore, MediaStore, MemberStore, MessageStore, ReactionStore, Store, SyncStore,
         TransactionStore,
     };
 }
@@ -70,11 +73,23 @@ pub enum StoreError {
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
 pub trait Store:
-    ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
+    ConversationStore
+    + MemberStore
+    + MessageStore
+    + MediaStore
+    + ReactionStore
+    + SyncStore
+    + TransactionStore
 {
 }
 
 impl<T> Store for T where
-    T: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
+    T: ConversationStore
+        + MemberStore
+        + MessageStore
+        + MediaStore
+        + ReactionStore
+        + SyncStore
+        + TransactionStore
 {
 }

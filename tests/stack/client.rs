@@ -365,8 +365,13 @@ impl MatrixUser {
 impl MatrixUser {
     /// Sends an `m.room.message` with `content`; its event id.
     pub async fn send(&self, room_id: &str, content: Value) -> String {
+        self.send_event(room_id, "m.room.message", content).await
+    }
+
+    /// Sends an event of `event_type` (`m.reaction`...): its id.
+    pub async fn send_event(&self, room_id: &str, event_type: &str, content: Value) -> String {
         let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            "/_matrix/client/v3/rooms/{}/send/{event_type}/{}",
             encode(room_id),
             uuid::Uuid::new_v4().simple()
         );

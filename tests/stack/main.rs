@@ -15,4 +15,5 @@ mod matrix_ops;
 mod media_activity;
 mod provisioning;
 mod round_trips;
+mod threads;
 mod webhook;

@@ -23,7 +23,7 @@ use bridge::function::Handler;
 use bridge::handlers::provision::{self, Provisioning};
 use bridge::handlers::registry;
 use bridge::ports::{InitError, Ports};
-use support_ports::Counted;
+pub use support_ports::Counted;
 
 use crate::client::unique;
 use crate::support::{RoundTrips, counted_dynamo, fresh_table, sdk_config, stack_env, var};
@@ -227,15 +227,28 @@ async fn an_edit_and_a_delete_cost_four_table_round_trips_and_one_matrix_request
 
 /// The sample send event, aimed at `conversation` as `user`.
 pub fn send_event(conversation: &str, user: &str, body: &str) -> lambda_http::Request {
+    send_event_with(conversation, user, false, &json!({ "body": body }))
+}
+
+/// The sample send event, aimed at `conversation` by `user` (with a
+/// service token when `admin`), with this JSON body.
+pub fn send_event_with(
+    conversation: &str,
+    user: &str,
+    admin: bool,
+    body: &Value,
+) -> lambda_http::Request {
     let mut event: Value =
         serde_json::from_str(include_str!("../../events/send-message-plain.json")).unwrap();
     let path = format!("/v1/conversations/{conversation}/messages");
     event["rawPath"] = json!(path);
     event["pathParameters"]["id"] = json!(conversation);
     event["requestContext"]["http"]["path"] = json!(path);
-    event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(user);
+    let claims = &mut event["requestContext"]["authorizer"]["jwt"]["claims"];
+    claims["sub"] = json!(user);
+    claims["scope"] = json!(if admin { "bridge.admin" } else { "bridge.user" });
     event["headers"]["idempotency-key"] = json!(unique("key"));
-    event["body"] = json!(json!({"body": body}).to_string());
+    event["body"] = json!(body.to_string());
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 

@@ -4,6 +4,7 @@
 //! ignores (counted), and what it cannot read (recorded with why). No I/O.
 
 use ruma::api::appservice::event::push_events::v1::EphemeralData;
+use ruma::events::reaction::ReactionEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::RoomMessageEvent;
 use ruma::events::room::redaction::RoomRedactionEvent;
@@ -77,6 +78,12 @@ pub enum Kind {
         head: Head,
         target: OwnedEventId,
         reason: Option<String>,
+    },
+    /// An `m.reaction` of a Matrix user: `target` annotated with `key`.
+    Reacted {
+        head: Head,
+        target: OwnedEventId,
+        key: String,
     },
     /// Our own message came back: it was delivered as `event_id`.
     Echo {
@@ -181,6 +188,24 @@ impl Ours<'_> {
                     },
                     target,
                     reason: redaction.content.reason,
+                }
+            }
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(
+                ReactionEvent::Original(reaction),
+            )) => {
+                // Ours are the puppets' reactions the react function sent.
+                if self.contains(&reaction.sender) {
+                    return Sorted::Ignored("the bridge's own reaction");
+                }
+                let annotation = reaction.content.relates_to;
+                Kind::Reacted {
+                    head: Head {
+                        event_id: reaction.event_id,
+                        sender: reaction.sender,
+                        at: At::of(reaction.origin_server_ts),
+                    },
+                    target: annotation.event_id,
+                    key: annotation.key,
                 }
             }
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_)) => {

@@ -13,7 +13,7 @@ use ruma::events::room::message::{
 use ruma::{OwnedEventId, UInt};
 
 use crate::markdown;
-use crate::model::{MatrixFile, MsgType};
+use crate::model::{MatrixFile, Mentioned, Mentions, MsgType};
 
 /// A message's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct Content {
     /// `None` for text (and kinds the bridge shows as text).
     pub msgtype: Option<MsgType>,
     pub file: Option<MatrixFile>,
+    /// Whom it mentions (`m.mentions`), by Matrix ids only.
+    pub mentions: Option<Mentions>,
 }
 
 /// What an `m.room.message` is.
@@ -32,6 +34,8 @@ pub enum Posted {
     New {
         content: Content,
         reply_to: Option<OwnedEventId>,
+        /// The root event of the thread it is in.
+        thread: Option<OwnedEventId>,
     },
     /// An edit (`m.replace`) of `target`.
     Edit {
@@ -42,6 +46,17 @@ pub enum Posted {
 
 /// Reads a message; `Err` (why) for one the bridge cannot pass on.
 pub fn read(content: RoomMessageEventContent) -> Result<Posted, String> {
+    let mentions = content.mentions.as_ref().map(mentions);
+    let mut posted = read_relation(content)?;
+    if let Posted::New { content, .. } = &mut posted {
+        content.mentions = mentions;
+    }
+    Ok(posted)
+}
+
+/// A message by its relation: new (maybe a reply, maybe in a thread), or
+/// an edit (whose mentions are those of its new content).
+fn read_relation(content: RoomMessageEventContent) -> Result<Posted, String> {
     match content.relates_to {
         Some(Relation::Replacement(replacement)) => Ok(Posted::Edit {
             target: replacement.event_id,
@@ -53,25 +68,52 @@ pub fn read(content: RoomMessageEventContent) -> Result<Posted, String> {
             Ok(Posted::New {
                 content: read,
                 reply_to: Some(reply.in_reply_to.event_id),
+                thread: None,
             })
         }
-        // A thread's reply fallback names the event it answers.
-        Some(Relation::Thread(thread)) => Ok(Posted::New {
-            content: of(content.msgtype)?,
-            reply_to: thread
-                .in_reply_to
-                .filter(|_| !thread.is_falling_back)
-                .map(|reply| reply.event_id),
-        }),
+        // In a thread: a real reply within it names the event it answers;
+        // the fallback (`is_falling_back`) is no reply.
+        Some(Relation::Thread(thread)) => {
+            let mut read = of(content.msgtype)?;
+            if !thread.is_falling_back && thread.in_reply_to.is_some() {
+                read.body = strip_reply_fallback(&read.body);
+            }
+            Ok(Posted::New {
+                content: read,
+                reply_to: thread
+                    .in_reply_to
+                    .filter(|_| !thread.is_falling_back)
+                    .map(|reply| reply.event_id),
+                thread: Some(thread.event_id),
+            })
+        }
         _ => Ok(Posted::New {
             content: of(content.msgtype)?,
             reply_to: None,
+            thread: None,
         }),
     }
 }
 
 fn read_new_content(new: RoomMessageEventContentWithoutRelation) -> Result<Content, String> {
-    of(new.msgtype)
+    let mut content = of(new.msgtype)?;
+    content.mentions = new.mentions.as_ref().map(mentions);
+    Ok(content)
+}
+
+/// `m.mentions`, by Matrix ids.
+fn mentions(mentions: &ruma::events::Mentions) -> Mentions {
+    Mentions {
+        users: mentions
+            .user_ids
+            .iter()
+            .map(|user| Mentioned {
+                matrix_user_id: user.clone(),
+                user_id: None,
+            })
+            .collect(),
+        room: mentions.room,
+    }
 }
 
 /// [`Details`] from a file message's `info` (ruma has a type per kind,
@@ -103,6 +145,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
         body,
         msgtype,
         file: None,
+        mentions: None,
     };
     Ok(match msgtype {
         MessageType::Text(text_content) => text(text_content.body, text_content.formatted, None),
@@ -159,6 +202,7 @@ fn of(msgtype: MessageType) -> Result<Content, String> {
             html: None,
             msgtype: None,
             file: None,
+            mentions: None,
         },
     })
 }
@@ -202,6 +246,7 @@ fn media(
         body,
         msgtype: Some(kind),
         file: Some(file),
+        mentions: None,
     })
 }
 
@@ -250,10 +295,45 @@ mod tests {
                     html: Some("<strong>hi</strong>".into()),
                     msgtype: None,
                     file: None,
+                    mentions: None,
                 },
                 reply_to: None,
+                thread: None,
             })
         );
+    }
+
+    #[test]
+    fn thread_messages_name_their_root_and_a_fallback_is_no_reply() {
+        let in_thread = |falling_back: bool| {
+            parse(json!({
+                "msgtype": "m.text", "body": "me too",
+                "m.relates_to": {
+                    "rel_type": "m.thread", "event_id": "$root",
+                    "is_falling_back": falling_back,
+                    "m.in_reply_to": {"event_id": "$latest"},
+                },
+            }))
+        };
+        let Ok(Posted::New {
+            reply_to, thread, ..
+        }) = in_thread(true)
+        else {
+            panic!("a new message")
+        };
+        assert_eq!(thread.as_deref().map(|e| e.as_str()), Some("$root"));
+        assert_eq!(
+            reply_to, None,
+            "the fallback is for clients without threads"
+        );
+        let Ok(Posted::New {
+            reply_to, thread, ..
+        }) = in_thread(false)
+        else {
+            panic!("a new message")
+        };
+        assert_eq!(thread.as_deref().map(|e| e.as_str()), Some("$root"));
+        assert_eq!(reply_to.as_deref().map(|e| e.as_str()), Some("$latest"));
     }
 
     #[test]
@@ -263,7 +343,10 @@ mod tests {
             "m.relates_to": {"m.in_reply_to": {"event_id": "$orig"}},
         }))
         .unwrap();
-        let Posted::New { content, reply_to } = posted else {
+        let Posted::New {
+            content, reply_to, ..
+        } = posted
+        else {
             panic!("a new message")
         };
         assert_eq!(content.body, "my answer");

@@ -16,8 +16,10 @@ use super::content::{Content, Posted};
 use super::reads::Known;
 use crate::ids::{ConversationId, PuppetNamer};
 use crate::inbound::{EventKind, InboundEvent, Membership};
+use crate::model::MentionList;
 use crate::model::{
-    Delivery, Format, Member, Message, MessageId, MessageStatus, Origin, Removal, Role, Sender,
+    Delivery, Format, Member, Mentioned, Mentions, Message, MessageId, MessageStatus, Origin,
+    Reaction, Removal, Role, Sender,
 };
 use crate::store::MemberChange;
 
@@ -36,6 +38,7 @@ impl MessageChange {
         match self {
             Self::Edit { content, at } => {
                 message.body.clone_from(&content.body);
+                message.mentions.clone_from(&content.mentions);
                 message.html.clone_from(&content.html);
                 message.msgtype = content.msgtype;
                 message.file.clone_from(&content.file);
@@ -67,6 +70,10 @@ pub struct Effects {
     /// Pending messages of ours that were delivered as these events.
     pub echoes: Vec<(Message, OwnedEventId)>,
     pub members: Vec<MemberChange>,
+    /// Reactions of Matrix users to record, then those to take back (in
+    /// that order: one may be both).
+    pub reactions_added: Vec<Reaction>,
+    pub reactions_removed: Vec<Reaction>,
     /// What to publish, with the index of the event it comes from.
     pub events: Vec<(u32, InboundEvent)>,
     /// Events that changed nothing (an edit of a message the bridge does
@@ -84,7 +91,9 @@ impl Effects {
         !(self.new_messages.is_empty()
             && self.updates.is_empty()
             && self.echoes.is_empty()
-            && self.members.is_empty())
+            && self.members.is_empty()
+            && self.reactions_added.is_empty()
+            && self.reactions_removed.is_empty())
     }
 }
 
@@ -104,6 +113,9 @@ struct Work<'a> {
     members: HashMap<(ConversationId, OwnedUserId), Member>,
     messages: HashMap<(ConversationId, MessageId), Tracked>,
     by_event: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    /// Event -> reaction: the stored ones redactions name, and this
+    /// transaction's.
+    reactions: HashMap<OwnedEventId, Reaction>,
     effects: Effects,
 }
 
@@ -122,6 +134,7 @@ pub fn work_out(
         members: known.members.clone(),
         messages: HashMap::new(),
         by_event: known.by_event.clone(),
+        reactions: known.reactions.clone(),
         effects: Effects::default(),
     };
     for event in incoming {
@@ -143,6 +156,31 @@ impl Work<'_> {
                 .members
                 .get(&(conversation.clone(), user.to_owned()))
                 .and_then(|member| member.display_name.clone()),
+        }
+    }
+
+    /// A message's content with whom it mentions told apart: puppets as
+    /// their application users, other users by their Matrix ids.
+    fn with_mentions(&self, mut content: Content) -> Content {
+        content.mentions = content
+            .mentions
+            .take()
+            .map(|mentions| self.mentions(&mentions));
+        content
+    }
+
+    fn mentions(&self, mentions: &Mentions) -> Mentions {
+        let users = mentions
+            .users
+            .iter()
+            .map(|user| Mentioned {
+                matrix_user_id: user.matrix_user_id.clone(),
+                user_id: self.namer.app_user(&user.matrix_user_id),
+            })
+            .collect();
+        Mentions {
+            users,
+            room: mentions.room,
         }
     }
 
@@ -182,8 +220,13 @@ impl Work<'_> {
         match kind {
             Kind::Posted {
                 head,
-                posted: Posted::New { content, reply_to },
-            } => self.created(conversation, index, head, content, reply_to),
+                posted:
+                    Posted::New {
+                        content,
+                        reply_to,
+                        thread,
+                    },
+            } => self.created(conversation, index, head, content, (reply_to, thread)),
             Kind::Posted {
                 head,
                 posted: Posted::Edit { target, content },
@@ -192,7 +235,17 @@ impl Work<'_> {
                 head,
                 target,
                 reason,
+            } if self.reactions.contains_key(&target) => {
+                self.unreacted(conversation, index, head, &target, reason);
+            }
+            Kind::Redaction {
+                head,
+                target,
+                reason,
             } => self.redacted(conversation, index, head, &target, reason),
+            Kind::Reacted { head, target, key } => {
+                self.reacted(conversation, index, head, &target, key);
+            }
             Kind::Echo {
                 event_id,
                 message_id,
@@ -254,7 +307,7 @@ impl Work<'_> {
         index: u32,
         head: Head,
         content: Content,
-        reply_to: Option<OwnedEventId>,
+        (reply_to, thread): (Option<OwnedEventId>, Option<OwnedEventId>),
     ) {
         let Head {
             event_id,
@@ -265,6 +318,7 @@ impl Work<'_> {
         let id = MessageId::for_event(at.0, &event_id);
         let key = (conversation.clone(), id);
         let reply_to = reply_to.and_then(|reply| self.message_of(&conversation, &reply));
+        let thread_id = thread.and_then(|root| self.message_of(&conversation, &root));
         let from = self.sender(&conversation, sender);
         let mut event = InboundEvent::new(
             EventKind::MessageCreated,
@@ -275,8 +329,10 @@ impl Work<'_> {
         event.message_id = Some(id);
         event.event_id = Some(event_id.clone());
         event.sender = Some(from.clone());
+        let content = self.with_mentions(content);
         set_content(&mut event, &content);
         event.reply_to = reply_to;
+        event.thread_id = thread_id;
         if self.tracked(key.clone()).is_none() {
             let message = Message {
                 id,
@@ -296,10 +352,12 @@ impl Work<'_> {
                 failure: None,
                 changes: 0,
                 pending_change: None,
+                thread_id,
                 revision: 0,
                 attachments: Vec::new(),
                 msgtype: content.msgtype,
                 file: content.file,
+                mentions: content.mentions,
             };
             self.messages.insert(
                 key.clone(),
@@ -314,6 +372,65 @@ impl Work<'_> {
         self.publish(index, event);
     }
 
+    /// A Matrix user's reaction to a message the bridge knows (else it
+    /// changes nothing).
+    fn reacted(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        head: Head,
+        target: &OwnedEventId,
+        key: String,
+    ) {
+        let Some(message_id) = self.message_of(&conversation, target) else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let reaction = Reaction {
+            id: MessageId::for_event(head.at.0, &head.event_id),
+            conversation_id: conversation.clone(),
+            message_id,
+            key: key.clone(),
+            sender: self.sender(&conversation, &head.sender),
+            event_id: Some(head.event_id.clone()),
+            origin: Origin::Matrix,
+            created_at: head.at.time(),
+        };
+        let event = reaction_event(
+            EventKind::ReactionAdded,
+            &head,
+            &reaction,
+            reaction.sender.clone(),
+        );
+        self.reactions.insert(head.event_id, reaction.clone());
+        self.effects.reactions_added.push(reaction);
+        self.publish(index, event);
+    }
+
+    /// A redaction of a reaction: it is taken back.
+    fn unreacted(
+        &mut self,
+        conversation: ConversationId,
+        index: u32,
+        head: Head,
+        target: &OwnedEventId,
+        reason: Option<String>,
+    ) {
+        let Some(reaction) = self
+            .reactions
+            .remove(target)
+            .filter(|reaction| reaction.conversation_id == conversation)
+        else {
+            self.effects.ignored += 1;
+            return;
+        };
+        let redactor = self.sender(&conversation, &head.sender);
+        let mut event = reaction_event(EventKind::ReactionRemoved, &head, &reaction, redactor);
+        event.reason = reason;
+        self.effects.reactions_removed.push(reaction);
+        self.publish(index, event);
+    }
+
     fn edited(
         &mut self,
         conversation: ConversationId,
@@ -322,6 +439,7 @@ impl Work<'_> {
         target: &OwnedEventId,
         content: Content,
     ) {
+        let content = self.with_mentions(content);
         let change = MessageChange::Edit {
             content: content.clone(),
             at: head.at,
@@ -518,7 +636,29 @@ impl Work<'_> {
     }
 }
 
+/// The event telling the application of `head` (a reaction, or its
+/// redaction) about `reaction`, by `sender`.
+fn reaction_event(
+    kind: EventKind,
+    head: &Head,
+    reaction: &Reaction,
+    sender: Sender,
+) -> InboundEvent {
+    let mut event = InboundEvent::new(
+        kind,
+        reaction.conversation_id.clone(),
+        head.at.time(),
+        &[head.event_id.as_str()],
+    );
+    event.message_id = Some(reaction.message_id);
+    event.event_id = Some(head.event_id.clone());
+    event.sender = Some(sender);
+    event.key = Some(reaction.key.clone());
+    event
+}
+
 fn set_content(event: &mut InboundEvent, content: &Content) {
+    event.mentions = content.mentions.as_ref().map(MentionList::from);
     event.body = Some(content.body.clone());
     event.format = Some(Format::Plain);
     event.html.clone_from(&content.html);

@@ -8,7 +8,9 @@
 //!    the messages the events may already have become or confirm (one
 //!    `BatchGetItem`);
 //! 2. only when round 1 found more: the same for the conversations it
-//!    resolved, and the messages the referred-to events are.
+//!    resolved, and the messages the referred-to events are; and, only for
+//!    redactions of stored events that are no message, the reactions they
+//!    take back (a `GetItem` each).
 //!
 //! A warm container with only new messages (and members, typing, receipts)
 //! needs round 1 only.
@@ -23,7 +25,7 @@ use super::classify::{Incoming, Kind};
 use super::content::Posted;
 use crate::handlers::cache::Settled;
 use crate::ids::ConversationId;
-use crate::model::{Member, Message, MessageId, TransactionRecord};
+use crate::model::{Member, Message, MessageId, Reaction, TransactionRecord};
 use crate::store::{Store, StoreError, TransactionContext};
 
 /// What the table knows.
@@ -36,6 +38,8 @@ pub struct Known {
     pub messages: HashMap<(ConversationId, MessageId), Message>,
     /// Event -> message, for the events the transaction refers to.
     pub by_event: HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    /// Event -> reaction, for the redacted events that are no message.
+    pub reactions: HashMap<OwnedEventId, Reaction>,
 }
 
 /// The message a new message event becomes, or an echo confirms.
@@ -51,19 +55,22 @@ fn own_message(kind: &Kind) -> Option<MessageId> {
 }
 
 /// The events whose messages the transaction's events need.
-fn referred(kind: &Kind) -> Option<&OwnedEventId> {
+fn referred(kind: &Kind) -> Vec<&OwnedEventId> {
     match kind {
         Kind::Posted {
-            posted: Posted::New { reply_to, .. },
+            posted: Posted::New {
+                reply_to, thread, ..
+            },
             ..
-        } => reply_to.as_ref(),
+        } => reply_to.iter().chain(thread).collect(),
         Kind::Posted {
             posted: Posted::Edit { target, .. },
             ..
         }
-        | Kind::Redaction { target, .. } => Some(target),
-        Kind::Receipt { event_id, .. } => Some(event_id),
-        _ => None,
+        | Kind::Redaction { target, .. }
+        | Kind::Reacted { target, .. } => vec![target],
+        Kind::Receipt { event_id, .. } => vec![event_id],
+        _ => Vec::new(),
     }
 }
 
@@ -86,7 +93,7 @@ pub async fn read<S: Store>(
     }
     let events: Vec<OwnedEventId> = incoming
         .iter()
-        .filter_map(|i| referred(&i.kind))
+        .flat_map(|i| referred(&i.kind))
         .collect::<HashSet<_>>()
         .into_iter()
         .cloned()
@@ -127,11 +134,60 @@ pub async fn read<S: Store>(
         .filter(|key| !known.messages.contains_key(*key))
         .cloned()
         .collect();
+    // At the same time, the reactions that redactions of events that are
+    // no message (stored, or of this transaction) may take back.
+    let reactions = reactions_redacted(store, &known.by_event, incoming);
     if !fresh.is_empty() || !targets.is_empty() {
-        let more = prefetch(store, &known.conversations, &fresh, incoming, &targets).await?;
-        known.absorb(more);
+        let prefetched = prefetch(store, &known.conversations, &fresh, incoming, &targets);
+        let (more, reactions) = tokio::join!(prefetched, reactions);
+        known.absorb(more?);
+        known.reactions = reactions?;
+    } else {
+        known.reactions = reactions.await?;
     }
     Ok(known)
+}
+
+/// The event an incoming event is, if it is a room event.
+fn event_of(kind: &Kind) -> Option<&OwnedEventId> {
+    match kind {
+        Kind::Posted { head, .. }
+        | Kind::Redaction { head, .. }
+        | Kind::Reacted { head, .. }
+        | Kind::Membership { head, .. } => Some(&head.event_id),
+        _ => None,
+    }
+}
+
+/// The stored reactions that the redactions of `incoming` name: those of
+/// their targets that are neither a known message nor an event of the
+/// transaction itself (one `GetItem` each, at once; none without such a
+/// redaction).
+async fn reactions_redacted<S: Store>(
+    store: &S,
+    messages: &HashMap<OwnedEventId, (ConversationId, MessageId)>,
+    incoming: &[Incoming],
+) -> Result<HashMap<OwnedEventId, Reaction>, StoreError> {
+    let own: HashSet<&OwnedEventId> = incoming.iter().filter_map(|i| event_of(&i.kind)).collect();
+    let unknown: HashSet<&OwnedEventId> = incoming
+        .iter()
+        .filter_map(|i| match &i.kind {
+            Kind::Redaction { target, .. }
+                if !messages.contains_key(target) && !own.contains(target) =>
+            {
+                Some(target)
+            }
+            _ => None,
+        })
+        .collect();
+    let found = try_join_all(unknown.into_iter().map(|event| async move {
+        Ok::<_, StoreError>((event.clone(), store.reaction_by_event(event).await?))
+    }))
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(event, reaction)| Some((event, reaction?)))
+        .collect())
 }
 
 /// Members and messages read in one round.

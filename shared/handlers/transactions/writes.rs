@@ -1,7 +1,8 @@
 //! A transaction's effects written to the table, all at once: the new
 //! messages and member changes in batches, each changed message as a
 //! conditional update (read again and redone when it changed meanwhile),
-//! each confirmed delivery as `mark_sent`.
+//! each confirmed delivery as `mark_sent`; then Matrix users' reactions
+//! recorded, and those redacted taken back.
 
 use futures::future::try_join_all;
 
@@ -30,6 +31,38 @@ pub async fn write<S: Store>(store: &S, effects: &Effects) -> Result<(), Error> 
             .map(|(message, event_id)| store.mark_sent(message, event_id)),
     );
     tokio::try_join!(stored, updated, confirmed)?;
+    // A reaction recorded already (a transaction processed again) is no
+    // error, nor is one taken back already.
+    settled(
+        effects
+            .reactions_added
+            .iter()
+            .map(|r| store.add_reaction(r)),
+    )
+    .await?;
+    settled(
+        effects
+            .reactions_removed
+            .iter()
+            .map(|r| store.remove_reaction(r)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Conditional writes, all at once; a condition failing means the write
+/// was done already.
+async fn settled<F>(writes: impl Iterator<Item = F>) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<(), StoreError>>,
+{
+    try_join_all(writes.map(|write| async {
+        match write.await {
+            Ok(()) | Err(StoreError::Rejected) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }))
+    .await?;
     Ok(())
 }
 

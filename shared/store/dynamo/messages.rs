@@ -75,6 +75,28 @@ fn message_item(message: &Message) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// The item that puts a message in its thread's range, if it is in one.
+pub(super) fn thread_link(message: &Message) -> Result<Option<Item>, StoreError> {
+    message
+        .thread_id
+        .map(|root| {
+            let link = ThreadLink {
+                message_id: message.id,
+            };
+            item(
+                keys::thread_link(&message.conversation_id, root, message.id),
+                &link,
+            )
+        })
+        .transpose()
+}
+
+/// A thread's link to one of its messages.
+#[derive(Serialize, Deserialize)]
+struct ThreadLink {
+    message_id: MessageId,
+}
+
 impl DynamoStore {
     /// Applies `update` (which has no condition of its own) to a message
     /// that is still pending (at `message`'s revision, with `same_revision`),
@@ -127,20 +149,25 @@ impl MessageStore for DynamoStore {
             // it can overtake it.
             Delivery::Direct => {
                 writes.push(outbox_change(id, 1, Only::IfActiveAndEmpty));
-                writes.push(
-                    Write::check(member, "#joined = :yes")
-                        .name("#joined", "joined")
-                        .value(":yes", AttributeValue::Bool(true)),
-                );
+                if message.needs_member() {
+                    writes.push(
+                        Write::check(member, "#joined = :yes")
+                            .name("#joined", "joined")
+                            .value(":yes", AttributeValue::Bool(true)),
+                    );
+                }
             }
             Delivery::Queued => {
                 writes.push(outbox_change(id, 1, Only::IfActive));
-                writes.push(Write::check_exists(member));
+                if message.needs_member() {
+                    writes.push(Write::check_exists(member));
+                }
             }
         }
         if let Some(record) = idempotency {
             writes.push(remember_once(record)?);
         }
+        writes.extend(thread_link(message)?.map(Write::put));
         self.table.transact(writes).await
     }
 
@@ -295,6 +322,42 @@ impl MessageStore for DynamoStore {
         } else {
             None
         };
+        Ok(Page { messages, next })
+    }
+
+    async fn thread(
+        &self,
+        id: &ConversationId,
+        root: MessageId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Page, StoreError> {
+        // The links, newest first (one more tells whether there is a next
+        // page), then their messages in one consistent batch read.
+        let extra = if before.is_some() { 2 } else { 1 };
+        let mut ids = self
+            .table
+            .query_last(keys::thread(id, root, before), limit.saturating_add(extra))
+            .await?
+            .into_iter()
+            .map(|item| record::<ThreadLink>(item).map(|link| link.message_id))
+            .filter(|found| !matches!((found, before), (Ok(m), Some(b)) if *m == b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let wanted = ids
+            .iter()
+            .map(|message| keys::message(id, *message))
+            .collect();
+        let mut messages = self
+            .table
+            .batch_get(wanted)
+            .await?
+            .into_iter()
+            .map(record::<Message>)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.sort_by_key(|message| std::cmp::Reverse(message.id));
+        let next = if more { ids.last().copied() } else { None };
         Ok(Page { messages, next })
     }
 

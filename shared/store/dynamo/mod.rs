@@ -14,6 +14,7 @@ mod idempotency;
 mod media;
 mod members;
 mod messages;
+mod reactions;
 mod syncs;
 mod table;
 mod transactions;

@@ -9,7 +9,7 @@ use ruma::{OwnedEventId, OwnedRoomId};
 
 use super::DynamoStore;
 use super::conversations::RoomLookup;
-use super::messages::EventLookup;
+use super::messages::{EventLookup, thread_link};
 use super::table::{Write, item, key_of, record, s, unless_rejected, value};
 use crate::ids::ConversationId;
 use crate::model::{Message, MessageId, Role, TransactionRecord};
@@ -135,6 +135,7 @@ impl TransactionStore for DynamoStore {
         for message in messages {
             let id = &message.conversation_id;
             items.push(item(keys::message(id, message.id), message)?);
+            items.extend(thread_link(message)?);
             if let Some(event_id) = &message.event_id {
                 let lookup = EventLookup {
                     conversation_id: id.clone(),

@@ -69,11 +69,14 @@ impl MessageStore for MemoryStore {
         let conversation = state.conversations.get(id).ok_or(StoreError::Rejected)?;
         let member = state
             .members
-            .get(&member_key(id, &message.sender.matrix_user_id))
-            .ok_or(StoreError::Rejected)?;
+            .get(&member_key(id, &message.sender.matrix_user_id));
+        if message.needs_member() && member.is_none() {
+            return Err(StoreError::Rejected);
+        }
+        let joined = !message.needs_member() || member.is_some_and(|member| member.joined);
         let allowed = conversation.status == ConversationStatus::Active
             && match message.delivery {
-                Delivery::Direct => member.joined && conversation.outbox <= 0,
+                Delivery::Direct => joined && conversation.outbox <= 0,
                 Delivery::Queued => true,
             }
             && idempotency.is_none_or(|record| !state.remembers(&record.scope))
@@ -223,12 +226,44 @@ impl MessageStore for MemoryStore {
         limit: usize,
         before: Option<MessageId>,
     ) -> Result<Page, StoreError> {
+        self.page(id, limit, before, |_| true)
+    }
+
+    async fn thread(
+        &self,
+        id: &ConversationId,
+        root: MessageId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Page, StoreError> {
+        self.page(id, limit, before, |message| message.thread_id == Some(root))
+    }
+
+    async fn message_by_event(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(ConversationId, MessageId)>, StoreError> {
+        Ok(self.state().events.get(event_id).cloned())
+    }
+}
+
+impl MemoryStore {
+    /// Up to `limit` of a conversation's messages older than `before` that
+    /// `wanted` takes, newest first.
+    fn page(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+        wanted: impl Fn(&Message) -> bool,
+    ) -> Result<Page, StoreError> {
         let state = self.state();
         let mut older = state
             .messages
             .range((id.clone(), MessageId::MIN)..)
             .take_while(|((conv, _), _)| conv == id)
             .filter(|((_, message_id), _)| before.is_none_or(|before| *message_id < before))
+            .filter(|(_, message)| wanted(message))
             .map(|(_, message)| message.clone())
             .collect::<Vec<_>>();
         older.reverse();
@@ -239,12 +274,5 @@ impl MessageStore for MemoryStore {
             messages: older,
             next,
         })
-    }
-
-    async fn message_by_event(
-        &self,
-        event_id: &EventId,
-    ) -> Result<Option<(ConversationId, MessageId)>, StoreError> {
-        Ok(self.state().events.get(event_id).cloned())
     }
 }

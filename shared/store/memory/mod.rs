@@ -7,6 +7,7 @@ mod conversations;
 mod media;
 mod members;
 mod messages;
+mod reactions;
 mod syncs;
 mod transactions;
 
@@ -18,7 +19,7 @@ use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
     Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, PendingSync,
-    Puppet, SyncSubject, TransactionRecord,
+    Puppet, Reaction, SyncSubject, TransactionRecord,
 };
 
 #[derive(Default)]
@@ -34,6 +35,10 @@ struct State {
     /// The pending index: when each message's pending operation began.
     pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
     syncs: HashMap<(ConversationId, SyncSubject), PendingSync>,
+    /// Reactions, by conversation, user, message and key.
+    reactions: BTreeMap<(ConversationId, String, MessageId, String), Reaction>,
+    /// The event -> reaction lookup.
+    reaction_events: HashMap<OwnedEventId, (ConversationId, String, MessageId, String)>,
     /// Appservice transactions, by id and fingerprint.
     transactions: HashMap<(String, String), TransactionRecord>,
 }

@@ -86,13 +86,16 @@ dynamodb.DynamoDBBackend.transact_write_items = _transact
 
 
 def _in_flight(self):
-    self._pending_messages -= {m for m in self._pending_messages if m.visible}
+    # SQS requests are not serialised: another request's thread may change
+    # the set while this one looks at it, so look at a copy (list() takes
+    # it in one step, under the GIL).
+    self._pending_messages -= {m for m in list(self._pending_messages) if m.visible}
     return self._pending_messages
 
 
 sqs.Queue.pending_messages = property(_in_flight)
 sqs.Queue.pending_message_groups = property(
-    lambda self: {m.group_id for m in self.pending_messages if m.group_id is not None}
+    lambda self: {m.group_id for m in list(self.pending_messages) if m.group_id is not None}
 )
 
 _one_at_a_time = threading.Lock()
