@@ -17,6 +17,12 @@ Nothing else of moto changes.
    that grows with the table).
 3. FIFO: in-flight messages whose visibility is over are released before
    any group is checked, so a group handed back is delivered in order.
+4. FIFO deduplication scans every message in the queue on each send (a
+   100-event webhook transaction into a queue holding thousands took
+   seconds, with the lock held): an index of deduplication ids and when
+   they were first sent answers it at once, and keeps SQS's five-minute
+   window also for messages already deleted, as SQS does (moto forgot
+   them), per message group when the queue's scope says so.
 """
 
 import copy
@@ -94,6 +100,36 @@ sqs.Queue.pending_messages = property(_in_flight)
 sqs.Queue.pending_message_groups = property(
     lambda self: {m.group_id for m in self.pending_messages if m.group_id is not None}
 )
+
+_add_message = sqs.Queue.add_message
+
+
+def _add_deduplicated(self, message):
+    if self.fifo_queue and message.deduplication_id:
+        window = self.__dict__.setdefault("_deduplication_window", {})
+        now = message.sent_timestamp
+        key = message.deduplication_id
+        if self.attributes.get("DeduplicationScope") == "messageGroup":
+            key = (message.group_id, key)
+        first = window.get(key)
+        if first is not None and (now - first) / 1000 < sqs.DEDUPLICATION_TIME_IN_SECONDS:
+            return
+        if len(window) > 50_000:
+            horizon = now - sqs.DEDUPLICATION_TIME_IN_SECONDS * 1000
+            for old in [old for old, sent in window.items() if sent < horizon]:
+                del window[old]
+        window[key] = now
+        # moto's own scan is skipped: it runs only for a deduplication id.
+        deduplication_id, message.deduplication_id = message.deduplication_id, None
+        try:
+            _add_message(self, message)
+        finally:
+            message.deduplication_id = deduplication_id
+        return
+    _add_message(self, message)
+
+
+sqs.Queue.add_message = _add_deduplicated
 
 _one_at_a_time = threading.Lock()
 _TURN = 0.05
