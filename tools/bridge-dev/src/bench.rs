@@ -435,62 +435,75 @@ async fn peer_durable(
     Ok(())
 }
 
-/// Pushes `transactions` transactions of `events` events to `url` (an
-/// appservice's base URL), one after the other, each once the one before is
-/// durable; the timing of each.
-#[allow(clippy::too_many_arguments)]
-async fn push_all(
-    target: Target,
-    url: &str,
-    token: &str,
-    dynamodb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    room: &str,
-    sender: &str,
-    (transactions, events): (usize, usize),
-) -> Result<Vec<Timing>, BoxError> {
-    let http = AppserviceClient::http_client()?;
-    let mut timings = Vec::with_capacity(transactions);
-    for i in 0..transactions {
-        let txn = format!("bench-{}-{i}", uuid::Uuid::new_v4().simple());
-        let body = synthetic_transaction(room, sender, events, &txn);
-        let ids = body["events"]
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|event| event["event_id"].as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let sent = Instant::now();
-        let response = http
-            .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
-            .bearer_auth(token)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        response.bytes().await?;
-        let answered = sent.elapsed();
-        if status != 200 {
-            return Err(format!("transaction {i} was answered {status}").into());
-        }
-        let durable = match target {
-            Target::Bridge => {
-                if !exists(dynamodb, table, &format!("TXN#{txn}")).await? {
-                    return Err(format!("transaction {i} was not durable at its 200").into());
+/// What the load generator pushes (the same to the bridge and to the
+/// peer), and where it looks for what became durable.
+struct Load<'a> {
+    token: &'a str,
+    dynamodb: &'a aws_sdk_dynamodb::Client,
+    table: &'a str,
+    room: &'a str,
+    sender: &'a str,
+    transactions: usize,
+    events: usize,
+}
+
+impl Load<'_> {
+    /// Pushes `transactions` transactions of `events` events to `url` (an
+    /// appservice's base URL), one after the other, each once the one before
+    /// is durable; the timing of each.
+    async fn push_all(&self, target: Target, url: &str) -> Result<Vec<Timing>, BoxError> {
+        let Load {
+            token,
+            dynamodb,
+            table,
+            room,
+            sender,
+            transactions,
+            events,
+        } = *self;
+        let http = AppserviceClient::http_client()?;
+        let mut timings = Vec::with_capacity(transactions);
+        for i in 0..transactions {
+            let txn = format!("bench-{}-{i}", uuid::Uuid::new_v4().simple());
+            let body = synthetic_transaction(room, sender, events, &txn);
+            let ids = body["events"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .filter_map(|event| event["event_id"].as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let sent = Instant::now();
+            let response = http
+                .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
+                .bearer_auth(token)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            response.bytes().await?;
+            let answered = sent.elapsed();
+            if status != 200 {
+                return Err(format!("transaction {i} was answered {status}").into());
+            }
+            let durable = match target {
+                Target::Bridge => {
+                    if !exists(dynamodb, table, &format!("TXN#{txn}")).await? {
+                        return Err(format!("transaction {i} was not durable at its 200").into());
+                    }
+                    answered
                 }
-                answered
-            }
-            Target::Peer => {
-                peer_durable(dynamodb, table, room, ids).await?;
-                sent.elapsed()
-            }
-        };
-        timings.push(Timing { answered, durable });
+                Target::Peer => {
+                    peer_durable(dynamodb, table, room, ids).await?;
+                    sent.elapsed()
+                }
+            };
+            timings.push(Timing { answered, durable });
+        }
+        Ok(timings)
     }
-    Ok(timings)
 }
 
 /// The latencies' row of the report: p50 and p99 to the `200` and to
@@ -542,17 +555,16 @@ pub async fn webhook(
         consuming.1,
     ));
     let started = Instant::now();
-    let ours = push_all(
-        Target::Bridge,
-        &registration.url,
-        registration.hs_token.expose(),
-        &dynamodb,
-        &table,
-        &room,
-        &sender,
-        (transactions, events),
-    )
-    .await;
+    let load = Load {
+        token: registration.hs_token.expose(),
+        dynamodb: &dynamodb,
+        table: &table,
+        room: &room,
+        sender: &sender,
+        transactions,
+        events,
+    };
+    let ours = load.push_all(Target::Bridge, &registration.url).await;
     let total = started.elapsed();
     consuming.0.send(false)?;
     let consumed = consumer.await??;
@@ -569,19 +581,7 @@ pub async fn webhook(
     let ours = ours?;
 
     let theirs = match peer {
-        Some(url) => Some(
-            push_all(
-                Target::Peer,
-                url,
-                registration.hs_token.expose(),
-                &dynamodb,
-                &table,
-                &room,
-                &sender,
-                (transactions, events),
-            )
-            .await?,
-        ),
+        Some(url) => Some(load.push_all(Target::Peer, url).await?),
         None => None,
     };
 
