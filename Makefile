@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help dev test lint fmt build up down reset status
+.PHONY: help dev test lint fmt build up down reset status bench
 
 help:
 	@echo "make dev     start the local stack, run scripts/demo, stop on Ctrl-C"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint    cargo fmt --check and clippy"
 	@echo "make fmt     cargo fmt"
 	@echo "make build   cargo build --workspace --all-targets"
+	@echo "make bench   release build; cold starts and warm calls of every function vs a hello-world -> bench/RESULTS.md"
 	@echo "make up | down | reset | status   the local stack (scripts/stack)"
 
 dev:
@@ -26,6 +27,10 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Not part of make test: it measures, it does not pass or fail.
+bench:
+	scripts/bench
 
 build:
 	cargo build --workspace --all-targets --locked

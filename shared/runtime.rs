@@ -1,8 +1,11 @@
 //! What a function's `main` does once per container: logging, the deployed
-//! adapters configured from the environment ([`Adapters`]), and the Lambda
-//! runtime loop for the function's trigger ([`run`]).
+//! adapters configured from the environment ([`Adapters`]), the connections
+//! its handler will use opened at init ([`Adapters::warm_up`]), and the
+//! Lambda runtime loop for the function's trigger ([`run`]).
 
 use std::convert::Infallible;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_http::service_fn;
@@ -37,11 +40,21 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 
 /// The deployed adapters, configured from the environment. The AWS SDK
 /// configuration is loaded once, when first needed, after the settings of
-/// what needs it were checked.
+/// what needs it were checked. The table's and the homeserver's clients are
+/// built once, and shared by every handler of the container (their
+/// connection pools with them), so that [`Adapters::warm_up`] opens the
+/// connections the handler then uses.
 pub struct Adapters {
     env: Box<dyn Env + Send + Sync>,
     sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    store: tokio::sync::OnceCell<DynamoStore>,
+    matrix: OnceLock<AppserviceClient>,
 }
+
+/// How long init waits at most for the connections to open: a slow or
+/// unreachable service must not hold the container back (the invocation
+/// then connects, as it would have).
+const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
 
 impl Adapters {
     /// Adapters reading the process environment.
@@ -53,6 +66,41 @@ impl Adapters {
         Self {
             env: Box::new(env),
             sdk: tokio::sync::OnceCell::new(),
+            store: tokio::sync::OnceCell::new(),
+            matrix: OnceLock::new(),
+        }
+    }
+
+    /// Opens, at init, the connections of the clients the handler was built
+    /// with (the table, the homeserver; those it was not built with are left
+    /// alone), at once, within [`WARM_UP_LIMIT`]: in Lambda the first TLS
+    /// handshake is most of a cold start's first invocation, and init runs
+    /// with more CPU than an invocation. A failure is only logged: the
+    /// invocation connects as it would have. `BRIDGE_WARM_CONNECTIONS=0`
+    /// turns it off (to measure the difference).
+    pub async fn warm_up(&self) {
+        if self.env.get("BRIDGE_WARM_CONNECTIONS").as_deref() == Some("0") {
+            return;
+        }
+        let store = async {
+            if let Some(store) = self.store.get()
+                && let Err(err) = store.warm_up().await
+            {
+                tracing::warn!(error = %err, "the table's connection was not opened at init");
+            }
+        };
+        let matrix = async {
+            if let Some(matrix) = self.matrix.get()
+                && let Err(err) = matrix.warm_up().await
+            {
+                tracing::warn!(error = %err, "the homeserver's connection was not opened at init");
+            }
+        };
+        if tokio::time::timeout(WARM_UP_LIMIT, futures::future::join(store, matrix))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the connections were not opened within the init's limit");
         }
     }
 
@@ -73,19 +121,26 @@ impl Ports for Adapters {
     type Inbound = SqsInboundQueue;
 
     async fn store(&self) -> Result<DynamoStore, InitError> {
-        let table = TableConfig::from_env(self.env.as_ref())?;
-        Ok(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(self.sdk().await),
-            table.table_name,
-        ))
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                let table = TableConfig::from_env(self.env.as_ref())?;
+                Ok::<_, InitError>(DynamoStore::new(
+                    aws_sdk_dynamodb::Client::new(self.sdk().await),
+                    table.table_name,
+                ))
+            })
+            .await?;
+        Ok(store.clone())
     }
 
     fn matrix(&self) -> Result<AppserviceClient, InitError> {
+        if let Some(matrix) = self.matrix.get() {
+            return Ok(matrix.clone());
+        }
         let config = MatrixConfig::from_env(self.env.as_ref())?;
-        Ok(AppserviceClient::new(
-            AppserviceClient::http_client()?,
-            &config,
-        ))
+        let matrix = AppserviceClient::new(AppserviceClient::http_client()?, &config);
+        Ok(self.matrix.get_or_init(|| matrix).clone())
     }
 
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
@@ -127,7 +182,10 @@ impl Ports for Adapters {
 /// environment, then the Lambda runtime loop for its trigger.
 pub async fn run(function: Function<Adapters>) -> Result<(), InitError> {
     init_telemetry();
-    match function.handler(&Adapters::from_env()).await? {
+    let adapters = Adapters::from_env();
+    let handler = function.handler(&adapters).await?;
+    adapters.warm_up().await;
+    match handler {
         Handler::Http(handler) => {
             lambda_http::run(service_fn(|request| {
                 let response = handler.call(request);

@@ -101,6 +101,19 @@ impl AppserviceClient {
         }
     }
 
+    /// Opens the connection to the homeserver (TCP, TLS) with
+    /// `GET /_matrix/client/versions`, which needs no token, so that the
+    /// first invocation does not pay for it; not counted as a request.
+    pub async fn warm_up(&self) -> Result<(), reqwest::Error> {
+        self.http
+            .get(format!("{}/_matrix/client/versions", self.base_url))
+            .send()
+            .await?
+            .bytes()
+            .await
+            .map(drop)
+    }
+
     /// The room version new rooms get: the homeserver's default, read once
     /// from `GET /capabilities` (a version ruma does not know the rules of
     /// is replaced by version 12, whose rules the bridge knows).

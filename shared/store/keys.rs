@@ -197,6 +197,12 @@ pub fn idempotency(scope: &str) -> Key {
     Key::new(format!("{IDEMPOTENCY}{scope}"), META)
 }
 
+/// A key nothing is stored under: what a container reads at init to open
+/// its connection to the table ([`crate::store::DynamoStore::warm_up`]).
+pub fn warm_up() -> Key {
+    Key::new("WARMUP".to_owned(), META)
+}
+
 /// An appservice transaction, by its id and its fingerprint: a homeserver
 /// that starts counting again (after a reset) reuses ids for others.
 pub fn transaction(txn_id: &str, fingerprint: &str) -> Key {

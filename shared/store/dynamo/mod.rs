@@ -39,6 +39,17 @@ impl DynamoStore {
         }
     }
 
+    /// Opens the connection to the table (TCP, TLS, credentials, endpoint)
+    /// with a read of a key nothing is stored under, so that the first
+    /// invocation does not pay for it: done at init, where Lambda's CPU is
+    /// not throttled. What it finds does not matter.
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.table
+            .get::<serde_json::Value>(super::keys::warm_up())
+            .await
+            .map(drop)
+    }
+
     /// Up to `limit` records of one partition of the pending index
     /// (`keys::PENDING` or `keys::PENDING_SYNCS`) pending since before
     /// `older_than`, the longest pending first.

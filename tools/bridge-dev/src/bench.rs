@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use bridge::config::{
     Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RegistrationConfig, Secret, TableConfig,
     hs_token, puppet_namer,
@@ -342,12 +343,206 @@ pub async fn bench_conversation(
     conversation(&store, env, sender).await
 }
 
-/// Runs the bench; prints a Markdown report on stdout.
-pub async fn webhook(transactions: usize, events: usize) -> Result<String, BoxError> {
+/// Where the load generator pushes its transactions, and how it learns
+/// that a transaction's effects are durable.
+enum Target {
+    /// The bridge's front door: the `200` comes only once everything is
+    /// durable. Checked after each `200` (outside the timing): the
+    /// transaction's record, written last, must be in the table.
+    Bridge,
+    /// A peer appservice (`bench/peer`) that stores each event as
+    /// `PEER#<room>` / `<event id>` and may answer before it has: the table
+    /// is polled after the `200` until every event is there.
+    Peer,
+}
+
+/// One transaction's latency to its `200` and to durable.
+#[derive(Clone, Copy)]
+struct Timing {
+    answered: Duration,
+    durable: Duration,
+}
+
+/// How often the load generator looks for a peer's events in the table.
+const DURABLE_POLL: Duration = Duration::from_millis(2);
+
+/// Whether `key` is in the table (one strongly consistent `Query`).
+async fn exists(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> Result<bool, BoxError> {
+    let found = dynamodb
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(found.count > 0)
+}
+
+/// Polls until every event of `events` (ids) is stored by the peer.
+async fn peer_durable(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    room: &str,
+    mut missing: Vec<String>,
+) -> Result<(), BoxError> {
+    let pk = AttributeValue::S(format!("PEER#{room}"));
+    while !missing.is_empty() {
+        let mut found = std::collections::HashSet::new();
+        for chunk in missing.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|id| {
+                    std::collections::HashMap::from([
+                        ("pk".to_owned(), pk.clone()),
+                        ("sk".to_owned(), AttributeValue::S(id.clone())),
+                    ])
+                })
+                .collect::<Vec<_>>();
+            let got = dynamodb
+                .batch_get_item()
+                .request_items(
+                    table,
+                    aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                        .set_keys(Some(keys))
+                        .projection_expression("sk")
+                        .consistent_read(true)
+                        .build()?,
+                )
+                .send()
+                .await?;
+            for item in got
+                .responses
+                .unwrap_or_default()
+                .remove(table)
+                .unwrap_or_default()
+            {
+                if let Some(AttributeValue::S(sk)) = item.get("sk") {
+                    found.insert(sk.clone());
+                }
+            }
+        }
+        missing.retain(|id| !found.contains(id));
+        if !missing.is_empty() {
+            tokio::time::sleep(DURABLE_POLL).await;
+        }
+    }
+    Ok(())
+}
+
+/// What the load generator pushes (the same to the bridge and to the
+/// peer), and where it looks for what became durable.
+struct Load<'a> {
+    token: &'a str,
+    dynamodb: &'a aws_sdk_dynamodb::Client,
+    table: &'a str,
+    room: &'a str,
+    sender: &'a str,
+    transactions: usize,
+    events: usize,
+}
+
+impl Load<'_> {
+    /// Pushes `transactions` transactions of `events` events to `url` (an
+    /// appservice's base URL), one after the other, each once the one before
+    /// is durable; the timing of each.
+    async fn push_all(&self, target: Target, url: &str) -> Result<Vec<Timing>, BoxError> {
+        let Load {
+            token,
+            dynamodb,
+            table,
+            room,
+            sender,
+            transactions,
+            events,
+        } = *self;
+        let http = AppserviceClient::http_client()?;
+        let mut timings = Vec::with_capacity(transactions);
+        for i in 0..transactions {
+            let txn = format!("bench-{}-{i}", uuid::Uuid::new_v4().simple());
+            let body = synthetic_transaction(room, sender, events, &txn);
+            let ids = body["events"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .filter_map(|event| event["event_id"].as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let sent = Instant::now();
+            let response = http
+                .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
+                .bearer_auth(token)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            response.bytes().await?;
+            let answered = sent.elapsed();
+            if status != 200 {
+                return Err(format!("transaction {i} was answered {status}").into());
+            }
+            let durable = match target {
+                Target::Bridge => {
+                    if !exists(dynamodb, table, &format!("TXN#{txn}")).await? {
+                        return Err(format!("transaction {i} was not durable at its 200").into());
+                    }
+                    answered
+                }
+                Target::Peer => {
+                    peer_durable(dynamodb, table, room, ids).await?;
+                    sent.elapsed()
+                }
+            };
+            timings.push(Timing { answered, durable });
+        }
+        Ok(timings)
+    }
+}
+
+/// The latencies' row of the report: p50 and p99 to the `200` and to
+/// durable.
+fn latency_row(name: &str, timings: &[Timing]) -> String {
+    let mut answered: Vec<Duration> = timings.iter().map(|t| t.answered).collect();
+    let mut durable: Vec<Duration> = timings.iter().map(|t| t.durable).collect();
+    answered.sort();
+    durable.sort();
+    format!(
+        "| {name} | {} | {} | {} | {} | {} |\n",
+        ms(percentile(&answered, 50.0)),
+        ms(percentile(&answered, 99.0)),
+        ms(percentile(&durable, 50.0)),
+        ms(percentile(&durable, 99.0)),
+        ms(percentile(&durable, 100.0)),
+    )
+}
+
+fn median_durable(timings: &[Timing]) -> Duration {
+    let mut durable: Vec<Duration> = timings.iter().map(|t| t.durable).collect();
+    durable.sort();
+    percentile(&durable, 50.0)
+}
+
+/// Runs the bench; prints a Markdown report on stdout. With `peer` (the
+/// base URL of `bench/peer`), the same load generator then pushes the same
+/// kind of transactions to the peer.
+pub async fn webhook(
+    transactions: usize,
+    events: usize,
+    peer: Option<&str>,
+) -> Result<String, BoxError> {
     let env = ProcessEnv;
     let sdk = aws_config().await;
     let registration = RegistrationConfig::from_env(&env)?;
     let inbound_url = InboundQueueConfig::from_env(&env)?.queue_url;
+    let table = TableConfig::from_env(&env)?.table_name;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let sender = format!("@bench-user:{}", registration.server_name);
     let (conversation_id, room) = bench_conversation(&sdk, &env, &sender).await?;
     let [cold, warm] = critical_path(&sdk, &env, &room, &sender, events).await?;
@@ -359,39 +554,36 @@ pub async fn webhook(transactions: usize, events: usize) -> Result<String, BoxEr
         inbound_url.clone(),
         consuming.1,
     ));
-    let http = AppserviceClient::http_client()?;
-    let mut latencies = Vec::with_capacity(transactions);
     let started = Instant::now();
-    for i in 0..transactions {
-        let txn = format!("bench-{}-{i}", uuid::Uuid::new_v4().simple());
-        let body = synthetic_transaction(&room, &sender, events, &txn).to_string();
-        let url = format!("{}/_matrix/app/v1/transactions/{txn}", registration.url);
-        let sent = Instant::now();
-        let response = http
-            .put(url)
-            .bearer_auth(registration.hs_token.expose())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        response.bytes().await?;
-        latencies.push(sent.elapsed());
-        if status != 200 {
-            return Err(format!("transaction {i} was answered {status}").into());
-        }
-    }
+    let load = Load {
+        token: registration.hs_token.expose(),
+        dynamodb: &dynamodb,
+        table: &table,
+        room: &room,
+        sender: &sender,
+        transactions,
+        events,
+    };
+    let ours = load.push_all(Target::Bridge, &registration.url).await;
     let total = started.elapsed();
     consuming.0.send(false)?;
     let consumed = consumer.await??;
-    latencies.sort();
-    let mean = latencies.iter().sum::<Duration>() / u32::try_from(latencies.len().max(1))?;
-
-    aws_sdk_sqs::Client::new(&sdk)
+    // Housekeeping: SQS allows one purge a minute; a refused one leaves
+    // the events for the next run's consumer.
+    let purged = aws_sdk_sqs::Client::new(&sdk)
         .purge_queue()
         .queue_url(&inbound_url)
         .send()
-        .await?;
+        .await;
+    if let Err(err) = purged {
+        tracing::warn!(error = %err, "the inbound queue was not purged");
+    }
+    let ours = ours?;
+
+    let theirs = match peer {
+        Some(url) => Some(load.push_all(Target::Peer, url).await?),
+        None => None,
+    };
 
     let per_second = (transactions * events) as f64 / total.as_secs_f64().max(f64::EPSILON);
     let row = |name: &str, path: &CriticalPath| {
@@ -404,19 +596,26 @@ pub async fn webhook(transactions: usize, events: usize) -> Result<String, BoxEr
             path.storage.sequential
         )
     };
+    let mut latencies = latency_row("bridge (`transactions`, durable before its 200)", &ours);
+    let mut comparison = String::new();
+    if let Some(theirs) = &theirs {
+        latencies += &latency_row(
+            "peer (`bench/peer`, matrix-appservice + @aws-sdk/client-dynamodb)",
+            theirs,
+        );
+        comparison = format!(
+            "\nTime to durable, p50: the peer's is {:.1}× the bridge's.\n",
+            median_durable(theirs).as_secs_f64() / median_durable(&ours).as_secs_f64().max(1e-9)
+        );
+    }
     Ok(format!(
         "Conversation `{conversation_id}`, {transactions} transactions of {events} events each \
-         ({per_second:.0} events/s end to end), pushed one after the other as Synapse does; \
-         {consumed} events consumed off the inbound queue meanwhile.\n\n\
-         | latency to the 200 (= durable) | p50 | p90 | p99 | max | mean |\n| --- | --- | --- | --- | --- | --- |\n\
-         | ms | {} | {} | {} | {} | {} |\n\n\
+         ({per_second:.0} events/s end to end through the bridge), each pushed once the one \
+         before is durable; {consumed} events consumed off the inbound queue meanwhile.\n\n\
+         | appservice | to the 200, p50 (ms) | p99 | to durable, p50 (ms) | p99 | max |\n\
+         | --- | --- | --- | --- | --- | --- |\n{latencies}{comparison}\n\
          | one {events}-event transaction | sequential table round trips | sequential queue round trips | sequential storage round trips in all |\n\
          | --- | --- | --- | --- |\n{}{}",
-        ms(percentile(&latencies, 50.0)),
-        ms(percentile(&latencies, 90.0)),
-        ms(percentile(&latencies, 99.0)),
-        ms(percentile(&latencies, 100.0)),
-        ms(mean),
         row("cold container (room not cached)", &cold),
         row("warm container", &warm),
     ))

@@ -16,7 +16,7 @@
 //! - `bridge-dev registration`: prints the appservice registration YAML for
 //!   the homeserver, from the bridge's configuration in the environment (see
 //!   [`bridge_dev::registration`]);
-//! - `bridge-dev bench webhook [transactions] [events]`: the webhook
+//! - `bridge-dev bench webhook [transactions] [events] [--peer <url>]`: the webhook
 //!   benchmark against the local stack (see [`bridge_dev::bench`]);
 //! - `bridge-dev fault-proxy ...`: the fault proxies (see [`bridge_dev::fault`]);
 //! - `bridge-dev functions`: lists the registered functions, one name a line
@@ -40,7 +40,7 @@ use bridge_dev::{registration, retry_poller, setup};
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
        bridge-dev gateway | setup | retry [--follow] | replay-dlq | functions | registration
        bridge-dev token <user_id> [--admin] [--ttl <seconds>]
-       bridge-dev bench webhook [transactions] [events]
+       bridge-dev bench webhook [transactions] [events] [--peer <url>]
        bridge-dev fault-proxy [--help]";
 
 fn main() -> ExitCode {
@@ -195,6 +195,15 @@ async fn run_bench(args: &[String]) -> Result<(), InitError> {
     ) else {
         return Err(USAGE.into());
     };
+    let peer = rest
+        .iter()
+        .position(|arg| arg == "--peer")
+        .map(|at| rest.get(at + 1).cloned().ok_or("--peer needs a URL"))
+        .transpose()?;
+    let rest: Vec<String> = match rest.iter().position(|arg| arg == "--peer") {
+        Some(at) => [&rest[..at], rest.get(at + 2..).unwrap_or_default()].concat(),
+        None => rest.to_vec(),
+    };
     let number = |at: usize, default: usize| -> Result<usize, InitError> {
         Ok(rest
             .get(at)
@@ -202,6 +211,7 @@ async fn run_bench(args: &[String]) -> Result<(), InitError> {
             .transpose()?
             .unwrap_or(default))
     };
-    let report = bridge_dev::bench::webhook(number(0, 200)?, number(1, 100)?).await?;
+    let report =
+        bridge_dev::bench::webhook(number(0, 200)?, number(1, 100)?, peer.as_deref()).await?;
     print_lines([report])
 }
