@@ -9,8 +9,8 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryQueueConfig, Secret, SweepSettings,
-    TableConfig, hs_token, puppet_namer,
+    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryQueueConfig, SecretSetting,
+    SweepSettings, TableConfig, hs_token_setting, puppet_namer,
 };
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::ports::Ports;
 pub use crate::ports::{BoxError, InitError};
 use crate::queue::SqsRetryQueue;
+use crate::secrets::{CachedSecret, SecretsManagerSecret};
 use crate::store::DynamoStore;
 
 /// JSON logs (the runtime's subscriber honours the function's `LogFormat`
@@ -59,6 +60,18 @@ impl Adapters {
         self.sdk.get_or_init(aws_config).await
     }
 
+    /// A secret as its setting says: the value given (local use), or read
+    /// from Secrets Manager now, once for the container.
+    pub async fn secret(&self, setting: SecretSetting) -> Result<CachedSecret, InitError> {
+        match setting {
+            SecretSetting::Value(secret) => Ok(CachedSecret::fixed(secret)),
+            SecretSetting::Stored { id, .. } => {
+                let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                Ok(CachedSecret::fetched(SecretsManagerSecret::new(client, id)).await?)
+            }
+        }
+    }
+
     /// An SQS client (for the local retry poller).
     pub async fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(self.sdk().await)
@@ -79,12 +92,11 @@ impl Ports for Adapters {
         ))
     }
 
-    fn matrix(&self) -> Result<AppserviceClient, InitError> {
+    async fn matrix(&self) -> Result<AppserviceClient, InitError> {
         let config = MatrixConfig::from_env(self.env.as_ref())?;
-        Ok(AppserviceClient::new(
-            AppserviceClient::http_client()?,
-            &config,
-        ))
+        let http = AppserviceClient::http_client()?;
+        let as_token = self.secret(config.as_token.clone()).await?;
+        Ok(AppserviceClient::new(http, &config, as_token))
     }
 
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
@@ -97,8 +109,9 @@ impl Ports for Adapters {
         Ok(SqsInboundQueue::new(self.sqs().await, queue.queue_url))
     }
 
-    fn hs_token(&self) -> Result<Secret, InitError> {
-        Ok(hs_token(self.env.as_ref())?)
+    async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+        let setting = hs_token_setting(self.env.as_ref())?;
+        self.secret(setting).await
     }
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {

@@ -113,7 +113,7 @@ impl RetryLoop {
             queue: var("BRIDGE_RETRY_QUEUE_URL"),
             service: RetryService::new(
                 DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
-                AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config).unwrap(),
                 bridge::config::SweepSettings::default().max_age,
                 Metrics::off(retry::NAME),
             ),

@@ -40,7 +40,7 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     let max_age = ports.sweep_settings()?.max_age;
     Ok(Handler::Queue(Box::new(RetryService::new(
         ports.store().await?,
-        ports.matrix()?,
+        ports.matrix().await?,
         max_age,
         ports.metrics(NAME),
     ))))

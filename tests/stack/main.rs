@@ -14,4 +14,5 @@ mod guards;
 mod matrix_ops;
 mod media_activity;
 mod round_trips;
+mod secrets;
 mod webhook;

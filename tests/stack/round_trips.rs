@@ -10,6 +10,7 @@ use bridge::inbound::SqsInboundQueue;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::queue::SqsRetryQueue;
+use bridge::secrets::CachedSecret;
 use bridge::store::DynamoStore;
 use serde_json::{Value, json};
 
@@ -41,7 +42,8 @@ mod support_ports {
             let config = MatrixConfig::from_env(stack_env()).unwrap();
             Self {
                 store: DynamoStore::new(dynamo, var("BRIDGE_TABLE")),
-                matrix: AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                matrix: AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config)
+                    .unwrap(),
                 queue: SqsRetryQueue::new(
                     aws_sdk_sqs::Client::new(&sdk),
                     var("BRIDGE_RETRY_QUEUE_URL"),
@@ -71,7 +73,7 @@ mod support_ports {
             Ok(self.store.clone())
         }
 
-        fn matrix(&self) -> Result<AppserviceClient, InitError> {
+        async fn matrix(&self) -> Result<AppserviceClient, InitError> {
             Ok(self.matrix.clone())
         }
 
@@ -83,8 +85,8 @@ mod support_ports {
             Ok(self.inbound.clone())
         }
 
-        fn hs_token(&self) -> Result<Secret, InitError> {
-            Ok(Secret::new(var("MATRIX_HS_TOKEN")))
+        async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+            Ok(CachedSecret::fixed(Secret::new(var("MATRIX_HS_TOKEN"))))
         }
 
         fn namer(&self) -> Result<PuppetNamer, InitError> {
@@ -212,7 +214,7 @@ async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
     let config = MatrixConfig::from_env(stack_env()).unwrap();
     let service = SendService::new(
         DynamoStore::new(dynamo, var("BRIDGE_TABLE")),
-        AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+        AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config).unwrap(),
         SqsRetryQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
             var("BRIDGE_RETRY_QUEUE_URL"),
