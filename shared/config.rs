@@ -272,6 +272,26 @@ impl RetryQueueConfig {
     }
 }
 
+/// What fetching images from `https://` addresses may do: public addresses
+/// only, unless `BRIDGE_FETCH_ALLOW_LOOPBACK` is `1` (local tests, which
+/// serve images on loopback; never set in a deployment).
+pub fn fetch_policy(env: &dyn Env) -> Result<crate::fetch::FetchPolicy, ConfigError> {
+    let reach = match optional(env, "BRIDGE_FETCH_ALLOW_LOOPBACK", "0").as_str() {
+        "0" | "false" => crate::fetch::Reach::Public,
+        "1" | "true" => crate::fetch::Reach::PublicAndLoopback,
+        _ => {
+            return Err(invalid(
+                "BRIDGE_FETCH_ALLOW_LOOPBACK",
+                "must be 0 or 1 (1 only for local tests)",
+            ));
+        }
+    };
+    Ok(crate::fetch::FetchPolicy {
+        reach,
+        ..crate::fetch::FetchPolicy::default()
+    })
+}
+
 /// When the sweeper steps in: operations pending longer than `stale_after`
 /// are handed (back) to the retry function; those pending longer than
 /// `max_age` are failed, with a reason.
@@ -313,6 +333,69 @@ impl SweepSettings {
             ));
         }
         Ok(settings)
+    }
+}
+
+/// How long the retry function hides a job it hands back (SQS
+/// `ChangeMessageVisibility`): exponential in the job's receives, from
+/// `base` up to `max`, with jitter, and never shorter than the homeserver's
+/// `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBackoff {
+    pub base: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            base: std::time::Duration::from_secs(10),
+            max: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// `BRIDGE_RETRY_BACKOFF_BASE_SECONDS` (10) and
+    /// `BRIDGE_RETRY_BACKOFF_MAX_SECONDS` (300: below the sweeper's
+    /// `BRIDGE_SWEEP_AFTER_SECONDS`, so a job waiting out its back-off is
+    /// not taken for a lost one; SQS allows up to 12 hours).
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str, default: &str| {
+            optional(env, name, default)
+                .parse::<u64>()
+                .ok()
+                .filter(|seconds| (1..=43_200).contains(seconds))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| invalid(name, "must be a whole number of seconds, 1 to 43200"))
+        };
+        let backoff = Self {
+            base: seconds("BRIDGE_RETRY_BACKOFF_BASE_SECONDS", "10")?,
+            max: seconds("BRIDGE_RETRY_BACKOFF_MAX_SECONDS", "300")?,
+        };
+        if backoff.max < backoff.base {
+            return Err(invalid(
+                "BRIDGE_RETRY_BACKOFF_MAX_SECONDS",
+                "must be at least BRIDGE_RETRY_BACKOFF_BASE_SECONDS",
+            ));
+        }
+        Ok(backoff)
+    }
+
+    /// How long to hide a job received `receives` times, given a `jitter`
+    /// in [0, 1) and the homeserver's `retry_after`: a random point in the
+    /// upper half of `base * 2^(receives - 1)` (capped at `max`), at least
+    /// `retry_after`.
+    pub fn delay(
+        &self,
+        receives: u32,
+        jitter: f64,
+        retry_after: Option<std::time::Duration>,
+    ) -> std::time::Duration {
+        let doublings = receives.saturating_sub(1).min(20);
+        let ceiling = self.base.saturating_mul(1 << doublings).min(self.max);
+        let delay = ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        delay.max(retry_after.unwrap_or_default())
     }
 }
 
@@ -416,6 +499,33 @@ mod tests {
         // The longest id there is makes a valid Matrix id.
         let longest = crate::ids::AppUserId::parse("=".repeat(64)).unwrap();
         assert!(namer.user_id(&longest).as_str().len() <= MAX_MATRIX_USER_ID);
+    }
+
+    #[test]
+    fn retry_backoff_doubles_with_jitter_up_to_its_cap_and_honours_retry_after() {
+        use std::time::Duration;
+        let backoff = RetryBackoff::from_env(&[("X", "y")]).unwrap();
+        assert_eq!(backoff, RetryBackoff::default());
+        let secs = |receives, jitter| backoff.delay(receives, jitter, None).as_secs_f64();
+        assert_eq!(secs(1, 0.0), 5.0, "half of the base at least");
+        assert_eq!(secs(1, 0.999_999).round(), 10.0);
+        assert_eq!(secs(4, 0.0), 40.0, "doubling per receive");
+        assert_eq!(secs(40, 0.0), 150.0, "capped at max");
+        assert!(secs(40, 0.5) <= 300.0);
+        assert_ne!(secs(3, 0.1), secs(3, 0.9), "jittered");
+        assert_eq!(
+            backoff.delay(1, 0.0, Some(Duration::from_secs(120))),
+            Duration::from_secs(120),
+            "never before the homeserver's Retry-After"
+        );
+        assert!(RetryBackoff::from_env(&[("BRIDGE_RETRY_BACKOFF_BASE_SECONDS", "0")]).is_err());
+        assert!(
+            RetryBackoff::from_env(&[
+                ("BRIDGE_RETRY_BACKOFF_BASE_SECONDS", "60"),
+                ("BRIDGE_RETRY_BACKOFF_MAX_SECONDS", "30")
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -542,6 +652,18 @@ mod tests {
         ));
         let queue = RetryQueueConfig::from_env(&[("BRIDGE_RETRY_QUEUE_URL", "http://q/retry")]);
         assert!(matches!(queue, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn fetches_stay_on_public_addresses_unless_a_test_says() {
+        use crate::fetch::Reach;
+        assert_eq!(fetch_policy(&FULL).unwrap().reach, Reach::Public);
+        let local = [("BRIDGE_FETCH_ALLOW_LOOPBACK", "1")];
+        assert_eq!(
+            fetch_policy(&local).unwrap().reach,
+            Reach::PublicAndLoopback
+        );
+        assert!(fetch_policy(&[("BRIDGE_FETCH_ALLOW_LOOPBACK", "yes")]).is_err());
     }
 
     #[test]

@@ -30,6 +30,17 @@ pub enum Error {
     /// changed by hand).
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
+    /// A request that cannot succeed as it is (bad input), in the bridge's
+    /// words: the API answers it with `400`.
+    #[error("{0}")]
+    Invalid(String),
+    /// A request that the current state does not allow (an archived
+    /// conversation, another kind under the same id): `409`.
+    #[error("{0}")]
+    Conflict(String),
+    /// What a request names does not exist: `404`.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -40,6 +51,7 @@ impl Error {
             Self::Matrix(err) => err.is_transient(),
             Self::Queue(_) | Self::Inbound(_) => true,
             Self::EventTooLarge { .. } | Self::Inconsistent(_) | Self::Removed(_) => false,
+            Self::Invalid(_) | Self::Conflict(_) | Self::NotFound(_) => false,
         }
     }
 
@@ -59,6 +71,9 @@ impl Error {
                 format!("the message is too large for a Matrix event (at most {max} bytes)")
             }
             Self::Inconsistent(_) => "the bridge's records are inconsistent".into(),
+            Self::Invalid(reason) | Self::Conflict(reason) | Self::NotFound(reason) => {
+                reason.clone()
+            }
         }
     }
 }

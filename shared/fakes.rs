@@ -3,7 +3,8 @@
 //! one [`Fakes`], so
 //! a test can drive the registered functions and look at what they did.
 
-use crate::config::{Secret, SweepSettings};
+use crate::config::{RetryBackoff, Secret, SweepSettings};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::MemoryInbound;
 use crate::matrix::fake::FakeMatrix;
@@ -22,6 +23,10 @@ pub struct Fakes {
     pub inbound: MemoryInbound,
     pub namer: PuppetNamer,
     pub sweep: SweepSettings,
+    pub backoff: RetryBackoff,
+    /// Public addresses only, as deployed; tests that serve images on
+    /// loopback widen it.
+    pub fetch: FetchPolicy,
     /// The appservice's `hs_token`: [`Fakes::HS_TOKEN`].
     pub hs_token: Secret,
 }
@@ -40,6 +45,8 @@ impl Fakes {
             hs_token: Secret::new(Self::HS_TOKEN),
             namer: PuppetNamer::new("app_", ruma::server_name!("localhost")),
             sweep: SweepSettings::default(),
+            backoff: RetryBackoff::default(),
+            fetch: FetchPolicy::default(),
         }
     }
 }
@@ -84,7 +91,15 @@ impl Ports for Fakes {
         Ok(self.sweep)
     }
 
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(self.backoff)
+    }
+
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::off(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(self.fetch.clone())?)
     }
 }

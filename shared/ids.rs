@@ -10,8 +10,9 @@
 
 use std::fmt;
 
-use ruma::{OwnedUserId, ServerName, UserId};
+use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, ServerName, UserId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Why an identifier was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,6 +117,30 @@ impl PuppetNamer {
             .unwrap_or_else(|_| unreachable!("puppet ids are valid by construction"))
     }
 
+    /// The room alias of a conversation's room: `#<prefix><encoded id>:<server>`,
+    /// in the appservice's exclusive alias namespace, so nobody else can take
+    /// it. Room creation claims it, which is what makes creation idempotent:
+    /// a second `createRoom` for the same conversation is refused with
+    /// `M_ROOM_IN_USE` and the alias leads to the first room. An id whose
+    /// encoding would make the alias longer than Matrix allows (255 bytes)
+    /// is named by its SHA-256 instead, after `=h`, which no encoding
+    /// produces.
+    pub fn room_alias(&self, id: &ConversationId) -> OwnedRoomAliasId {
+        let encoded = encode_localpart(id.as_str());
+        let fits =
+            |localpart: &str| 1 + localpart.len() + 1 + self.server_name.as_str().len() <= 255;
+        let mut localpart = format!("{}{encoded}", self.prefix);
+        if !fits(&localpart) {
+            let digest: String = Sha256::digest(id.as_str().as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            localpart = format!("{}=h{digest}", self.prefix);
+        }
+        RoomAliasId::parse(format!("#{localpart}:{}", self.server_name))
+            .unwrap_or_else(|_| unreachable!("room aliases are valid by construction"))
+    }
+
     /// The application user behind a Matrix ID, if it is one of our puppets.
     pub fn app_user(&self, user_id: &UserId) -> Option<AppUserId> {
         if user_id.server_name() != self.server_name {
@@ -200,6 +225,22 @@ mod tests {
         let id = namer().user_id(&user);
         assert_eq!(id.as_str(), "@app__bob._smith:localhost");
         assert_eq!(namer().app_user(&id), Some(user));
+    }
+
+    #[test]
+    fn conversations_have_one_alias_in_the_namespace() {
+        let namer = namer();
+        let alias = namer.room_alias(&ConversationId::parse("Event:42").unwrap());
+        assert_eq!(alias.as_str(), "#app__event=3a42:localhost");
+        assert_ne!(
+            alias,
+            namer.room_alias(&ConversationId::parse("event:42").unwrap())
+        );
+        let long = ConversationId::parse(":".repeat(128)).unwrap();
+        let hashed = namer.room_alias(&long);
+        assert!(hashed.as_str().starts_with("#app_=h"), "{hashed}");
+        assert!(hashed.as_str().len() <= 255);
+        assert_eq!(hashed, namer.room_alias(&long), "deterministic");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod fakes;
+pub mod fetch;
 pub mod function;
 pub mod handlers;
 pub mod ids;

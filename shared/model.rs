@@ -108,6 +108,13 @@ pub struct Conversation {
     pub claim: Option<Claim>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The room's avatar (`mxc://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// The `https://` address the avatar was fetched from, so the same
+    /// address is not fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_source: Option<String>,
 }
 
 impl Conversation {
@@ -125,6 +132,8 @@ impl Conversation {
             outbox: 0,
             claim: None,
             created_at,
+            avatar_url: None,
+            avatar_source: None,
         }
     }
 }
@@ -196,6 +205,53 @@ pub struct Puppet {
     pub avatar_url: Option<String>,
     /// Registered on the homeserver, so the hot path need not try again.
     pub registered: bool,
+    /// The `https://` address `avatar_url` was fetched from, so the same
+    /// address is not fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_source: Option<String>,
+}
+
+/// What a [`PendingSync`] brings Matrix in line with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SyncSubject {
+    /// The room: its name, topic and avatar, and whether it is closed
+    /// (the conversation archived).
+    Room,
+    /// One member: in the room with its role's power level and its
+    /// per-conversation display name, or not in it (removed).
+    Member {
+        matrix_user_id: OwnedUserId,
+        /// The application user, for a puppet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<AppUserId>,
+    },
+}
+
+/// A change of a conversation or of one of its members that the table has
+/// and Matrix has not had yet. It goes to Matrix like a message change, and
+/// is counted in the conversation's outbox until it settles: directly while
+/// the outbox is empty, else (or when the homeserver cannot take it) by the
+/// retry function, in order.
+/// What Matrix is brought to is what the table says when the sync runs, so
+/// a later change replaces a pending one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSync {
+    pub conversation_id: ConversationId,
+    pub subject: SyncSubject,
+    /// Unique per change (a UUIDv7, like message ids): what settling it is
+    /// conditioned on, and its retry job's deduplication id.
+    pub id: MessageId,
+    pub delivery: Delivery,
+    /// When the change was accepted: its deadline runs from here, as a
+    /// message's does from its send or its latest change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// The application asked for a member a Matrix moderator kicked or
+    /// banned back (`"rejoin": true`): the sync lifts a ban and invites it.
+    /// Without it, such a member is not put back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readmit: bool,
 }
 
 /// A message id: a UUIDv7, so ids sort by creation time.

@@ -11,7 +11,8 @@
 
 use std::future::Future;
 
-use crate::config::SweepSettings;
+use crate::config::{RetryBackoff, SweepSettings};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::InboundQueue;
 use crate::matrix::Matrix;
@@ -70,6 +71,18 @@ pub trait Ports: Send + Sync {
         Ok(SweepSettings::default())
     }
 
+    /// How long the retry function hides a job it hands back (the
+    /// defaults, unless configured).
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(RetryBackoff::default())
+    }
+
     /// The metrics of `function`.
     fn metrics(&self, function: &'static str) -> Metrics;
+
+    /// The client that fetches images from `https://` addresses (avatars):
+    /// public addresses only, unless the ports say otherwise for a test.
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(FetchPolicy::default())?)
+    }
 }

@@ -9,11 +9,12 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ConversationId;
-use crate::model::MessageId;
+use crate::model::{MessageId, PendingSync, SyncSubject};
 
 /// What to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub enum Operation {
     Send,
     /// Deliver the message's pending change (an edit or a delete).
     Change,
+    /// Bring the room or a member in Matrix in line with the table (a
+    /// [`PendingSync`]); `message_id` is the sync's id.
+    Sync,
 }
 
 /// One delivery job.
@@ -34,6 +38,9 @@ pub struct RetryJob {
     /// For a change: the message's change count when it was queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<u32>,
+    /// For a sync: what it brings in line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SyncSubject>,
 }
 
 impl RetryJob {
@@ -43,6 +50,18 @@ impl RetryJob {
             conversation_id,
             message_id,
             change: None,
+            subject: None,
+        }
+    }
+
+    /// Delivering a pending sync.
+    pub fn sync(sync: &PendingSync) -> Self {
+        Self {
+            operation: Operation::Sync,
+            conversation_id: sync.conversation_id.clone(),
+            message_id: sync.id,
+            change: None,
+            subject: Some(sync.subject.clone()),
         }
     }
 
@@ -53,6 +72,7 @@ impl RetryJob {
             conversation_id,
             message_id,
             change: Some(change),
+            subject: None,
         }
     }
 
@@ -62,6 +82,7 @@ impl RetryJob {
             Operation::Change => self
                 .message_id
                 .txn_id(&format!("change{}", self.change.unwrap_or_default())),
+            Operation::Sync => self.message_id.txn_id("sync"),
         }
     }
 }
@@ -72,6 +93,14 @@ pub struct QueueError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 pub trait RetryQueue: Send + Sync {
     fn enqueue(&self, job: &RetryJob) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Hides a received job (by its receipt handle) for `delay` from now:
+    /// the back-off of a job handed back (`ChangeMessageVisibility`).
+    fn hold(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// [`RetryQueue`] on an SQS FIFO queue.
@@ -104,12 +133,27 @@ impl RetryQueue for SqsRetryQueue {
             .map_err(|err| QueueError(err.into()))?;
         Ok(())
     }
+
+    async fn hold(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS takes 0 to 43200 seconds.
+        let seconds = delay.as_secs_f64().ceil().min(43_200.0) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|err| QueueError(err.into()))?;
+        Ok(())
+    }
 }
 
 /// An in-memory [`RetryQueue`] for unit tests; clones share their jobs.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryQueue {
     jobs: Arc<Mutex<Vec<RetryJob>>>,
+    holds: Arc<Mutex<Vec<(String, Duration)>>>,
 }
 
 impl MemoryQueue {
@@ -117,6 +161,14 @@ impl MemoryQueue {
         self.jobs
             .lock()
             .map(|jobs| jobs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The jobs held back, by receipt handle, and for how long, in order.
+    pub fn holds(&self) -> Vec<(String, Duration)> {
+        self.holds
+            .lock()
+            .map(|holds| holds.clone())
             .unwrap_or_default()
     }
 }
@@ -127,6 +179,14 @@ impl RetryQueue for MemoryQueue {
             .lock()
             .map_err(|_| QueueError("the queue lock is poisoned".into()))?
             .push(job.clone());
+        Ok(())
+    }
+
+    async fn hold(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.holds
+            .lock()
+            .map_err(|_| QueueError("the queue lock is poisoned".into()))?
+            .push((receipt_handle.to_owned(), delay));
         Ok(())
     }
 }

@@ -9,9 +9,10 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryQueueConfig, SecretSetting,
-    SweepSettings, TableConfig, hs_token_setting, puppet_namer,
+    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig,
+    SecretSetting, SweepSettings, TableConfig, fetch_policy, hs_token_setting, puppet_namer,
 };
+use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
 use crate::ids::PuppetNamer;
 use crate::inbound::SqsInboundQueue;
@@ -122,8 +123,16 @@ impl Ports for Adapters {
         Ok(SweepSettings::from_env(self.env.as_ref())?)
     }
 
+    fn retry_backoff(&self) -> Result<RetryBackoff, InitError> {
+        Ok(RetryBackoff::from_env(self.env.as_ref())?)
+    }
+
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::emf(function)
+    }
+
+    fn fetcher(&self) -> Result<Fetcher, InitError> {
+        Ok(Fetcher::new(fetch_policy(self.env.as_ref())?)?)
     }
 }
 

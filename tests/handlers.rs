@@ -8,8 +8,8 @@ use bridge::fakes::Fakes;
 use bridge::function::{Handler, HttpFunction, QueueFunction};
 use bridge::handlers::{registry, send};
 use bridge::ids::{AppUserId, ConversationId};
-use bridge::matrix::MESSAGE_ID_KEY;
 use bridge::matrix::fake::{Call, Failure, FakeMatrix};
+use bridge::matrix::{MESSAGE_ID_KEY, Matrix as _};
 use bridge::model::{Delivery, MessageId, MessageStatus};
 use bridge::queue::{MemoryQueue, Operation};
 use bridge::store::{MemoryStore, prelude::*};
@@ -35,6 +35,14 @@ impl Event {
                 include_str!("../events/provision-get-conversation.json")
             }
             "provision-put-user" => include_str!("../events/provision-put-user.json"),
+            "provision-update-conversation" => {
+                include_str!("../events/provision-update-conversation.json")
+            }
+            "provision-archive-conversation" => {
+                include_str!("../events/provision-archive-conversation.json")
+            }
+            "provision-put-member" => include_str!("../events/provision-put-member.json"),
+            "provision-remove-member" => include_str!("../events/provision-remove-member.json"),
             "send-message-plain" => include_str!("../events/send-message-plain.json"),
             "send-message-markdown" => include_str!("../events/send-message-markdown.json"),
             "history-list-messages" => include_str!("../events/history-list-messages.json"),
@@ -131,25 +139,29 @@ struct Bridge {
 impl Bridge {
     /// A bridge with `grp-42` provisioned from the sample event (alice owner, bob member).
     async fn with_conversation() -> Self {
-        let fakes = Fakes::new();
+        let bridge = Self::new(Fakes::new()).await;
+        let created = bridge
+            .handle(Event::load("provision-create-conversation").by("svc", true))
+            .await;
+        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
+        bridge
+    }
+
+    /// Every registered function on `fakes`, nothing provisioned.
+    async fn new(fakes: Fakes) -> Self {
         let mut http = HashMap::new();
         for function in registry::<Fakes>() {
             if let Handler::Http(handler) = function.handler(&fakes).await.unwrap() {
                 http.insert(function.name, handler);
             }
         }
-        let bridge = Self {
+        Self {
             store: fakes.store.clone(),
             matrix: fakes.matrix.clone(),
             queue: fakes.queue.clone(),
             fakes,
             http,
-        };
-        let created = bridge
-            .handle(Event::load("provision-create-conversation").by("svc", true))
-            .await;
-        assert_eq!(created.status(), 201, "{:?}", json_of(&created));
-        bridge
+        }
     }
 
     /// Calls the function `name` with a request.
@@ -186,11 +198,25 @@ impl Bridge {
     async fn retry_with_deadline(&self, max_age: time::Duration) -> Box<dyn QueueFunction> {
         let mut fakes = self.fakes.clone();
         fakes.sweep.max_age = max_age;
+        Self::retry_on(&fakes).await
+    }
+
+    /// The retry function, holding jobs it hands back for `backoff`.
+    async fn retry_with_backoff(
+        &self,
+        backoff: bridge::config::RetryBackoff,
+    ) -> Box<dyn QueueFunction> {
+        let mut fakes = self.fakes.clone();
+        fakes.backoff = backoff;
+        Self::retry_on(&fakes).await
+    }
+
+    async fn retry_on(fakes: &Fakes) -> Box<dyn QueueFunction> {
         match registry::<Fakes>()
             .into_iter()
             .find(|function| function.name == "retry")
             .expect("retry is registered")
-            .handler(&fakes)
+            .handler(fakes)
             .await
             .unwrap()
         {
@@ -517,6 +543,7 @@ fn retry_batch(
         .map(|job| {
             let mut record = sample["Records"][0].clone();
             record["messageId"] = json!(uuid::Uuid::new_v4().to_string());
+            record["receiptHandle"] = json!(format!("receipt-{}", uuid::Uuid::new_v4()));
             record["body"] = json!(serde_json::to_string(job).unwrap());
             record["attributes"]["MessageGroupId"] = json!(job.conversation_id.as_str());
             record["attributes"]["ApproximateReceiveCount"] = json!(receive_count.to_string());
@@ -1066,9 +1093,11 @@ async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
         bridge.edit("alice", edited, "final", None).await.status(),
         200
     );
-    // Deleting a pending message cancels it.
+    // Deleting a pending message cancels it. Its send may be on its way
+    // (a retry under way), so the cancel stays in the outbox until the
+    // retry function settles it: nothing accepted later overtakes it.
     assert_eq!(bridge.delete("alice", cancelled).await.status(), 204);
-    assert_eq!(bridge.outbox().await, 1);
+    assert_eq!(bridge.outbox().await, 2);
 
     let sends = bridge.matrix.sends().len();
     let retry = bridge.retry().await;
@@ -1156,11 +1185,12 @@ impl Bridge {
         self.handle(event).await
     }
 
-    /// Provisions conversation `id` with `member` alone.
+    /// Provisions conversation `id` with `member` alone (its owner: a group
+    /// that names members needs one).
     async fn provision_other(&self, id: &str, member: &str) {
         let create = Event::load("provision-create-conversation")
             .by("svc", true)
-            .body(json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "member"}]}));
+            .body(json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "owner"}]}));
         let response = self.handle(create).await;
         assert_eq!(response.status(), 201, "{:?}", json_of(&response));
     }
@@ -1809,3 +1839,266 @@ async fn edits_matrix_would_refuse_and_messages_of_other_conversations_are_refus
     );
     assert!(bridge.redactions().is_empty());
 }
+
+// ------------------------------------------- changes racing a send's delivery
+
+impl Bridge {
+    /// Another instance of the function `name` on the same fakes (another
+    /// container), to run while a send is on its way.
+    async fn another(&self, name: &str) -> Box<dyn HttpFunction> {
+        let function = registry::<Fakes>()
+            .into_iter()
+            .find(|function| function.name == name)
+            .unwrap();
+        match function.handler(&self.fakes).await.unwrap() {
+            Handler::Http(handler) => handler,
+            _ => panic!("{name} is an HTTP function"),
+        }
+    }
+
+    /// Deletes (or, with `Some(body)`, edits) the message being sent, as
+    /// alice, while its send is on its way to the homeserver.
+    async fn while_sending(&self, edit: Option<&'static str>) {
+        let function = self
+            .another(if edit.is_some() { "edit" } else { "delete" })
+            .await;
+        self.matrix
+            .during_next_send(Box::new(move |content: Value| {
+                Box::pin(async move {
+                    let id = content[MESSAGE_ID_KEY].as_str().unwrap().to_owned();
+                    let (name, mut event) = match edit {
+                        Some(body) => ("edit-message", Some(json!({ "body": body }))),
+                        None => ("delete-message", None),
+                    };
+                    let mut request = Event::load(name)
+                        .by("alice", false)
+                        .path_param("message_id", &id)
+                        .without_header("idempotency-key");
+                    if let Some(body) = event.take() {
+                        request = request.body(body);
+                    }
+                    let answer = function.call(request.request()).await;
+                    assert!(answer.status().is_success(), "{:?}", json_of(&answer));
+                })
+            }));
+    }
+
+    /// The events of `grp-42`'s room that still show `message` (not
+    /// redacted, not an edit).
+    async fn visible(&self, message: MessageId) -> Vec<bridge::matrix::fake::Event> {
+        self.matrix
+            .timeline(&self.room().await)
+            .into_iter()
+            .filter(|event| {
+                event.redacted_by.is_none()
+                    && bridge::matrix::carries_message(&event.content, &message.to_string())
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_send_deleted_after_it_landed_unheard_is_redacted_by_the_retry_function() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let id = bridge.sent("alice", "landed, but nobody heard").await;
+    assert_eq!(bridge.visible(id).await.len(), 1, "it landed");
+    assert_eq!(bridge.delete("alice", id).await.status(), 204);
+    assert_eq!(
+        bridge.outbox().await,
+        1,
+        "the cancel waits for the send's job"
+    );
+    let after = bridge.sent("alice", "after the delete").await;
+    assert_eq!(
+        bridge.stored_message(after).await.status,
+        MessageStatus::Pending,
+        "queued behind the cancel"
+    );
+
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    assert!(bridge.visible(id).await.is_empty(), "redacted");
+    assert_eq!(bridge.redactions().len(), 1);
+    let deleted = bridge.stored_message(id).await;
+    assert_eq!(deleted.status, MessageStatus::Deleted);
+    assert!(deleted.event_id.is_some() && deleted.pending_change.is_none());
+    assert_eq!(bridge.visible(after).await.len(), 1);
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_send_deleted_on_its_way_is_redacted_directly_or_on_retry() {
+    // Directly: the send request itself redacts what it just sent.
+    let bridge = Bridge::with_conversation().await;
+    bridge.while_sending(None).await;
+    let direct = bridge.sent("alice", "regretted at once").await;
+    assert!(bridge.visible(direct).await.is_empty(), "redacted");
+    assert_eq!(bridge.redactions().len(), 1);
+    assert_eq!(bridge.outbox().await, 0);
+    assert_eq!(bridge.send("alice", "next").await.status(), 201);
+
+    // On retry: the retry function redacts what it just sent.
+    bridge.matrix.fail_next_send(Failure::Down);
+    let queued = bridge.sent("alice", "regretted while queued").await;
+    let jobs: Vec<_> = bridge
+        .queue
+        .jobs()
+        .into_iter()
+        .filter(|job| job.message_id == queued)
+        .collect();
+    bridge.while_sending(None).await;
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(bridge.visible(queued).await.is_empty(), "redacted");
+    assert_eq!(bridge.redactions().len(), 2);
+    assert!(bridge.stored_message(queued).await.pending_change.is_none());
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_send_edited_on_its_way_or_before_its_lost_answer_shows_the_edit() {
+    let latest_text =
+        |bridge: &Bridge, id: MessageId, visible: Vec<bridge::matrix::fake::Event>| {
+            let replacements: Vec<Value> = bridge
+                .matrix
+                .sends()
+                .into_iter()
+                .filter_map(|call| match call {
+                    Call::Send { content, .. }
+                        if content[MESSAGE_ID_KEY] == id.to_string()
+                            && content["m.relates_to"]["rel_type"] == "m.replace" =>
+                    {
+                        Some(content["m.new_content"]["body"].clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            replacements
+                .last()
+                .cloned()
+                .unwrap_or_else(|| visible[0].content["body"].clone())
+        };
+    // Directly.
+    let bridge = Bridge::with_conversation().await;
+    bridge.while_sending(Some("second thoughts")).await;
+    let direct = bridge.sent("alice", "first thoughts").await;
+    assert_eq!(
+        latest_text(&bridge, direct, bridge.visible(direct).await),
+        "second thoughts"
+    );
+    assert_eq!(bridge.outbox().await, 0);
+
+    // On retry, after a lost answer: what landed carries the old text.
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let unheard = bridge.sent("alice", "typo").await;
+    assert_eq!(
+        bridge.edit("alice", unheard, "fixed", None).await.status(),
+        200
+    );
+    let jobs: Vec<_> = bridge
+        .queue
+        .jobs()
+        .into_iter()
+        .filter(|job| job.message_id == unheard)
+        .collect();
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(bridge.visible(unheard).await.len(), 1, "not sent twice");
+    assert_eq!(
+        latest_text(&bridge, unheard, bridge.visible(unheard).await),
+        "fixed"
+    );
+    assert_eq!(
+        bridge.stored_message(unheard).await.status,
+        MessageStatus::Sent
+    );
+    assert_eq!(bridge.outbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_found_however_busy_the_room_became() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let id = bridge.sent("alice", "landed, but nobody heard").await;
+    let jobs = bridge.queue.jobs();
+    // The homeserver restarted (it forgot the transaction id; the fake
+    // never remembers one) and the room moved on by more than 100 events.
+    let room = bridge.room().await;
+    let bob = puppet("bob");
+    for n in 0..120 {
+        bridge
+            .matrix
+            .send_message(&room, &bob, &format!("chatter-{n}"), &json!({"body": n}))
+            .await
+            .unwrap();
+    }
+    let retry = bridge.retry().await;
+    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(bridge.visible(id).await.len(), 1, "found, not sent again");
+    assert_eq!(bridge.stored_message(id).await.status, MessageStatus::Sent);
+}
+
+#[tokio::test]
+async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retry_after() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    bridge.sent("alice", "one").await;
+    bridge.sent("bob", "two").await;
+    let jobs = bridge.queue.jobs();
+    let retry = bridge.retry().await;
+    let backoff = bridge::config::RetryBackoff::default();
+
+    let mut delays = Vec::new();
+    for receives in [1, 4, 30] {
+        bridge.matrix.fail_next_send(Failure::Down);
+        let batch = retry_batch(&jobs, receives);
+        let handles: Vec<String> = batch
+            .records
+            .iter()
+            .map(|r| r.receipt_handle.clone().unwrap())
+            .collect();
+        let before = bridge.queue.holds().len();
+        assert_eq!(failed_ids(&retry.call(batch).await).len(), 2);
+        let holds = bridge.queue.holds()[before..].to_vec();
+        assert_eq!(
+            holds.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>(),
+            handles,
+            "each job handed back is held, the later one as long as the first"
+        );
+        assert_eq!(holds[0].1, holds[1].1);
+        let ceiling = (backoff.base * (1 << (receives - 1).min(20))).min(backoff.max);
+        assert!(
+            holds[0].1 >= ceiling / 2 && holds[0].1 <= ceiling,
+            "{receives} receives: {:?} within [{:?}, {ceiling:?}]",
+            holds[0].1,
+            ceiling / 2
+        );
+        delays.push(holds[0].1);
+    }
+    assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
+
+    // A rate limit's Retry-After (the fake says 2 s) wins over a shorter
+    // back-off.
+    let short = bridge
+        .retry_with_backoff(bridge::config::RetryBackoff {
+            base: std::time::Duration::from_millis(100),
+            max: std::time::Duration::from_millis(100),
+        })
+        .await;
+    bridge.matrix.fail_next_send(Failure::RateLimited);
+    let before = bridge.queue.holds().len();
+    assert_eq!(
+        failed_ids(&short.call(retry_batch(&jobs, 1)).await).len(),
+        2
+    );
+    assert_eq!(
+        bridge.queue.holds()[before].1,
+        std::time::Duration::from_secs(2)
+    );
+}
+
+// ----------------------------------------------------------- provisioning
+
+#[path = "handlers/provisioning.rs"]
+mod provisioning;

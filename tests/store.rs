@@ -13,9 +13,10 @@ use bridge::model::{
     IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
     Puppet, Removal, Role, Sender, SkippedEvent, TransactionRecord,
 };
-use bridge::model::{ChangeKind, PendingChange};
+use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
 use bridge::store::{
-    Claim, DynamoStore, MemberChange, MemoryStore, Outbox, Store, StoreError, TransactionContext,
+    Claim, DynamoStore, MemberChange, MemberWrite, MemoryStore, Outbox, Store, StoreError,
+    TransactionContext,
 };
 use ruma::{OwnedRoomId, OwnedUserId, event_id};
 use time::{Duration, OffsetDateTime};
@@ -291,8 +292,9 @@ async fn puppets_are_remembered(store: &impl Store) {
         user_id: known.clone(),
         matrix_user_id: namer().user_id(&known),
         display_name: Some("Known".into()),
-        avatar_url: None,
+        avatar_url: Some("mxc://localhost/abc".into()),
         registered: true,
+        avatar_source: Some("https://example.org/known.png".into()),
     };
     store.put_puppet(&puppet).await.unwrap();
     assert_eq!(
@@ -315,6 +317,7 @@ async fn many_puppets_are_read_in_batches(store: &impl Store) {
             display_name: None,
             avatar_url: None,
             registered: false,
+            avatar_source: None,
         };
         store.put_puppet(&puppet).await.unwrap();
         known.push(puppet);
@@ -496,6 +499,33 @@ async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Sto
         (MessageStatus::Failed, Some("M_TOO_LARGE"))
     );
     assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+}
+
+async fn a_send_is_marked_only_as_the_content_that_was_sent(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let sent = message(&id, "alice", "as sent", Delivery::Direct);
+    store.insert_message(&sent, None).await.unwrap();
+    // Edited in place while its send was on its way.
+    let mut edited = sent.clone();
+    edited.body = "edited meanwhile".into();
+    store
+        .update_message(&sent, &edited, Outbox::Keep, None)
+        .await
+        .unwrap();
+    assert!(
+        !store.mark_sent(&sent, event_id!("$old")).await.unwrap(),
+        "the stored text is not what was sent"
+    );
+    let stored = store.message(&id, sent.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Pending);
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
+    assert!(
+        store.mark_sent(&stored, event_id!("$new")).await.unwrap(),
+        "as read now, it is"
+    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+    assert!(!store.mark_sent(&stored, event_id!("$new")).await.unwrap());
+    assert!(!store.mark_failed(&stored, "late").await.unwrap());
 }
 
 async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
@@ -768,6 +798,337 @@ async fn history_pages_newest_first(store: &impl Store) {
             .messages
             .is_empty()
     );
+}
+
+fn member_sync(id: &ConversationId, name: &str, delivery: Delivery) -> PendingSync {
+    PendingSync {
+        conversation_id: id.clone(),
+        subject: SyncSubject::Member {
+            matrix_user_id: puppet_id(name),
+            user_id: Some(user(name)),
+        },
+        id: MessageId::new(),
+        delivery,
+        since: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        readmit: false,
+    }
+}
+
+async fn outbox_of(store: &impl Store, id: &ConversationId) -> i64 {
+    store.conversation(id).await.unwrap().unwrap().outbox
+}
+
+async fn member_changes_carry_their_sync(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let carol = Member {
+        role: Role::Moderator,
+        ..member(&id, "carol", false)
+    };
+    let first = member_sync(&id, "carol", Delivery::Direct);
+    let put = MemberWrite::Put(&carol);
+    store
+        .change_member(put, &first, None, Outbox::EnterIfEmpty)
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &first.subject).await.unwrap();
+    assert_eq!(context.member.as_ref(), Some(&carol));
+    assert_eq!(context.sync.as_ref(), Some(&first));
+    assert_eq!(context.conversation.unwrap().id, id);
+    assert_eq!(outbox_of(store, &id).await, 1, "counted while in flight");
+
+    // Nothing else goes directly while it is in flight.
+    let dave = member(&id, "dave", false);
+    let direct = member_sync(&id, "dave", Delivery::Direct);
+    assert!(matches!(
+        store
+            .change_member(MemberWrite::Put(&dave), &direct, None, Outbox::EnterIfEmpty)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    let in_flight = message(&id, "alice", "behind the change", Delivery::Direct);
+    assert!(matches!(
+        store.insert_message(&in_flight, None).await,
+        Err(StoreError::Rejected)
+    ));
+
+    // A change made against an older read is refused: a sync is pending.
+    let second = member_sync(&id, "carol", Delivery::Queued);
+    assert!(matches!(
+        store.change_member(put, &second, None, Outbox::Keep).await,
+        Err(StoreError::Rejected)
+    ));
+    // Replacing it keeps its place in the outbox.
+    store
+        .change_member(put, &second, Some(first.id), Outbox::Keep)
+        .await
+        .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
+    assert!(
+        matches!(store.settle_sync(&first).await, Err(StoreError::Rejected)),
+        "a replaced sync does not settle"
+    );
+    assert!(matches!(
+        store.queue_sync(&first).await,
+        Err(StoreError::Rejected)
+    ));
+    assert_eq!(outbox_of(store, &id).await, 1);
+
+    // A direct one handed to the retry function stays counted, once.
+    let removal = member_sync(&id, "carol", Delivery::Direct);
+    let carol_id = puppet_id("carol");
+    store
+        .change_member(
+            MemberWrite::Remove(&carol_id),
+            &removal,
+            Some(second.id),
+            Outbox::Keep,
+        )
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &removal.subject).await.unwrap();
+    assert_eq!(context.member, None, "removed from the table at once");
+    store.queue_sync(&removal).await.unwrap();
+    assert!(
+        matches!(store.queue_sync(&removal).await, Err(StoreError::Rejected)),
+        "queued already"
+    );
+    assert_eq!(outbox_of(store, &id).await, 1);
+    let queued = store
+        .sync_context(&id, &removal.subject)
+        .await
+        .unwrap()
+        .sync
+        .unwrap();
+    assert_eq!(
+        queued,
+        PendingSync {
+            delivery: Delivery::Queued,
+            ..removal.clone()
+        }
+    );
+    assert!(matches!(
+        store.settle_sync(&second).await,
+        Err(StoreError::Rejected)
+    ));
+    store.settle_sync(&queued).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
+    assert_eq!(
+        store
+            .sync_context(&id, &removal.subject)
+            .await
+            .unwrap()
+            .sync,
+        None
+    );
+    assert!(
+        matches!(store.settle_sync(&queued).await, Err(StoreError::Rejected)),
+        "settled once"
+    );
+    assert_eq!(outbox_of(store, &id).await, 0);
+
+    // Entering the outbox counts it.
+    let entering = member_sync(&id, "dave", Delivery::Queued);
+    store
+        .change_member(MemberWrite::Put(&dave), &entering, None, Outbox::Enter)
+        .await
+        .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
+    store.settle_sync(&entering).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
+
+    // Undoing a refused change writes the record alone.
+    store
+        .restore_member(&id, MemberWrite::Remove(&puppet_id("dave")))
+        .await
+        .unwrap();
+    assert_eq!(store.member(&id, &puppet_id("dave")).await.unwrap(), None);
+    store
+        .restore_member(&id, MemberWrite::Put(&dave))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member(&id, &puppet_id("dave")).await.unwrap(),
+        Some(dave)
+    );
+    assert_eq!(outbox_of(store, &id).await, 0);
+}
+
+async fn pending_syncs_are_found_until_they_settle(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let now = OffsetDateTime::now_utc();
+    let ours = |found: Vec<PendingSync>| -> Vec<MessageId> {
+        found
+            .into_iter()
+            .filter(|sync| sync.conversation_id == id)
+            .map(|sync| sync.id)
+            .collect()
+    };
+    let old = PendingSync {
+        since: now - Duration::hours(1),
+        ..member_sync(&id, "carol", Delivery::Direct)
+    };
+    store
+        .change_member(
+            MemberWrite::Put(&member(&id, "carol", false)),
+            &old,
+            None,
+            Outbox::EnterIfEmpty,
+        )
+        .await
+        .unwrap();
+    let recent = PendingSync {
+        subject: SyncSubject::Room,
+        ..member_sync(&id, "unused", Delivery::Queued)
+    };
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    let renamed = Conversation {
+        name: Some("Renamed".into()),
+        ..read.clone()
+    };
+    store
+        .change_room(&read, &renamed, &recent, None, Outbox::Enter)
+        .await
+        .unwrap();
+    assert_eq!(outbox_of(store, &id).await, 2);
+
+    let ten_minutes_ago = now - Duration::minutes(10);
+    let stale = store.stale_syncs(ten_minutes_ago, 100).await.unwrap();
+    assert_eq!(ours(stale.clone()), [old.id], "only the old one");
+    assert_eq!(
+        stale.into_iter().find(|sync| sync.id == old.id),
+        Some(old.clone()),
+        "read back whole"
+    );
+    let later = now + Duration::seconds(2);
+    assert_eq!(
+        ours(store.stale_syncs(later, 100).await.unwrap()),
+        [old.id, recent.id],
+        "the longest pending first"
+    );
+    assert!(
+        store
+            .stale_pending(later, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|message| message.conversation_id != id),
+        "no sync among the messages"
+    );
+
+    // Handed to the retry function, it is still pending.
+    store.queue_sync(&old).await.unwrap();
+    let queued = PendingSync {
+        delivery: Delivery::Queued,
+        ..old.clone()
+    };
+    assert_eq!(
+        store
+            .stale_syncs(ten_minutes_ago, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|sync| sync.id == old.id),
+        Some(queued.clone())
+    );
+    store.settle_sync(&queued).await.unwrap();
+    store.settle_sync(&recent).await.unwrap();
+    assert!(ours(store.stale_syncs(later, 100).await.unwrap()).is_empty());
+    assert_eq!(outbox_of(store, &id).await, 0);
+}
+
+async fn room_changes_hold_only_while_the_conversation_is_as_read(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    let renamed = Conversation {
+        name: Some("Renamed".into()),
+        avatar_url: Some("mxc://localhost/room".into()),
+        avatar_source: Some("https://example.org/room.png".into()),
+        ..read.clone()
+    };
+    let sync = PendingSync {
+        subject: SyncSubject::Room,
+        ..member_sync(&id, "unused", Delivery::Direct)
+    };
+    store
+        .change_room(&read, &renamed, &sync, None, Outbox::EnterIfEmpty)
+        .await
+        .unwrap();
+    let context = store.sync_context(&id, &SyncSubject::Room).await.unwrap();
+    assert_eq!(
+        context.conversation.as_ref(),
+        Some(&Conversation {
+            outbox: 1,
+            ..renamed.clone()
+        }),
+        "changed, and counted in the outbox while in flight"
+    );
+    assert_eq!(context.sync.as_ref(), Some(&sync));
+    assert_eq!(context.member, None);
+    store.settle_sync(&sync).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 0);
+
+    // A send moved the outbox since: the read is stale.
+    let queued = message(&id, "alice", "queued", Delivery::Queued);
+    store.insert_message(&queued, None).await.unwrap();
+    let archived = Conversation {
+        status: ConversationStatus::Archived,
+        ..renamed.clone()
+    };
+    let archive = PendingSync {
+        id: MessageId::new(),
+        ..sync.clone()
+    };
+    assert!(matches!(
+        store
+            .change_room(&renamed, &archived, &archive, None, Outbox::Enter)
+            .await,
+        Err(StoreError::Rejected)
+    ));
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(read.outbox, 1);
+    let archived = Conversation {
+        status: ConversationStatus::Archived,
+        ..read.clone()
+    };
+    assert!(
+        matches!(
+            store
+                .change_room(&read, &archived, &archive, None, Outbox::EnterIfEmpty)
+                .await,
+            Err(StoreError::Rejected)
+        ),
+        "not directly while the outbox is not empty"
+    );
+    let archive = PendingSync {
+        delivery: Delivery::Queued,
+        ..archive
+    };
+    store
+        .change_room(&read, &archived, &archive, None, Outbox::Enter)
+        .await
+        .unwrap();
+    let stored = store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.outbox, stored.name.as_deref()),
+        (ConversationStatus::Archived, 2, Some("Renamed"))
+    );
+    // Nothing more changes an archived conversation.
+    let late = member_sync(&id, "erin", Delivery::Queued);
+    for outbox in [Outbox::Keep, Outbox::Enter] {
+        assert!(matches!(
+            store
+                .change_member(
+                    MemberWrite::Put(&member(&id, "erin", false)),
+                    &late,
+                    None,
+                    outbox
+                )
+                .await,
+            Err(StoreError::Rejected)
+        ));
+    }
+    store.settle_sync(&archive).await.unwrap();
+    assert_eq!(outbox_of(store, &id).await, 1);
 }
 
 fn upload(id: &ConversationId, by: &str) -> MediaRecord {
@@ -1138,6 +1499,7 @@ both_adapters!(
     idempotency_keys_are_used_once,
     queued_messages_hold_back_direct_sends,
     failures_and_queueing_move_messages_through_the_outbox,
+    a_send_is_marked_only_as_the_content_that_was_sent,
     updates_hold_only_while_the_message_is_as_read,
     the_outbox_counts_what_is_stored_not_a_stale_copy,
     messages_in_flight_count_in_the_outbox,
@@ -1145,6 +1507,9 @@ both_adapters!(
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,
     history_pages_newest_first,
+    member_changes_carry_their_sync,
+    pending_syncs_are_found_until_they_settle,
+    room_changes_hold_only_while_the_conversation_is_as_read,
     media_are_recorded_once_in_their_conversation,
     typing_windows_open_once_until_they_end,
     transactions_are_found_by_id_and_fingerprint_with_the_lookups,

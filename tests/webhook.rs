@@ -132,6 +132,27 @@ impl Hook {
         self.call("send", event).await
     }
 
+    /// A provisioning member change (`PUT` with `body`, or `DELETE`) by the
+    /// application's service account.
+    async fn provision_member(&self, id: &str, user: &str, body: Option<Value>) -> Response<Body> {
+        let mut event: Value = match body {
+            Some(_) => serde_json::from_str(include_str!("../events/provision-put-member.json")),
+            None => serde_json::from_str(include_str!("../events/provision-remove-member.json")),
+        }
+        .unwrap();
+        let claims = &mut event["requestContext"]["authorizer"]["jwt"]["claims"];
+        claims["sub"] = json!("svc");
+        claims["scope"] = json!("bridge.admin");
+        let path = format!("/v1/conversations/{id}/members/{user}");
+        event["pathParameters"] = json!({"id": id, "user_id": user});
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        if let Some(body) = body {
+            event["body"] = json!(body.to_string());
+        }
+        self.call("provision", event).await
+    }
+
     /// An appservice request as API Gateway delivers it.
     async fn appservice(
         &self,
@@ -563,7 +584,7 @@ async fn a_kick_of_a_puppet_by_a_matrix_moderator_stands() {
     // What Synapse did, then told the webhook.
     hook.fakes
         .matrix
-        .kick(&room, &bob, &user("carol"), Some("spamming"));
+        .moderator_kick(&room, &bob, &user("carol"), Some("spamming"));
     hook.pushed("55", &fixture("kick-of-a-puppet")).await;
 
     let left = hook.published_of(EventKind::MemberLeft);
@@ -626,7 +647,7 @@ async fn a_puppet_kicked_before_the_webhook_heard_of_it_is_not_invited_back() {
     assert_eq!(hook.send("bob", "hello").await.status(), 201);
     hook.fakes
         .matrix
-        .ban(&room, &bob, &user("carol"), Some("trolling"));
+        .moderator_ban(&room, &bob, &user("carol"), Some("trolling"));
     let refused = hook.send("bob", "let me back in").await;
     assert_eq!(refused.status(), 403, "{:?}", json_of(&refused));
     assert!(
@@ -658,6 +679,196 @@ async fn a_puppet_kicked_before_the_webhook_heard_of_it_is_not_invited_back() {
             .matrix
             .calls()
             .contains(&Call::Invite(room.clone(), bob.clone()))
+    );
+}
+
+/// Whether the fake homeserver was asked to invite `user`.
+fn invited(hook: &Hook, user: &OwnedUserId) -> bool {
+    hook.fakes
+        .matrix
+        .calls()
+        .iter()
+        .any(|call| matches!(call, Call::Invite(_, invited) if invited == user))
+}
+
+#[tokio::test]
+async fn a_member_a_matrix_moderator_kicked_comes_back_only_when_the_application_says_rejoin() {
+    let hook = Hook::new().await;
+    let room = owned_room_id!("!room2:localhost");
+    let bob = user("app_bob");
+    hook.fakes
+        .matrix
+        .moderator_kick(&room, &bob, &user("carol"), Some("spamming"));
+    hook.pushed("55", &fixture("kick-of-a-puppet")).await;
+
+    // A role change does not put him back: 409, and nothing changes.
+    let refused = hook
+        .provision_member("grp-43", "bob", Some(json!({"role": "moderator"})))
+        .await;
+    assert_eq!(refused.status(), 409, "{:?}", json_of(&refused));
+    let message = json_of(&refused)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("kicked")
+            && message.contains("@carol:localhost")
+            && message.contains("\"rejoin\": true"),
+        "{message}"
+    );
+    assert!(!invited(&hook, &bob), "not invited back");
+    let grp43 = conversation("grp-43");
+    let member = hook
+        .fakes
+        .store
+        .member(&grp43, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(member.role, bridge::model::Role::Member, "unchanged");
+    assert!(member.removed.is_some() && !member.joined);
+
+    // Removing him and adding him again is no way around it either.
+    let removed = hook.provision_member("grp-43", "bob", None).await;
+    assert_eq!(removed.status(), 204, "{:?}", json_of(&removed));
+    let again = hook
+        .provision_member("grp-43", "bob", Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(again.status(), 409, "{:?}", json_of(&again));
+    assert!(!invited(&hook, &bob), "still not invited back");
+    assert_eq!(hook.fakes.store.member(&grp43, &bob).await.unwrap(), None);
+
+    // The application's explicit decision puts him back.
+    let back = hook
+        .provision_member(
+            "grp-43",
+            "bob",
+            Some(json!({"role": "moderator", "rejoin": true})),
+        )
+        .await;
+    assert_eq!(back.status(), 200, "{:?}", json_of(&back));
+    assert!(json_of(&back).get("removed").is_none());
+    assert_eq!(
+        hook.fakes.matrix.membership_of(&room, &bob).as_deref(),
+        Some("join")
+    );
+    let member = hook
+        .fakes
+        .store
+        .member(&grp43, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(member.role, bridge::model::Role::Moderator);
+    assert!(member.joined && member.removed.is_none());
+    // The same request again changes nothing.
+    let calls = hook.fakes.matrix.calls().len();
+    let same = hook
+        .provision_member(
+            "grp-43",
+            "bob",
+            Some(json!({"role": "moderator", "rejoin": true})),
+        )
+        .await;
+    assert_eq!(same.status(), 200);
+    assert_eq!(hook.fakes.matrix.calls().len(), calls);
+}
+
+#[tokio::test]
+async fn a_ban_the_webhook_has_not_heard_of_yet_stands_until_the_application_says_rejoin() {
+    let hook = Hook::new().await;
+    let room = owned_room_id!("!room2:localhost");
+    let bob = user("app_bob");
+    let grp43 = conversation("grp-43");
+    hook.fakes
+        .matrix
+        .moderator_ban(&room, &bob, &user("carol"), Some("trolling"));
+
+    // The sync finds the ban in the room's state: he is not invited, the
+    // removal is recorded, and the change is undone.
+    let refused = hook
+        .provision_member("grp-43", "bob", Some(json!({"role": "moderator"})))
+        .await;
+    assert_eq!(refused.status(), 409, "{:?}", json_of(&refused));
+    assert!(
+        json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("banned")
+    );
+    assert!(!invited(&hook, &bob));
+    let member = hook
+        .fakes
+        .store
+        .member(&grp43, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(member.role, bridge::model::Role::Member);
+    let removal = member.removed.expect("the ban is recorded");
+    assert!(removal.banned);
+    assert_eq!(removal.by, user("carol"));
+    let outbox = hook
+        .fakes
+        .store
+        .conversation(&grp43)
+        .await
+        .unwrap()
+        .unwrap()
+        .outbox;
+    assert_eq!(outbox, 0, "the change left the outbox");
+    // From now on the record says so: a 409 without asking Matrix.
+    let calls = hook.fakes.matrix.calls().len();
+    let again = hook
+        .provision_member("grp-43", "bob", Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(hook.fakes.matrix.calls().len(), calls);
+
+    // `rejoin` lifts the ban, invites and joins him.
+    let back = hook
+        .provision_member(
+            "grp-43",
+            "bob",
+            Some(json!({"role": "member", "rejoin": true})),
+        )
+        .await;
+    assert_eq!(back.status(), 200, "{:?}", json_of(&back));
+    assert!(
+        hook.fakes
+            .matrix
+            .calls()
+            .contains(&Call::Unban(room.clone(), bob.clone()))
+    );
+    assert!(invited(&hook, &bob));
+    assert_eq!(
+        hook.fakes.matrix.membership_of(&room, &bob).as_deref(),
+        Some("join")
+    );
+    let member = hook
+        .fakes
+        .store
+        .member(&grp43, &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(member.joined && member.removed.is_none());
+}
+
+#[tokio::test]
+async fn a_member_who_left_on_their_own_is_put_back_by_a_member_change() {
+    let hook = Hook::new().await;
+    let room = owned_room_id!("!room2:localhost");
+    let bob = user("app_bob");
+    hook.fakes.matrix.remove(&room, &bob);
+    let changed = hook
+        .provision_member("grp-43", "bob", Some(json!({"role": "moderator"})))
+        .await;
+    assert_eq!(changed.status(), 200, "{:?}", json_of(&changed));
+    assert!(invited(&hook, &bob));
+    assert_eq!(
+        hook.fakes.matrix.membership_of(&room, &bob).as_deref(),
+        Some("join")
     );
 }
 

@@ -59,6 +59,9 @@ impl From<Error> for ApiError {
                 )),
                 None => Self::internal(matrix),
             },
+            Error::Invalid(reason) => Self::InvalidRequest(reason),
+            Error::Conflict(reason) => Self::Conflict(reason),
+            Error::NotFound(reason) => Self::NotFound(reason),
             Error::Store(StoreError::Corrupt(_)) | Error::Inconsistent(_) => Self::internal(err),
             Error::Store(_) | Error::Queue(_) | Error::Inbound(_) => Self::unavailable(err),
         }

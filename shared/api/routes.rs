@@ -40,6 +40,10 @@ pub enum Route {
     PutUser,
     CreateConversation,
     GetConversation,
+    UpdateConversation,
+    ArchiveConversation,
+    PutMember,
+    RemoveMember,
     SendMessage,
     EditMessage,
     DeleteMessage,
@@ -132,6 +136,34 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/v1/conversations/{id}",
         function: "provision",
         auth: Auth::User,
+    },
+    RouteSpec {
+        route: Route::UpdateConversation,
+        method: Method::PATCH,
+        path: "/v1/conversations/{id}",
+        function: "provision",
+        auth: Auth::Admin,
+    },
+    RouteSpec {
+        route: Route::ArchiveConversation,
+        method: Method::DELETE,
+        path: "/v1/conversations/{id}",
+        function: "provision",
+        auth: Auth::Admin,
+    },
+    RouteSpec {
+        route: Route::PutMember,
+        method: Method::PUT,
+        path: "/v1/conversations/{id}/members/{user_id}",
+        function: "provision",
+        auth: Auth::Admin,
+    },
+    RouteSpec {
+        route: Route::RemoveMember,
+        method: Method::DELETE,
+        path: "/v1/conversations/{id}/members/{user_id}",
+        function: "provision",
+        auth: Auth::Admin,
     },
     RouteSpec {
         route: Route::SendMessage,
@@ -282,6 +314,20 @@ mod tests {
         assert_eq!(
             find(&Method::POST, "/v1/conversations").unwrap().0.route,
             Route::CreateConversation
+        );
+        let (spec, params) = find(
+            &Method::PUT,
+            "/v1/conversations/grp-42/members/%40carol%3Aexample.org",
+        )
+        .unwrap();
+        assert_eq!(spec.route, Route::PutMember);
+        assert_eq!(params["user_id"], "@carol:example.org");
+        assert_eq!(
+            find(&Method::DELETE, "/v1/conversations/grp-42")
+                .unwrap()
+                .0
+                .route,
+            Route::ArchiveConversation
         );
     }
 

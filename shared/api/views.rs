@@ -8,7 +8,7 @@ use crate::ids::{AppUserId, ConversationId};
 use crate::media::MediaInfo;
 use crate::model::{
     Attachment, Conversation, ConversationKind, ConversationStatus, Format, MatrixFile, MediaId,
-    MediaRecord, Member, Message, MessageId, MessageStatus, MsgType, Origin, Role, Sender,
+    MediaRecord, Member, Message, MessageId, MessageStatus, MsgType, Origin, Removal, Role, Sender,
     Visibility,
 };
 
@@ -20,6 +20,10 @@ pub struct MemberView<'a> {
     role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     display_name: Option<&'a str>,
+    /// Set when a Matrix moderator kicked or banned the member: it is not
+    /// in the room, and is put back only by a `PUT` with `"rejoin": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<&'a Removal>,
 }
 
 impl<'a> From<&'a Member> for MemberView<'a> {
@@ -29,6 +33,7 @@ impl<'a> From<&'a Member> for MemberView<'a> {
             matrix_user_id: &member.matrix_user_id,
             role: member.role,
             display_name: member.display_name.as_deref(),
+            removed: member.removed.as_ref(),
         }
     }
 }
@@ -44,6 +49,8 @@ pub struct ConversationView<'a> {
     visibility: Visibility,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent_id: Option<&'a ConversationId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar_url: Option<&'a str>,
     room_id: Option<&'a OwnedRoomId>,
     status: ConversationStatus,
     #[serde(with = "time::serde::rfc3339")]
@@ -60,6 +67,7 @@ impl<'a> ConversationView<'a> {
             topic: conversation.topic.as_deref(),
             visibility: conversation.visibility,
             parent_id: conversation.parent_id.as_ref(),
+            avatar_url: conversation.avatar_url.as_deref(),
             room_id: conversation.room_id.as_ref(),
             status: conversation.status,
             created_at: conversation.created_at,

@@ -119,7 +119,7 @@ pub async fn settle_change<S: Store>(
 
 /// Hands `read`'s direct pending change over to the retry function (it
 /// stays counted in the outbox) and queues a job for it.
-async fn queue_change<S: Store, Q: RetryQueue>(
+pub async fn queue_change<S: Store, Q: RetryQueue>(
     store: &S,
     queue: &Q,
     read: &Message,
@@ -142,6 +142,22 @@ async fn queue_change<S: Store, Q: RetryQueue>(
     Ok(queued)
 }
 
+/// How a change goes to Matrix, and how it moves the conversation's outbox,
+/// given the delivery of the pending change of the same subject that it
+/// replaces, if any. A replaced change is counted in the outbox already:
+/// the new one takes its place there, queued, and the retry function
+/// delivers the latest. Else it goes directly while the outbox is empty
+/// (counted in it while in flight), and joins the outbox otherwise.
+/// Message changes and provisioning changes (`provision::apply`) decide
+/// alike.
+pub fn route(replaced: Option<Delivery>, outbox_empty: bool) -> (Delivery, Outbox) {
+    match replaced {
+        Some(_) => (Delivery::Queued, Outbox::Keep),
+        None if outbox_empty => (Delivery::Direct, Outbox::EnterIfEmpty),
+        None => (Delivery::Queued, Outbox::Enter),
+    }
+}
+
 /// Stores `changed` (the message `read` with a new change of kind `kind`
 /// applied) and delivers the change: directly when nothing waits before it,
 /// else through the outbox. `idempotency` is the request's key, used once.
@@ -161,11 +177,7 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
     // A pending change is replaced: it is counted in the outbox already,
     // and its delivery (its request, or its job) delivers the latest one.
     let replaced = read.pending_change.as_ref().map(|change| change.delivery);
-    let (delivery, outbox) = match replaced {
-        Some(_) => (Delivery::Queued, Outbox::Keep),
-        None if outbox_empty => (Delivery::Direct, Outbox::EnterIfEmpty),
-        None => (Delivery::Queued, Outbox::Enter),
-    };
+    let (delivery, outbox) = route(replaced, outbox_empty);
     let already_queued = replaced == Some(Delivery::Queued);
     changed.pending_change = Some(PendingChange { kind, delivery });
     store
@@ -186,6 +198,17 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
         }
         (Delivery::Direct, _) => {}
     }
+    deliver_direct((store, matrix, queue), room, changed).await
+}
+
+/// Delivers `changed`'s stored direct pending change now; when the
+/// homeserver cannot take it, hands it to the retry function.
+pub async fn deliver_direct<S: Store, M: Matrix, Q: RetryQueue>(
+    ports: (&S, &M, &Q),
+    room: &RoomId,
+    changed: Message,
+) -> Result<Accepted, Error> {
+    let (store, matrix, queue) = ports;
     match send_change(matrix, room, &changed).await {
         Ok(()) => Ok(Accepted::Done(settle_or_leave(store, &changed, None).await)),
         Err(err) if err.is_transient() => {

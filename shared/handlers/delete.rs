@@ -20,7 +20,7 @@ use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::AppUserId;
 use crate::matrix::Matrix;
 use crate::metrics::Counter;
-use crate::model::{ChangeKind, MessageStatus, Role};
+use crate::model::{ChangeKind, MessageStatus, PendingChange, Role};
 use crate::ports::{InitError, Ports};
 use crate::queue::RetryQueue;
 use crate::store::{Outbox, Store, StoreError};
@@ -115,17 +115,27 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
             let read = &target.message;
             let deleted = read.deleted(OffsetDateTime::now_utc());
             let outcome = match read.status {
-                // Never reached Matrix: nothing to redact. A pending send
-                // leaves the outbox; its job finds the message deleted.
+                // Not in Matrix, or not yet: a pending send is cancelled. It
+                // may be on its way (a request or a retry job under way), so
+                // the cancel is left to whoever delivers the send: a pending
+                // delete of the send's delivery, settled when that send ends
+                // (redacting what landed meanwhile), and it stays in the
+                // outbox until then, so nothing overtakes it.
                 MessageStatus::Pending | MessageStatus::Failed => {
-                    let outbox = if read.status == MessageStatus::Pending {
-                        Outbox::Leave
-                    } else {
-                        Outbox::Keep
-                    };
+                    let mut deleted = deleted;
+                    if read.status == MessageStatus::Pending {
+                        deleted.changes = read.changes + 1;
+                        deleted.pending_change = Some(PendingChange {
+                            kind: ChangeKind::Delete {
+                                reason: reason.clone(),
+                                by_bot,
+                            },
+                            delivery: read.delivery,
+                        });
+                    }
                     self.0
                         .store
-                        .update_message(read, &deleted, outbox, target.idempotency.as_ref())
+                        .update_message(read, &deleted, Outbox::Keep, target.idempotency.as_ref())
                         .await
                         .map(|()| Accepted::Done(deleted))
                         .map_err(Error::from)

@@ -4,14 +4,15 @@
 use ruma::events::relation::Reply;
 use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use time::OffsetDateTime;
 
+use super::changes::settle_change;
 use crate::error::Error;
 use crate::matrix::Matrix;
 use crate::matrix::content::{media_message, text_message, to_event};
-use crate::model::{Message, Removal};
-use crate::store::Store;
+use crate::model::{ChangeKind, Delivery, Message, MessageStatus, PendingChange, Removal};
+use crate::store::{Outbox, Store, StoreError};
 
 /// The transaction id of a message's send: derived from its id, so every
 /// attempt is the same request to the homeserver.
@@ -86,7 +87,7 @@ pub async fn join_room<M: Matrix>(
 
 /// How `user` lost its membership, if someone other than itself and the
 /// bridge's bot took it (a kick or a ban), as the room's state says.
-async fn removed_by_moderator<M: Matrix>(
+pub(crate) async fn removed_by_moderator<M: Matrix>(
     matrix: &M,
     room_id: &RoomId,
     user: &UserId,
@@ -132,4 +133,79 @@ pub async fn send_as_sender<S: Store, M: Matrix>(
         }
         other => Ok(other?),
     }
+}
+
+/// Settles a send whose message changed while it was on its way to Matrix
+/// (`mark_sent` or `mark_failed` left it alone). `landed` is the event the
+/// send became, or `None` when the homeserver refused it for good (with
+/// `failure`). An edit made meanwhile (in place, on the pending message)
+/// becomes a pending edit of the event; a delete (a cancel) becomes the
+/// redaction of the event, or, when nothing landed, is over. A pending
+/// change returned is stored with `delivery`, for the caller to deliver;
+/// `None` when nothing is left to do.
+pub async fn reconcile<S: Store>(
+    store: &S,
+    sent: &Message,
+    landed: Option<&EventId>,
+    failure: &str,
+    delivery: Delivery,
+) -> Result<Option<Message>, StoreError> {
+    for _ in 0..3 {
+        let Some(current) = store.message(&sent.conversation_id, sent.id).await? else {
+            return Ok(None);
+        };
+        let cancel = current.status == MessageStatus::Deleted
+            && current.event_id.is_none()
+            && matches!(
+                current.pending_change,
+                Some(PendingChange {
+                    kind: ChangeKind::Delete { .. },
+                    ..
+                })
+            );
+        let mut next = current.clone();
+        match (current.status, landed) {
+            (MessageStatus::Pending, Some(event_id)) => {
+                next.status = MessageStatus::Sent;
+                next.event_id = Some(event_id.to_owned());
+                next.changes = current.changes + 1;
+                next.pending_change = Some(PendingChange {
+                    kind: ChangeKind::Edit,
+                    delivery,
+                });
+            }
+            (MessageStatus::Pending, None) => {
+                if store.mark_failed(&current, failure).await? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            (MessageStatus::Deleted, Some(event_id)) if cancel => {
+                next.event_id = Some(event_id.to_owned());
+                if let Some(change) = &mut next.pending_change {
+                    change.delivery = delivery;
+                }
+            }
+            (MessageStatus::Deleted, None) if cancel => {
+                match settle_change(store, &current, None).await {
+                    Ok(_) => return Ok(None),
+                    Err(StoreError::Rejected) => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+            _ => return Ok(None),
+        }
+        match store
+            .update_message(&current, &next, Outbox::Keep, None)
+            .await
+        {
+            Ok(()) => {
+                next.revision = current.revision + 1;
+                return Ok(Some(next));
+            }
+            Err(StoreError::Rejected) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(StoreError::Rejected)
 }

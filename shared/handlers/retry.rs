@@ -1,32 +1,43 @@
-//! The `retry` function: delivers the messages the send function accepted
-//! while the homeserver could not take them, from the FIFO retry queue.
+//! The `retry` function: delivers the operations accepted while the
+//! homeserver could not take them (sends, edits and deletes of messages,
+//! changes of rooms and members), from the FIFO retry queue.
 //!
 //! Jobs of one conversation arrive in order (`MessageGroupId`). When a job
 //! cannot be delivered yet, it and every later job of its conversation in
 //! the batch are reported as failures (a partial batch response), so SQS
-//! hands them back later, in the same order, after the visibility timeout.
+//! hands them back later, in the same order. Until then they are hidden for
+//! a back-off (`ChangeMessageVisibility`): exponential in the job's
+//! receives, with jitter, never shorter than the homeserver's `Retry-After`
+//! ([`RetryBackoff`]).
 //! A refusal that retrying cannot fix, or an operation still undelivered
 //! past its deadline (`BRIDGE_MAX_PENDING_AGE_SECONDS`, a day), marks
-//! the message `failed` with the reason, and the conversation moves on.
+//! the message `failed` with the reason (a room or member change is
+//! dropped, and logged), and the conversation moves on.
 //!
-//! Before sending again, it looks for the message in the room's latest
-//! events: an earlier attempt may have landed with its answer lost, and the
-//! homeserver only remembers transaction ids for a while.
+//! Before sending again, it looks for the message among its sender's events
+//! in the room since the message was accepted (bounded by time, not by a
+//! count): an earlier attempt may have landed with its answer lost, and the
+//! homeserver forgets transaction ids when it restarts. A message edited or
+//! deleted while its send was on its way gets that change delivered after
+//! it (`outbound::reconcile`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use time::OffsetDateTime;
 
 use super::changes::{send_change, settle_change};
-use super::outbound::{send_as_sender, stored_content};
+use super::outbound::{reconcile, send_as_sender, stored_content};
+use super::provision::sync;
+use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
-use crate::model::{Delivery, MessageStatus};
+use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
 use crate::ports::{InitError, Ports};
-use crate::queue::{Operation, RetryJob};
+use crate::queue::{Operation, RetryJob, RetryQueue};
 use crate::store::{Store, StoreError};
 
 pub const NAME: &str = "retry";
@@ -39,9 +50,13 @@ pub fn function<P: Ports>() -> Function<P> {
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     let max_age = ports.sweep_settings()?.max_age;
     Ok(Handler::Queue(Box::new(RetryService::new(
-        ports.store().await?,
-        ports.matrix().await?,
+        (
+            ports.store().await?,
+            ports.matrix().await?,
+            ports.queue().await?,
+        ),
         max_age,
+        ports.retry_backoff()?,
         ports.metrics(NAME),
     ))))
 }
@@ -51,33 +66,59 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
 enum Outcome {
     /// Delivered, failed for good, or nothing left to do: the job is done.
     Done,
-    /// Not now: hand the job back for a later attempt.
-    Later(String),
+    /// Not now: hand the job back for a later attempt, not before the
+    /// homeserver's `Retry-After` if it gave one.
+    Later(String, Option<Duration>),
+}
+
+fn later(reason: impl Into<String>) -> Outcome {
+    Outcome::Later(reason.into(), None)
 }
 
 /// The retry function's state, built once per container.
-pub struct RetryService<S, M> {
+pub struct RetryService<S, M, Q> {
     store: S,
     matrix: M,
+    /// Where handed-back jobs are held for their back-off.
+    queue: Q,
     /// How long an operation may stay undelivered before it fails: until
     /// then, a homeserver that cannot take it is waited for, however many
     /// attempts that takes (a job that dead-letters meanwhile is swept back).
     max_age: time::Duration,
+    backoff: RetryBackoff,
     metrics: Metrics,
 }
 
-impl<S: Store + 'static, M: Matrix + 'static> QueueFunction for RetryService<S, M> {
+impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> QueueFunction
+    for RetryService<S, M, Q>
+{
     fn call(&self, event: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
         Box::pin(self.handle(event))
     }
 }
 
-impl<S: Store, M: Matrix> RetryService<S, M> {
-    pub fn new(store: S, matrix: M, max_age: time::Duration, metrics: Metrics) -> Self {
+/// A receive count: how many times SQS has handed this job out.
+fn receives(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
+}
+
+impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
+    pub fn new(
+        (store, matrix, queue): (S, M, Q),
+        max_age: time::Duration,
+        backoff: RetryBackoff,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             matrix,
+            queue,
             max_age,
+            backoff,
             metrics,
         }
     }
@@ -87,9 +128,11 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         since.is_some_and(|since| OffsetDateTime::now_utc() - since > self.max_age)
     }
 
-    /// Processes a batch in order; the response names the jobs to retry.
+    /// Processes a batch in order; the response names the jobs to retry,
+    /// each hidden for its conversation's back-off meanwhile.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut held_back: HashSet<String> = HashSet::new();
+        // Conversation -> the back-off of its first job handed back.
+        let mut held_back: HashMap<String, Duration> = HashMap::new();
         let mut failures = Vec::new();
         for record in event.records {
             let group = record
@@ -97,19 +140,34 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 .get("MessageGroupId")
                 .cloned()
                 .unwrap_or_default();
-            let outcome = if held_back.contains(&group) {
-                Outcome::Later("an earlier job of this conversation is waiting".into())
-            } else {
-                self.process(&record).await
+            let (reason, delay) = match held_back.get(&group) {
+                Some(delay) => (
+                    "an earlier job of this conversation is waiting".to_owned(),
+                    *delay,
+                ),
+                None => match self.process(&record).await {
+                    Outcome::Done => continue,
+                    Outcome::Later(reason, retry_after) => {
+                        // Uniform in [0, 1): a random UUID's low 53 bits.
+                        let bits = uuid::Uuid::new_v4().as_u128() as u64 & ((1 << 53) - 1);
+                        let jitter = bits as f64 / (1u64 << 53) as f64;
+                        let delay = self.backoff.delay(receives(&record), jitter, retry_after);
+                        (reason, delay)
+                    }
+                },
             };
-            if let Outcome::Later(reason) = outcome {
-                tracing::warn!(sqs_message_id = ?record.message_id, reason, "retry job handed back");
-                self.metrics.count(Counter::RetriesHandedBack);
-                held_back.insert(group);
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.unwrap_or_default();
-                failures.push(failure);
+            tracing::warn!(sqs_message_id = ?record.message_id, reason, delay_s = delay.as_secs(), "retry job handed back");
+            self.metrics.count(Counter::RetriesHandedBack);
+            held_back.insert(group, delay);
+            if let Some(receipt) = &record.receipt_handle
+                && let Err(err) = self.queue.hold(receipt, delay).await
+            {
+                // It comes back after the queue's visibility timeout instead.
+                tracing::warn!(error = %err, "could not hold the job back");
             }
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.unwrap_or_default();
+            failures.push(failure);
         }
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = failures;
@@ -125,18 +183,32 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             // Never deliverable: after the last receive SQS moves it to the
             // dead-letter queue, whose alarm tells a person.
             tracing::error!(sqs_message_id = ?record.message_id, "malformed retry job");
-            return Outcome::Later("malformed job".into());
+            return later("malformed job");
         };
-        let attempt = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(1);
+        let attempt = receives(record);
         let outcome = match job.operation {
             Operation::Send => self.try_send(&job, attempt).await,
             Operation::Change => self.try_change(&job, attempt).await,
+            Operation::Sync => self.try_sync(&job, attempt).await,
         };
-        outcome.unwrap_or_else(|err| Outcome::Later(format!("the table is unavailable: {err}")))
+        outcome.unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
+    }
+
+    /// Looks for `message`'s send among its sender's events in the room
+    /// since it was accepted: an earlier attempt may have landed.
+    async fn landed(
+        &self,
+        room_id: &ruma::RoomId,
+        message: &Message,
+    ) -> Result<Option<ruma::OwnedEventId>, crate::matrix::MatrixError> {
+        self.matrix
+            .find_sent_event(
+                room_id,
+                &message.sender.matrix_user_id,
+                &message.id.to_string(),
+                message.created_at,
+            )
+            .await
     }
 
     /// Delivers a message's queued change (an edit or a delete). A newer
@@ -164,8 +236,24 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 .conversation(&job.conversation_id)
                 .await?
                 .and_then(|c| c.room_id);
-            let delivered = match room_id {
-                Some(room_id) => send_change(&self.matrix, &room_id, &message).await,
+            let mut message = message;
+            let cancel = message.event_id.is_none()
+                && matches!(
+                    message.pending_change.as_ref().map(|change| &change.kind),
+                    Some(ChangeKind::Delete { .. })
+                );
+            let delivered = match &room_id {
+                // A send cancelled while pending: redact it if it landed
+                // after all, else there is nothing to do in Matrix.
+                Some(room_id) if cancel => match self.landed(room_id, &message).await {
+                    Ok(Some(event_id)) => {
+                        message.event_id = Some(event_id);
+                        send_change(&self.matrix, room_id, &message).await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(err) => Err(err.into()),
+                },
+                Some(room_id) => send_change(&self.matrix, room_id, &message).await,
                 None => Err(Error::Inconsistent("the conversation has no room".into())),
             };
             let settled = match delivered {
@@ -174,7 +262,7 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                     settle_change(&self.store, &message, None).await
                 }
                 Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
-                    return Ok(Outcome::Later(err.to_string()));
+                    return Ok(Outcome::Later(err.to_string(), retry_after(&err)));
                 }
                 Err(err) => {
                     let reason = final_reason(&err, attempt, self.max_age);
@@ -191,7 +279,63 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
                 Err(err) => return Err(err),
             }
         }
-        Ok(Outcome::Later("the message kept changing".into()))
+        Ok(later("the message kept changing"))
+    }
+
+    /// Brings a room or a member in line with the table: the subject's
+    /// pending sync if it waits in the outbox (a newer change may have
+    /// replaced the one queued, and this job delivers it).
+    async fn try_sync(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        let Some(subject) = &job.subject else {
+            tracing::error!(message_id = %job.message_id, "a sync job without a subject");
+            return Ok(Outcome::Done);
+        };
+        let context = self
+            .store
+            .sync_context(&job.conversation_id, subject)
+            .await?;
+        let Some(pending) = context
+            .sync
+            .clone()
+            .filter(|pending| pending.delivery == Delivery::Queued)
+        else {
+            return Ok(Outcome::Done);
+        };
+        match sync::run(
+            &self.store,
+            &self.matrix,
+            &self.metrics,
+            &pending,
+            Some(context),
+        )
+        .await
+        {
+            Ok(()) => {
+                self.metrics.count(Counter::ChangesDelivered);
+                Ok(Outcome::Done)
+            }
+            // A Matrix moderator removed the member: it stays out (the
+            // removal is recorded on it), and the change is done.
+            Err(Error::Removed(removal)) => {
+                tracing::info!(conversation = %job.conversation_id, by = %removal.by, "a member change left a moderator's removal in place");
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+            Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
+                Ok(Outcome::Later(err.to_string(), retry_after(&err)))
+            }
+            Err(err) => {
+                let reason = final_reason(&err, attempt, self.max_age);
+                tracing::warn!(error = %err, conversation = %job.conversation_id, reason, "a room or member change failed for good");
+                self.metrics.count(Counter::MessagesFailed);
+                match sync::give_up(&self.store, &pending).await {
+                    Err(Error::Store(err)) => Err(err),
+                    _ => Ok(Outcome::Done),
+                }
+            }
+        }
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
@@ -204,7 +348,13 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             return Ok(Outcome::Done);
         };
         if message.status != MessageStatus::Pending {
-            return Ok(Outcome::Done);
+            // Edited or deleted on its way: the change that follows.
+            return match &message.pending_change {
+                Some(change) if change.delivery == Delivery::Queued => {
+                    self.try_change(job, attempt).await
+                }
+                _ => Ok(Outcome::Done),
+            };
         }
         let room_id = self
             .store
@@ -212,32 +362,34 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
             .await?
             .and_then(|c| c.room_id);
         let Some(room_id) = room_id else {
-            self.store
-                .mark_failed(&message, "the conversation has no room")
+            self.settle_failed(&message, "the conversation has no room")
                 .await?;
             return Ok(Outcome::Done);
         };
         let content = match stored_content(&self.store, &message).await {
             Ok(content) => content,
             // The table could not be read: not the message's fault.
-            Err(err) if err.is_transient() => return Ok(Outcome::Later(err.to_string())),
+            Err(err) if err.is_transient() => return Ok(later(err.to_string())),
             Err(err) => {
                 tracing::warn!(error = %err, message_id = %message.id, "the message cannot be sent");
-                self.store.mark_failed(&message, &err.reason()).await?;
+                self.settle_failed(&message, &err.reason()).await?;
                 return Ok(Outcome::Done);
             }
         };
         // An earlier attempt may have landed with its answer lost, and the
-        // homeserver forgets transaction ids after a while: look first.
-        let found = self
-            .matrix
-            .find_sent_event(
-                &room_id,
-                &message.sender.matrix_user_id,
-                &message.id.to_string(),
-            )
-            .await;
+        // homeserver forgets transaction ids when it restarts: look first.
+        let found = self.landed(&room_id, &message).await;
         let sent = match found {
+            // Edited in place since it was accepted: what landed may carry
+            // an older text, so the edit follows it.
+            Ok(Some(event_id)) if message.revision > 0 => {
+                return match reconcile(&self.store, &message, Some(&event_id), "", Delivery::Queued)
+                    .await?
+                {
+                    Some(_) => self.try_change(job, attempt).await,
+                    None => Ok(Outcome::Done),
+                };
+            }
             Ok(Some(event_id)) => Ok(event_id),
             Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable, say a puppet that left): send it.
@@ -247,23 +399,52 @@ impl<S: Store, M: Matrix> RetryService<S, M> {
         };
         match sent {
             Ok(event_id) => {
-                self.store.mark_sent(&message, &event_id).await?;
                 self.metrics.count(Counter::MessagesSent);
                 tracing::info!(message_id = %message.id, %event_id, attempt, "delivered on retry");
-                Ok(Outcome::Done)
+                if self.store.mark_sent(&message, &event_id).await? {
+                    return Ok(Outcome::Done);
+                }
+                // Edited or deleted on its way: deliver that change now.
+                match reconcile(&self.store, &message, Some(&event_id), "", Delivery::Queued)
+                    .await?
+                {
+                    Some(_) => self.try_change(job, attempt).await,
+                    None => Ok(Outcome::Done),
+                }
             }
             Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
-                Ok(Outcome::Later(err.to_string()))
+                let after = retry_after(&err);
+                Ok(Outcome::Later(err.to_string(), after))
             }
             Err(err) => {
                 let reason = final_reason(&err, attempt, self.max_age);
                 tracing::warn!(error = %err, message_id = %message.id, "delivery failed");
-                self.store.mark_failed(&message, &reason).await?;
+                self.settle_failed(&message, &reason).await?;
                 self.metrics.count(Counter::MessagesFailed);
                 tracing::warn!(message_id = %message.id, reason, "delivery failed for good");
                 Ok(Outcome::Done)
             }
         }
+    }
+}
+
+impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
+    /// Fails a pending send for good; a message deleted meanwhile ends its
+    /// cancel instead, one edited meanwhile fails as it is now.
+    async fn settle_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
+        if !self.store.mark_failed(message, reason).await? {
+            reconcile(&self.store, message, None, reason, Delivery::Queued).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How long the homeserver asked to wait, if the failure was a rate limit
+/// that said.
+fn retry_after(err: &Error) -> Option<Duration> {
+    match err {
+        Error::Matrix(err) => err.rate_limit().flatten(),
+        _ => None,
     }
 }
 

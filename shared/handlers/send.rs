@@ -10,14 +10,15 @@
 //! cannot overtake it.
 
 use lambda_http::{Body, Response};
-use ruma::OwnedRoomId;
+use ruma::{EventId, OwnedRoomId};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::access::ensure_active;
 use super::attachments::{self, AttachmentRef};
 use super::cache::Settled;
-use super::outbound::{event_content, join_room, send_as_sender, stored_content};
+use super::changes::{deliver_direct, queue_change};
+use super::outbound::{event_content, join_room, reconcile, send_as_sender, stored_content};
 use super::text;
 use crate::api::views::MessageView;
 use crate::api::{self, ApiError, ApiRequest, Route};
@@ -204,7 +205,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 .await
             {
                 Ok(()) => break,
-                Err(StoreError::Rejected) if attempts < 3 => {}
+                Err(StoreError::Rejected) if attempts < 4 => {}
                 Err(StoreError::Rejected) => {
                     return Err(ApiError::unavailable(
                         "the conversation kept changing while sending",
@@ -229,6 +230,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                     Err(err) => return Err(err.into()),
                 },
                 Refusal::QueueBehind => message.delivery = Delivery::Queued,
+                // Refused, yet nothing in the way when read: other sends
+                // race for the empty outbox. Once more directly, then
+                // through the outbox, which takes every send (never a 503
+                // for a conversation that is merely busy).
+                Refusal::TryAgain if attempts >= 2 => message.delivery = Delivery::Queued,
                 Refusal::TryAgain => {}
             }
         }
@@ -295,7 +301,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
     ) -> Result<Response<Body>, ApiError> {
         match send_as_sender(&self.store, &self.matrix, room_id, &message, content).await {
             Ok(event_id) => {
-                if let Err(err) = self.store.mark_sent(&message, &event_id).await {
+                let marked = self.store.mark_sent(&message, &event_id).await;
+                if let Ok(false) = marked {
+                    // Edited or deleted on its way: that change follows.
+                    self.follow_up(&message, Some(&event_id), "", room_id)
+                        .await?;
+                }
+                if let Err(err) = marked {
                     // Delivered all the same. A retry job records it later: its
                     // send repeats this transaction id, which the homeserver
                     // answers with the same event.
@@ -312,7 +324,13 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             }
             Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, message_id = %message.id, "homeserver unavailable; queueing for retry");
-                self.store.mark_queued(&message).await?;
+                match self.store.mark_queued(&message).await {
+                    Ok(()) => {}
+                    // Deleted on its way: the retry function settles the
+                    // cancel (redacting the send if it landed after all).
+                    Err(StoreError::Rejected) => self.hand_over_cancel(&message).await?,
+                    Err(err) => return Err(err.into()),
+                }
                 message.delivery = Delivery::Queued;
                 self.queued(&message).await
             }
@@ -326,13 +344,47 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             Err(err) => {
                 let reason = err.reason();
                 tracing::warn!(error = %err, message_id = %message.id, "homeserver refused the message");
-                self.store.mark_failed(&message, &reason).await?;
+                if !self.store.mark_failed(&message, &reason).await? {
+                    self.follow_up(&message, None, &reason, room_id).await?;
+                }
                 self.metrics.count(Counter::MessagesFailed);
                 message.status = MessageStatus::Failed;
                 message.failure = Some(reason);
                 api::json(201, &MessageView::from(&message))
             }
         }
+    }
+
+    /// Settles a direct send whose message was edited or deleted while it
+    /// was on its way, and delivers the change that follows from it.
+    async fn follow_up(
+        &self,
+        sent: &Message,
+        landed: Option<&EventId>,
+        failure: &str,
+        room_id: &OwnedRoomId,
+    ) -> Result<(), ApiError> {
+        let change = reconcile(&self.store, sent, landed, failure, Delivery::Direct).await?;
+        if let Some(change) = change {
+            deliver_direct((&self.store, &self.matrix, &self.queue), room_id, change).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the cancel of a direct send that could not be delivered to
+    /// the retry function, which settles it.
+    async fn hand_over_cancel(&self, sent: &Message) -> Result<(), ApiError> {
+        let current = self.store.message(&sent.conversation_id, sent.id).await?;
+        if let Some(current) = current
+            && current.status == MessageStatus::Deleted
+            && current
+                .pending_change
+                .as_ref()
+                .is_some_and(|change| change.delivery == Delivery::Direct)
+        {
+            queue_change(&self.store, &self.queue, &current).await?;
+        }
+        Ok(())
     }
 
     /// Queues delivery of a message in the outbox, and answers `202`.

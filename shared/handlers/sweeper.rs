@@ -1,15 +1,17 @@
 //! The `sweeper` function, on a schedule: nothing accepted stays pending
 //! for good.
 //!
-//! An operation (a send, an edit, a delete) can be left pending without a
-//! retry job: its request died between storing it and settling it, the
-//! queue refused its job, or its job dead-lettered. The sweeper finds the
-//! operations pending longer than `stale_after` (the store's pending index)
-//! and hands them to the retry function again: it marks a direct one queued
+//! An operation (a send, an edit, a delete, a change of a room or a member)
+//! can be left pending without a retry job: its request died between
+//! storing it and settling it, the queue refused its job, or its job
+//! dead-lettered. The sweeper finds the operations pending longer than
+//! `stale_after` (the store's pending index) and hands them to the retry
+//! function again, the longest pending first: it marks a direct one queued
 //! and enqueues a job. A job that is still on its way is harmless to
 //! repeat: the retry function checks what is stored, and the homeserver
 //! answers a repeated transaction with the first event. An operation pending
-//! longer than `max_age` fails, with a reason the application can read.
+//! longer than `max_age` fails, with a reason the application can read (a
+//! room or member change is dropped, so the outbox moves on, and logged).
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -19,7 +21,7 @@ use crate::config::SweepSettings;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, ScheduledFunction};
 use crate::metrics::{Counter, Metrics};
-use crate::model::{Delivery, Message};
+use crate::model::{Delivery, Message, PendingSync};
 use crate::ports::{BoxError, InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{Outbox, Store, StoreError};
@@ -54,6 +56,23 @@ pub struct Sweep {
     pub failed: usize,
 }
 
+/// An operation pending too long: a message's send or change, or a sync
+/// of a room or a member.
+enum Stale {
+    Message(Box<Message>),
+    Sync(PendingSync),
+}
+
+impl Stale {
+    /// When it was accepted.
+    fn since(&self) -> Option<OffsetDateTime> {
+        match self {
+            Self::Message(message) => message.pending_since(),
+            Self::Sync(pending) => Some(pending.since),
+        }
+    }
+}
+
 /// The sweeper's state, built once per container.
 pub struct Sweeper<S, Q> {
     settings: SweepSettings,
@@ -83,22 +102,39 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
 
     /// Sweeps as of `now`.
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<Sweep, Error> {
-        let stale = self
-            .store
-            .stale_pending(now - self.settings.stale_after, BATCH)
-            .await?;
+        let older_than = now - self.settings.stale_after;
+        let messages = self.store.stale_pending(older_than, BATCH).await?;
+        let syncs = self.store.stale_syncs(older_than, BATCH).await?;
+        // The longest pending first, whatever its kind, so the jobs of one
+        // conversation are queued in the order its operations were accepted.
+        let mut stale: Vec<Stale> = messages
+            .into_iter()
+            .map(|message| Stale::Message(Box::new(message)))
+            .chain(syncs.into_iter().map(Stale::Sync))
+            .collect();
+        stale.sort_by_key(Stale::since);
         let mut sweep = Sweep {
             found: stale.len(),
             ..Sweep::default()
         };
-        for message in stale {
-            let expired = message
-                .pending_since()
+        for operation in stale {
+            let expired = operation
+                .since()
                 .is_some_and(|since| now - since > self.settings.max_age);
-            let outcome = if expired {
-                self.fail(&message).await.map(|()| &mut sweep.failed)
-            } else {
-                self.requeue(&message).await.map(|()| &mut sweep.requeued)
+            let outcome = match (&operation, expired) {
+                (Stale::Message(message), true) => {
+                    self.fail(message).await.map(|()| &mut sweep.failed)
+                }
+                (Stale::Message(message), false) => {
+                    self.requeue(message).await.map(|()| &mut sweep.requeued)
+                }
+                (Stale::Sync(pending), true) => {
+                    self.drop_sync(pending).await.map(|()| &mut sweep.failed)
+                }
+                (Stale::Sync(pending), false) => self
+                    .requeue_sync(pending)
+                    .await
+                    .map(|()| &mut sweep.requeued),
             };
             match outcome {
                 Ok(count) => *count += 1,
@@ -137,6 +173,30 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
             RetryJob::send(id, message.id)
         };
         self.queue.enqueue(&job).await?;
+        Ok(())
+    }
+
+    /// Marks a direct sync queued (it stays in the outbox) and enqueues a job.
+    async fn requeue_sync(&self, pending: &PendingSync) -> Result<(), Error> {
+        if pending.delivery == Delivery::Direct {
+            self.store.queue_sync(pending).await?;
+        }
+        self.queue.enqueue(&RetryJob::sync(pending)).await?;
+        Ok(())
+    }
+
+    /// Drops a sync past its deadline, so the conversation's outbox moves
+    /// on; the table keeps the change, which a later change of the same
+    /// room or member brings to Matrix.
+    async fn drop_sync(&self, pending: &PendingSync) -> Result<(), Error> {
+        tracing::warn!(
+            conversation = %pending.conversation_id,
+            subject = ?pending.subject,
+            "a room or member change not delivered within {} hours; dropped",
+            self.settings.max_age.whole_hours()
+        );
+        self.store.settle_sync(pending).await?;
+        self.metrics.count(Counter::MessagesFailed);
         Ok(())
     }
 

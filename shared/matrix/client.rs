@@ -12,15 +12,19 @@ use std::time::Duration;
 
 use ruma::api::Direction;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::alias::get_alias;
+use ruma::api::client::directory::set_room_visibility;
+use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::media::create_content;
 use ruma::api::client::membership::invite_user;
+use ruma::api::client::membership::{kick_user, leave_room, unban_user};
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
 use ruma::api::client::state::get_state_event_for_key::{self, v3::StateEventFormat};
-use ruma::api::client::state::send_state_event;
+use ruma::api::client::state::{get_state_events, send_state_event};
 use ruma::api::client::typing::create_typing_event::{
     self,
     v3::{Typing, TypingInfo},
@@ -34,6 +38,7 @@ use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
     OutgoingRequestAppserviceExt, SupportedVersions,
 };
+use ruma::events::room::avatar::RoomAvatarEventContent;
 use ruma::events::room::member::MembershipState;
 use ruma::events::space::child::SpaceChildEventContent;
 use ruma::events::space::parent::SpaceParentEventContent;
@@ -41,7 +46,7 @@ use ruma::events::{InitialStateEvent, MessageLikeEventType, StateEventType};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
 use ruma::{
-    EventId, Int, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId,
+    EventId, Int, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
     RoomVersionId, UserId,
 };
 
@@ -66,7 +71,8 @@ impl PathInput for SinglePath {
 }
 
 /// The appservice's client-server API client.
-/// Clones share their HTTP connections and their request count.
+/// Clones share their HTTP connections, their request count and the
+/// homeserver's default room version once read.
 #[derive(Clone)]
 pub struct AppserviceClient {
     http: reqwest::Client,
@@ -75,6 +81,7 @@ pub struct AppserviceClient {
     bot: OwnedUserId,
     versions: SupportedVersions,
     requests: Arc<AtomicU64>,
+    room_version: Arc<tokio::sync::OnceCell<RoomVersionId>>,
 }
 
 impl AppserviceClient {
@@ -93,6 +100,7 @@ impl AppserviceClient {
             bot: config.bot_user_id.clone(),
             versions,
             requests: Arc::new(AtomicU64::new(0)),
+            room_version: Arc::default(),
         }
     }
 
@@ -101,6 +109,26 @@ impl AppserviceClient {
     pub fn local(http: reqwest::Client, config: &MatrixConfig) -> Result<Self, ConfigError> {
         let as_token = CachedSecret::fixed(config.as_token.local_value()?);
         Ok(Self::new(http, config, as_token))
+    }
+
+    /// The room version new rooms get: the homeserver's default, read once
+    /// from `GET /capabilities` (a version ruma does not know the rules of
+    /// is replaced by version 12, whose rules the bridge knows).
+    async fn room_version(&self) -> Result<RoomVersionId, MatrixError> {
+        self.room_version
+            .get_or_try_init(|| async {
+                let response = self
+                    .call(get_capabilities::v3::Request::new(), None)
+                    .await?;
+                let default = response.capabilities.room_versions.default;
+                Ok::<_, MatrixError>(if default.rules().is_some() {
+                    default
+                } else {
+                    RoomVersionId::V12
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// The HTTP client every Matrix call shares: rustls, bounded timeouts.
@@ -223,12 +251,45 @@ impl AppserviceClient {
     }
 }
 
+/// The creation preset: public rooms can be joined by anyone, the others
+/// by invitation. Direct rooms are private chats too, not trusted ones: in
+/// room version 12 a trusted chat makes its invitees creators, with powers
+/// nobody can take away, which a bridged member must not have.
 fn preset(spec: &RoomSpec) -> create_room::v3::RoomPreset {
     match (spec.kind, spec.visibility) {
-        (Some(ConversationKind::Direct), _) => create_room::v3::RoomPreset::TrustedPrivateChat,
+        (Some(ConversationKind::Direct), _) | (_, Visibility::Private) => {
+            create_room::v3::RoomPreset::PrivateChat
+        }
         (_, Visibility::Public) => create_room::v3::RoomPreset::PublicChat,
-        (_, Visibility::Private) => create_room::v3::RoomPreset::PrivateChat,
     }
+}
+
+/// Whether creators of rooms of `version` have unlimited power without
+/// being listed in the power levels' `users` (version 12 on), in which
+/// case they must not be listed.
+fn creators_privileged(version: &RoomVersionId) -> bool {
+    version
+        .rules()
+        .is_some_and(|rules| rules.authorization.explicitly_privilege_room_creators)
+}
+
+/// The `users` of a new room's power levels: the members' levels, and the
+/// bot (the creator) at 100 where the room version does not give creators
+/// their power by itself (Synapse then requires the creator to be listed).
+fn initial_power_users(
+    version: &RoomVersionId,
+    bot: &UserId,
+    levels: &std::collections::BTreeMap<OwnedUserId, i64>,
+) -> std::collections::BTreeMap<OwnedUserId, Int> {
+    let mut users: std::collections::BTreeMap<OwnedUserId, Int> = levels
+        .iter()
+        .filter(|(user, _)| **user != bot)
+        .map(|(user, level)| (user.clone(), Int::from(i32::try_from(*level).unwrap_or(0))))
+        .collect();
+    if !creators_privileged(version) {
+        users.insert(bot.to_owned(), Int::from(100));
+    }
+    users
 }
 
 fn raw<T: serde::Serialize>(value: &T) -> Result<Raw<T>, MatrixError> {
@@ -277,9 +338,11 @@ impl Matrix for AppserviceClient {
         request.invite = spec.invite.clone();
         request.is_direct = spec.kind == Some(ConversationKind::Direct);
         request.preset = Some(preset(spec));
-        // Pinned so power levels mean the same everywhere: in version 12 the
-        // creator (the bot) has unlimited power and is not listed in `users`.
-        request.room_version = Some(RoomVersionId::V12);
+        request.room_alias_name = spec.alias.clone();
+        // The homeserver's default, named, so the power levels below match
+        // it: in version 12 the creator (the bot) has unlimited power and
+        // may not be listed in `users`; before, it must be.
+        let version = self.room_version().await?;
         if spec.visibility == Visibility::Public {
             request.visibility = ruma::api::client::room::Visibility::Public;
         }
@@ -291,16 +354,20 @@ impl Matrix for AppserviceClient {
         if let Some(parent) = &spec.parent {
             let mut content = SpaceParentEventContent::new(vec![self.bot.server_name().to_owned()]);
             content.canonical = true;
-            request.initial_state =
-                vec![InitialStateEvent::new(parent.clone(), content).to_raw_any()];
+            request
+                .initial_state
+                .push(InitialStateEvent::new(parent.clone(), content).to_raw_any());
+        }
+        if let Some(avatar) = &spec.avatar {
+            let mut content = RoomAvatarEventContent::new();
+            content.url = Some(avatar.clone());
+            request
+                .initial_state
+                .push(InitialStateEvent::with_empty_state_key(content).to_raw_any());
         }
         let mut levels = create_room::RoomPowerLevelsContentOverride::new();
-        levels.users = spec
-            .power_levels
-            .iter()
-            .filter(|(user, _)| **user != self.bot)
-            .map(|(user, level)| (user.clone(), Int::from(i32::try_from(*level).unwrap_or(0))))
-            .collect();
+        levels.users = initial_power_users(&version, &self.bot, &spec.power_levels);
+        request.room_version = Some(version);
         request.power_level_content_override = Some(raw(&levels)?);
         Ok(self.call(request, None).await?.room_id)
     }
@@ -329,20 +396,47 @@ impl Matrix for AppserviceClient {
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
-        let mut request =
-            get_message_events::v3::Request::new(room.to_owned(), Direction::Backward);
-        request.limit = super::RECENT_EVENTS.into();
-        let response = self.call(request, Some(sender)).await?;
-        Ok(response.chunk.iter().find_map(|event| {
-            let from_sender = event.get_field::<OwnedUserId>("sender").ok().flatten()? == sender;
-            let content = event
-                .get_field::<serde_json::Value>("content")
-                .ok()
-                .flatten()?;
-            (from_sender && super::carries_message(&content, message_id))
-                .then(|| event.get_field::<OwnedEventId>("event_id").ok().flatten())?
-        }))
+        // Milliseconds since the epoch of the oldest event worth reading.
+        let oldest = (since - super::CLOCK_SKEW).unix_timestamp_nanos() / 1_000_000;
+        let mut from: Option<String> = None;
+        loop {
+            let mut request =
+                get_message_events::v3::Request::new(room.to_owned(), Direction::Backward);
+            request.from = from.take();
+            request.limit = 100u32.into();
+            // Only the sender's messages: a busy room costs few pages.
+            request.filter.senders = Some(vec![sender.to_owned()]);
+            request.filter.types = Some(vec!["m.room.message".to_owned()]);
+            let response = self.call(request, Some(sender)).await?;
+            let mut older = false;
+            for event in &response.chunk {
+                let at = event.get_field::<i128>("origin_server_ts").ok().flatten();
+                if at.is_some_and(|at| at < oldest) {
+                    older = true;
+                    break;
+                }
+                let from_sender = event
+                    .get_field::<OwnedUserId>("sender")
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(sender);
+                let content = event
+                    .get_field::<serde_json::Value>("content")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                if from_sender && super::carries_message(&content, message_id) {
+                    return Ok(event.get_field::<OwnedEventId>("event_id").ok().flatten());
+                }
+            }
+            match response.end {
+                Some(end) if !older && !response.chunk.is_empty() => from = Some(end),
+                _ => return Ok(None),
+            }
+        }
     }
 
     async fn send_message(
@@ -424,6 +518,97 @@ impl Matrix for AppserviceClient {
         self.call(request, self.acting_as(user)).await.map(drop)
     }
 
+    async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>, MatrixError> {
+        let request = get_alias::v3::Request::new(alias.to_owned());
+        match self.call(request, None).await {
+            Ok(response) => Ok(Some(response.room_id)),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn leave(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let request = leave_room::v3::Request::new(room.to_owned());
+        self.call(request, self.acting_as(user)).await.map(drop)
+    }
+
+    async fn kick(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        let mut request = kick_user::v3::Request::new(room.to_owned(), user.to_owned());
+        request.reason = reason.map(str::to_owned);
+        self.call(request, None).await.map(drop)
+    }
+
+    async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
+        let request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            event_type.into(),
+            state_key.to_owned(),
+        );
+        match self.call(request, None).await {
+            Ok(response) => serde_json::from_str(response.event_or_content.get())
+                .map(Some)
+                .map_err(|err| MatrixError::Protocol(err.to_string())),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn put_state(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let content = serde_json::value::to_raw_value(content)
+            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        let request = send_state_event::v3::Request::new_raw(
+            room.to_owned(),
+            event_type.into(),
+            state_key.to_owned(),
+            Raw::from_json(content),
+        );
+        Ok(self.call(request, self.acting_as(sender)).await?.event_id)
+    }
+
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, MatrixError> {
+        let request = get_state_events::v3::Request::new(room.to_owned());
+        self.call(request, None)
+            .await?
+            .room_state
+            .iter()
+            .map(|event| {
+                serde_json::from_str(event.json().get())
+                    .map_err(|err| MatrixError::Protocol(err.to_string()))
+            })
+            .collect()
+    }
+
+    async fn set_directory_visibility(
+        &self,
+        room: &RoomId,
+        public: bool,
+    ) -> Result<(), MatrixError> {
+        let visibility = if public {
+            ruma::api::client::room::Visibility::Public
+        } else {
+            ruma::api::client::room::Visibility::Private
+        };
+        let request = set_room_visibility::v3::Request::new(room.to_owned(), visibility);
+        self.call(request, None).await.map(drop)
+    }
+
     async fn membership(
         &self,
         room: &RoomId,
@@ -459,5 +644,50 @@ impl Matrix for AppserviceClient {
             sender: event.sender,
             reason: event.content.reason,
         }))
+    }
+
+    async fn unban(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let request = unban_user::v3::Request::new(room.to_owned(), user.to_owned());
+        self.call(request, None).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ruma::{RoomVersionId, owned_user_id, user_id};
+
+    use super::*;
+
+    #[test]
+    fn the_creator_is_listed_only_where_the_room_version_needs_it() {
+        let bot = user_id!("@bridgebot:localhost");
+        let alice = owned_user_id!("@app_alice:localhost");
+        let levels = BTreeMap::from([(alice.clone(), 100), (bot.to_owned(), 100)]);
+        let v12 = initial_power_users(&RoomVersionId::V12, bot, &levels);
+        assert_eq!(v12, BTreeMap::from([(alice.clone(), Int::from(100))]));
+        let v10 = initial_power_users(&RoomVersionId::V10, bot, &levels);
+        assert_eq!(
+            v10,
+            BTreeMap::from([(alice, Int::from(100)), (bot.to_owned(), Int::from(100))])
+        );
+        assert!(creators_privileged(&RoomVersionId::V12));
+        assert!(!creators_privileged(&RoomVersionId::V11));
+    }
+
+    #[test]
+    fn direct_rooms_are_private_chats() {
+        let direct = RoomSpec {
+            kind: Some(ConversationKind::Direct),
+            visibility: Visibility::Public,
+            ..RoomSpec::default()
+        };
+        assert_eq!(preset(&direct), create_room::v3::RoomPreset::PrivateChat);
+        let public = RoomSpec {
+            visibility: Visibility::Public,
+            ..RoomSpec::default()
+        };
+        assert_eq!(preset(&public), create_room::v3::RoomPreset::PublicChat);
     }
 }

@@ -2,7 +2,10 @@
 //! call, refuses what Synapse refuses where the bridge depends on it (a
 //! puppet that has not joined may not send, redact, type or send receipts;
 //! a redaction needs a known event and, for another user's event, the power
-//! to redact), and can be told to fail the next calls of a kind.
+//! to redact), and can be told to fail the next calls of a kind. Rooms
+//! keep their state ([`rooms`]): members, power levels, name, aliases.
+
+mod rooms;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,8 +13,8 @@ use std::time::Duration;
 
 use ruma::events::room::member::MembershipState;
 use ruma::{
-    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
-    owned_user_id,
+    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, UserId, owned_user_id,
 };
 
 use super::{Matrix, MatrixError, MemberState, RoomSpec};
@@ -59,6 +62,26 @@ pub enum Call {
         user: OwnedUserId,
         event_id: OwnedEventId,
     },
+    ResolveAlias(String),
+    Leave(OwnedRoomId, OwnedUserId),
+    Kick(OwnedRoomId, OwnedUserId),
+    Unban(OwnedRoomId, OwnedUserId),
+    /// A read of one state event.
+    ReadState {
+        room: OwnedRoomId,
+        event_type: String,
+        state_key: String,
+    },
+    PutState {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        event_type: String,
+        state_key: String,
+        content: serde_json::Value,
+    },
+    /// A read of a room's whole state.
+    RoomState(OwnedRoomId),
+    Directory(OwnedRoomId, bool),
 }
 
 /// The kinds of call [`FakeMatrix::fail_next`] can make fail.
@@ -70,6 +93,11 @@ pub enum Op {
     Upload,
     Typing,
     Receipt,
+    CreateRoom,
+    Invite,
+    Leave,
+    Kick,
+    PutState,
 }
 
 /// How the next call of a kind fails.
@@ -130,6 +158,8 @@ pub struct Event {
     pub event_id: OwnedEventId,
     /// The redaction event that redacted it, if one did.
     pub redacted_by: Option<OwnedEventId>,
+    /// When it landed (`origin_server_ts`).
+    pub at: time::OffsetDateTime,
 }
 
 /// A file in the fake media repository.
@@ -141,8 +171,17 @@ pub struct Media {
     pub bytes: Vec<u8>,
 }
 
+/// What runs while a send is on its way, before it lands: a test's
+/// concurrent request. It gets the content being sent.
+pub type SendHook = Box<
+    dyn FnOnce(serde_json::Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
 #[derive(Default)]
 struct State {
+    /// Runs during the next `send_message`, before it lands.
+    before_send: Option<SendHook>,
     calls: Vec<Call>,
     failures: HashMap<Op, VecDeque<Failure>>,
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
@@ -150,7 +189,7 @@ struct State {
     invited: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// Power levels above 0 (the bot, the rooms' creator, has them all).
     power: HashMap<(OwnedRoomId, OwnedUserId), i64>,
-    rooms: usize,
+    rooms_made: usize,
     timeline: Vec<Event>,
     /// Redactions by request path (room, event, transaction id): Synapse
     /// remembers an appservice's transactions per path, whoever the puppet.
@@ -160,8 +199,8 @@ struct State {
     typing: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// The latest `m.read` receipt of each user in each room.
     receipts: HashMap<(OwnedRoomId, OwnedUserId), OwnedEventId>,
-    /// Each user's `m.room.member` state in each room.
-    memberships: HashMap<(OwnedRoomId, OwnedUserId), MemberState>,
+    /// Every room's state, members included (who set each membership, and why).
+    rooms: rooms::Rooms,
 }
 
 impl State {
@@ -173,43 +212,54 @@ impl State {
         self.joined.contains(&(room.to_owned(), user.to_owned()))
     }
 
-    fn set_membership(
-        &mut self,
-        room: &RoomId,
-        user: &UserId,
-        membership: MembershipState,
-        sender: &UserId,
-        reason: Option<&str>,
-    ) {
-        let key = (room.to_owned(), user.to_owned());
-        match membership {
-            MembershipState::Join => {
-                self.invited.remove(&key);
-                self.joined.insert(key.clone());
-            }
-            MembershipState::Invite => {
-                self.invited.insert(key.clone());
-            }
-            _ => {
-                self.invited.remove(&key);
-                self.joined.remove(&key);
-            }
-        }
-        self.memberships.insert(
-            key,
-            MemberState {
-                membership,
-                sender: sender.to_owned(),
-                reason: reason.map(str::to_owned),
-            },
-        );
-    }
-
     fn require_joined(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
         if self.is_joined(room, user) {
             Ok(())
         } else {
             Err(forbidden("not in room"))
+        }
+    }
+
+    /// Sets a membership in the room's state (by `sender`, with the
+    /// moderator's `reason` of a kick or ban) and in the sets the other
+    /// checks read.
+    fn set_membership(
+        &mut self,
+        room: &RoomId,
+        sender: &UserId,
+        user: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+    ) {
+        let key = (room.to_owned(), user.to_owned());
+        self.joined.remove(&key);
+        self.invited.remove(&key);
+        match membership {
+            "join" => {
+                self.joined.insert(key);
+            }
+            "invite" => {
+                self.invited.insert(key);
+            }
+            _ => {}
+        }
+        self.rooms
+            .set_membership(room, sender, user, membership, false, reason);
+    }
+
+    /// Reads the levels of a room's power levels into the map redactions check.
+    fn sync_power(&mut self, room: &RoomId, levels: &serde_json::Value) {
+        // The creator keeps its unlimited power; the others are as listed.
+        self.power
+            .retain(|(id, _), level| id != room || *level == i64::MAX);
+        if let Some(users) = levels["users"].as_object() {
+            for (user, level) in users {
+                if let (Ok(user), Some(level)) =
+                    (OwnedUserId::try_from(user.as_str()), level.as_i64())
+                {
+                    self.power.insert((room.to_owned(), user), level);
+                }
+            }
         }
     }
 }
@@ -273,6 +323,12 @@ impl FakeMatrix {
             .push_back(failure);
     }
 
+    /// Runs `hook` while the next send is on its way (after the request
+    /// left, before it lands): a race, made deterministic.
+    pub fn during_next_send(&self, hook: SendHook) {
+        self.state().before_send = Some(hook);
+    }
+
     pub fn fail_next_send(&self, failure: Failure) {
         self.fail_next(Op::Send, failure);
     }
@@ -285,27 +341,55 @@ impl FakeMatrix {
     /// bridge made it leave): to come back to an invite-only room, it needs
     /// a new invite.
     pub fn remove(&self, room: &RoomId, user: &UserId) {
-        self.state()
-            .set_membership(room, user, MembershipState::Leave, user, None);
+        self.state().set_membership(room, user, user, "leave", None);
     }
 
     /// Has `by` (a moderator) kick `user` out of a room.
-    pub fn kick(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
-        self.state()
-            .set_membership(room, user, MembershipState::Leave, by, reason);
+    pub fn moderator_kick(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state().set_membership(room, by, user, "leave", reason);
     }
 
     /// Has `by` (a moderator) ban `user` from a room: it cannot be invited.
-    pub fn ban(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
-        self.state()
-            .set_membership(room, user, MembershipState::Ban, by, reason);
+    pub fn moderator_ban(&self, room: &RoomId, user: &UserId, by: &UserId, reason: Option<&str>) {
+        self.state().set_membership(room, by, user, "ban", reason);
     }
 
     /// Puts a user in a room without an invite, as a test's setup.
     pub fn add_member(&self, room: &RoomId, user: &UserId) {
+        self.state().set_membership(room, user, user, "join", None);
+    }
+
+    /// The version rooms created from now on get (12 unless told).
+    pub fn set_default_room_version(&self, version: RoomVersionId) {
+        self.state().rooms.default_version = version;
+    }
+
+    /// The content of a room's state event.
+    pub fn state_of(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Option<serde_json::Value> {
         self.state()
-            .joined
-            .insert((room.to_owned(), user.to_owned()));
+            .rooms
+            .get(room, event_type, state_key)
+            .map(|event| event.content.clone())
+    }
+
+    /// A user's membership in a room (`join`, `invite`, `leave`, `ban`).
+    pub fn membership_of(&self, room: &RoomId, user: &UserId) -> Option<String> {
+        self.state().rooms.membership(room, user)
+    }
+
+    /// Whether a room is listed in the room directory.
+    pub fn is_listed(&self, room: &RoomId) -> bool {
+        self.state().rooms.is_listed(room)
+    }
+
+    /// How many rooms were created.
+    pub fn rooms_created(&self) -> usize {
+        self.state().rooms_made
     }
 
     /// The `m.room.message` events of a room, oldest first.
@@ -365,37 +449,50 @@ impl Matrix for FakeMatrix {
     }
 
     async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
-        self.state()
+        let mut state = self.state();
+        state
             .calls
             .push(Call::DisplayName(user.to_owned(), name.to_owned()));
+        state
+            .rooms
+            .set_profile(user, "displayname", serde_json::json!(name));
         Ok(())
     }
 
     async fn set_avatar_url(&self, user: &UserId, url: &MxcUri) -> Result<(), MatrixError> {
-        self.state()
+        let mut state = self.state();
+        state
             .calls
             .push(Call::Avatar(user.to_owned(), url.to_string()));
+        state
+            .rooms
+            .set_profile(user, "avatar_url", serde_json::json!(url));
         Ok(())
     }
 
     async fn create_room(&self, spec: &RoomSpec) -> Result<OwnedRoomId, MatrixError> {
         let mut state = self.state();
-        state.rooms += 1;
         state.calls.push(Call::CreateRoom(spec.clone()));
-        let room = OwnedRoomId::try_from(format!("!room{}:localhost", state.rooms))
-            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
-        for user in &spec.invite {
-            state.set_membership(&room, user, MembershipState::Invite, &self.bot, None);
-        }
-        for (user, level) in &spec.power_levels {
-            state.power.insert((room.clone(), user.clone()), *level);
-        }
-        // The creator is in its room, with every power (room version 12).
-        state.set_membership(&room, &self.bot, MembershipState::Join, &self.bot, None);
-        state
-            .power
-            .insert((room.clone(), self.bot.clone()), i64::MAX);
-        Ok(room)
+        let failure = state.next_failure(Op::CreateRoom);
+        let bot = self.bot.clone();
+        answer(failure, || {
+            let alias = state.rooms.claim_alias(spec, bot.server_name().as_str())?;
+            let number = state.rooms_made + 1;
+            state.rooms_made = number;
+            let room = OwnedRoomId::try_from(format!("!room{number}:localhost"))
+                .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+            state.rooms.create(&room, &bot, spec, alias);
+            for user in &spec.invite {
+                state.invited.insert((room.clone(), user.clone()));
+            }
+            for (user, level) in &spec.power_levels {
+                state.power.insert((room.clone(), user.clone()), *level);
+            }
+            // The creator is in its room, with every power.
+            state.joined.insert((room.clone(), bot.clone()));
+            state.power.insert((room.clone(), bot.clone()), i64::MAX);
+            Ok(room)
+        })
     }
 
     async fn add_space_child(&self, space: &RoomId, child: &RoomId) -> Result<(), MatrixError> {
@@ -411,15 +508,17 @@ impl Matrix for FakeMatrix {
         state
             .calls
             .push(Call::Invite(room.to_owned(), user.to_owned()));
-        let banned = state
-            .memberships
-            .get(&(room.to_owned(), user.to_owned()))
-            .is_some_and(|member| member.membership == MembershipState::Ban);
-        if banned {
-            return Err(forbidden("user is banned from this room"));
-        }
-        state.set_membership(room, user, MembershipState::Invite, &self.bot, None);
-        Ok(())
+        let failure = state.next_failure(Op::Invite);
+        let bot = self.bot.clone();
+        answer(failure, || {
+            match state.rooms.membership(room, user).as_deref() {
+                Some("join") => return Err(forbidden("User is already in the room.")),
+                Some("ban") => return Err(forbidden("user is banned from this room")),
+                _ => {}
+            }
+            state.set_membership(room, &bot, user, "invite", None);
+            Ok(())
+        })
     }
 
     async fn join(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
@@ -430,11 +529,17 @@ impl Matrix for FakeMatrix {
         let failure = state.next_failure(Op::Join);
         answer(failure, || {
             let key = (room.to_owned(), user.to_owned());
-            if !state.invited.contains(&key) && !state.joined.contains(&key) {
+            if state.rooms.membership(room, user).as_deref() == Some("ban") {
+                return Err(forbidden("You are banned from the room"));
+            }
+            let public = state.rooms.is_public(room);
+            if !public && !state.invited.contains(&key) && !state.joined.contains(&key) {
                 return Err(forbidden("You are not invited to this room."));
             }
             // An invite is used up by joining: after leaving, a new one is needed.
-            state.set_membership(room, user, MembershipState::Join, user, None);
+            if !state.joined.contains(&key) {
+                state.set_membership(room, user, user, "join", None);
+            }
             Ok(())
         })
     }
@@ -444,13 +549,14 @@ impl Matrix for FakeMatrix {
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
         let state = self.state();
         Ok(state
             .timeline
             .iter()
             .rev()
-            .take(super::RECENT_EVENTS as usize)
+            .take_while(|event| event.at >= since - super::CLOCK_SKEW)
             .find(|event| {
                 event.room == room
                     && event.sender == sender
@@ -466,6 +572,10 @@ impl Matrix for FakeMatrix {
         txn_id: &str,
         content: &serde_json::Value,
     ) -> Result<OwnedEventId, MatrixError> {
+        let hook = self.state().before_send.take();
+        if let Some(hook) = hook {
+            hook(content.clone()).await;
+        }
         let mut state = self.state();
         state.calls.push(Call::Send {
             room: room.to_owned(),
@@ -483,6 +593,7 @@ impl Matrix for FakeMatrix {
                 content: content.clone(),
                 event_id: event_id.clone(),
                 redacted_by: None,
+                at: time::OffsetDateTime::now_utc(),
             });
             Ok(event_id)
         })
@@ -615,16 +726,151 @@ impl Matrix for FakeMatrix {
         })
     }
 
+    async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::ResolveAlias(alias.to_string()));
+        Ok(state.rooms.resolve(alias))
+    }
+
+    async fn leave(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Leave(room.to_owned(), user.to_owned()));
+        let failure = state.next_failure(Op::Leave);
+        answer(failure, || {
+            match state.rooms.membership(room, user).as_deref() {
+                Some("join" | "invite") => {}
+                _ => return Err(forbidden("User has no membership in room")),
+            }
+            state.set_membership(room, user, user, "leave", None);
+            Ok(())
+        })
+    }
+
+    async fn kick(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Kick(room.to_owned(), user.to_owned()));
+        let failure = state.next_failure(Op::Kick);
+        let bot = self.bot.clone();
+        answer(failure, || {
+            match state.rooms.membership(room, user).as_deref() {
+                Some("join" | "invite") => {}
+                _ => return Err(forbidden("The target user is not in the room")),
+            }
+            state.set_membership(room, &bot, user, "leave", reason);
+            Ok(())
+        })
+    }
+
+    async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::ReadState {
+            room: room.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
+        });
+        if !state.rooms.exists(room) {
+            return Err(forbidden("User not in room"));
+        }
+        Ok(state
+            .rooms
+            .get(room, event_type, state_key)
+            .map(|event| event.content.clone()))
+    }
+
+    async fn put_state(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::PutState {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
+            content: content.clone(),
+        });
+        let failure = state.next_failure(Op::PutState);
+        answer(failure, || {
+            state
+                .rooms
+                .check(room, sender, event_type, state_key, content)?;
+            let id = state
+                .rooms
+                .set(room, sender, event_type, state_key, content.clone());
+            if event_type == "m.room.power_levels" {
+                state.sync_power(room, content);
+            }
+            event_id(id)
+        })
+    }
+
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::RoomState(room.to_owned()));
+        if !state.rooms.exists(room) {
+            return Err(forbidden("User not in room"));
+        }
+        Ok(state.rooms.all(room))
+    }
+
+    async fn set_directory_visibility(
+        &self,
+        room: &RoomId,
+        public: bool,
+    ) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state.calls.push(Call::Directory(room.to_owned(), public));
+        state.rooms.set_listed(room, public);
+        Ok(())
+    }
+
     async fn membership(
         &self,
         room: &RoomId,
         user: &UserId,
     ) -> Result<Option<MemberState>, MatrixError> {
-        Ok(self
-            .state()
-            .memberships
-            .get(&(room.to_owned(), user.to_owned()))
-            .cloned())
+        let state = self.state();
+        let Some(event) = state.rooms.get(room, "m.room.member", user.as_str()) else {
+            return Ok(None);
+        };
+        let membership =
+            MembershipState::from(event.content["membership"].as_str().unwrap_or("leave"));
+        Ok(Some(MemberState {
+            membership,
+            sender: event.sender.clone(),
+            reason: event.content["reason"].as_str().map(str::to_owned),
+        }))
+    }
+
+    async fn unban(&self, room: &RoomId, user: &UserId) -> Result<(), MatrixError> {
+        let mut state = self.state();
+        state
+            .calls
+            .push(Call::Unban(room.to_owned(), user.to_owned()));
+        if state.rooms.membership(room, user).as_deref() != Some("ban") {
+            return Err(forbidden("The target user is not banned"));
+        }
+        let bot = self.bot.clone();
+        state.set_membership(room, &bot, user, "leave", None);
+        Ok(())
     }
 }
 
@@ -722,7 +968,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod")
+                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
                 .await
                 .unwrap(),
             Some(by_mod.clone())
@@ -733,7 +979,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             matrix
-                .find_sent_event(&room, &moderator, "by-mod")
+                .find_sent_event(&room, &moderator, "by-mod", an_hour_ago())
                 .await
                 .unwrap(),
             None,
@@ -927,9 +1173,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            matrix.find_sent_event(&room, &alice, "m1").await.unwrap(),
+            matrix
+                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .await
+                .unwrap(),
             Some(original)
         );
         assert_eq!(matrix.timeline(&room).len(), 2);
+    }
+
+    fn an_hour_ago() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1)
+    }
+
+    #[tokio::test]
+    async fn a_sent_event_is_found_by_time_however_busy_the_room() {
+        let matrix = FakeMatrix::default();
+        let (room, alice, moderator, _) = room(&matrix).await;
+        let marker = serde_json::json!({super::super::MESSAGE_ID_KEY: "m1", "body": "v1"});
+        let original = matrix
+            .send_message(&room, &alice, "send-m1", &marker)
+            .await
+            .unwrap();
+        for n in 0..150 {
+            let chatter = serde_json::json!({"body": format!("chatter {n}")});
+            matrix
+                .send_message(&room, &moderator, &format!("chatter-{n}"), &chatter)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &alice, "m1", an_hour_ago())
+                .await
+                .unwrap(),
+            Some(original),
+            "150 events later, still found"
+        );
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+        assert_eq!(
+            matrix
+                .find_sent_event(&room, &alice, "m1", later)
+                .await
+                .unwrap(),
+            None,
+            "nothing from before the message's acceptance is looked at"
+        );
     }
 }

@@ -14,7 +14,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use ruma::events::room::member::MembershipState;
-use ruma::{EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    UserId,
+};
 
 pub use client::AppserviceClient;
 pub use error::MatrixError;
@@ -45,8 +48,9 @@ pub fn is_replacement(content: &serde_json::Value) -> bool {
         == Some("m.replace")
 }
 
-/// How far back [`Matrix::find_sent_event`] looks.
-pub const RECENT_EVENTS: u32 = 100;
+/// How far before a message's acceptance [`Matrix::find_sent_event`] still
+/// looks: the homeserver's clock may be behind the bridge's.
+pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// The room to create for a conversation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +65,11 @@ pub struct RoomSpec {
     pub power_levels: BTreeMap<OwnedUserId, i64>,
     /// The space the room belongs to (its canonical `m.space.parent`).
     pub parent: Option<OwnedRoomId>,
+    /// The localpart of the alias creation claims (`room_alias_name`): a
+    /// second creation with the same one is refused with `M_ROOM_IN_USE`.
+    pub alias: Option<String>,
+    /// The room's avatar.
+    pub avatar: Option<OwnedMxcUri>,
 }
 
 /// A user's membership of a room, as its `m.room.member` state says.
@@ -131,14 +140,18 @@ pub trait Matrix: Send + Sync {
         user: &UserId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
-    /// The event among the room's latest [`RECENT_EVENTS`] that `sender` sent
-    /// for `message_id` (under [`MESSAGE_ID_KEY`]), read as `sender`: how a
-    /// retry whose earlier attempt may have landed finds out that it did.
+    /// The event `sender` sent for `message_id` (under [`MESSAGE_ID_KEY`])
+    /// in `room` since `since` (the message's acceptance, less
+    /// [`CLOCK_SKEW`]), read as `sender`: how a retry whose earlier attempt
+    /// may have landed finds out that it did. Bounded by time, not by a
+    /// count of events: however busy the room, every event of the sender
+    /// since then is looked at.
     fn find_sent_event(
         &self,
         room: &RoomId,
         sender: &UserId,
         message_id: &str,
+        since: time::OffsetDateTime,
     ) -> impl Future<Output = Result<Option<OwnedEventId>, MatrixError>> + Send;
 
     /// Sends an `m.room.message` as `sender` with a transaction id, so the
@@ -196,6 +209,66 @@ pub trait Matrix: Send + Sync {
         event_id: &EventId,
     ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 
+    /// The room an alias names (`GET /directory/room/{alias}`), or `None`
+    /// when it names none.
+    fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> impl Future<Output = Result<Option<OwnedRoomId>, MatrixError>> + Send;
+
+    /// Makes `user` (a puppet) leave a room, or decline its invite:
+    /// `POST /rooms/{room}/leave`. Refused when it has no membership there.
+    fn leave(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// Removes `user` from a room, or withdraws its invite, as the bot:
+    /// `POST /rooms/{room}/kick`. Refused when it is not in the room.
+    fn kick(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
+    /// The content of a room's state event, read as the bot:
+    /// `GET /rooms/{room}/state/{type}/{key}`; `None` when the room has none.
+    fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>, MatrixError>> + Send;
+
+    /// Sets a state event as `sender` (the bot, or a puppet for its own
+    /// `m.room.member`): `PUT /rooms/{room}/state/{type}/{key}`. Content
+    /// equal to the current state's is no new event.
+    fn put_state(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
+
+    /// Every current state event of a room (`type`, `state_key`, `sender`,
+    /// `content`), read as the bot: `GET /rooms/{room}/state`.
+    fn room_state(
+        &self,
+        room: &RoomId,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, MatrixError>> + Send;
+
+    /// Lists a room in the homeserver's room directory, or takes it out:
+    /// `PUT /directory/list/room/{room}`, as the bot.
+    fn set_directory_visibility(
+        &self,
+        room: &RoomId,
+        public: bool,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
+
     /// `user`'s membership of a room, from the room's state read as the bot
     /// (`GET /rooms/{room}/state/m.room.member/{user}?format=event`); `None`
     /// when it never had one.
@@ -204,4 +277,12 @@ pub trait Matrix: Send + Sync {
         room: &RoomId,
         user: &UserId,
     ) -> impl Future<Output = Result<Option<MemberState>, MatrixError>> + Send;
+
+    /// Lifts `user`'s ban from a room, as the bot: `POST /rooms/{room}/unban`.
+    /// Only for a member the application explicitly asked back.
+    fn unban(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<(), MatrixError>> + Send;
 }

@@ -6,7 +6,7 @@
 use ruma::{EventId, RoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
-use crate::model::{MediaId, MessageId};
+use crate::model::{MediaId, MessageId, SyncSubject};
 
 const CONVERSATION: &str = "CONV#";
 const MEMBER: &str = "MEMBER#";
@@ -18,6 +18,9 @@ const IDEMPOTENCY: &str = "IDEM#";
 /// Uploaded media, in their conversation's partition: `MEDIA#…` sorts
 /// before `MEMBER#…`, so no range of members, the record or messages holds it.
 const MEDIA: &str = "MEDIA#";
+/// A pending sync, in its conversation's partition: it sorts after `MSG#…`,
+/// outside the ranges that read members and messages.
+const SYNC: &str = "SYNC#";
 const TRANSACTION: &str = "TXN#";
 /// The sort key of an item that is alone in its partition, and of a
 /// conversation's own record in its partition.
@@ -25,18 +28,22 @@ const META: &str = "META";
 /// The sort key of a puppet, in its user's partition.
 const PUPPET: &str = "PUPPET";
 
-/// The sparse index of messages with an operation pending (a send or a
-/// change not yet settled): only items that have both attributes are in
-/// it, one partition ([`PENDING`]) sorted by when they became pending.
-/// It stays small: a pending operation normally settles within a second.
+/// The sparse index of pending operations: messages with a send or a
+/// change not yet settled ([`PENDING`]) and pending syncs of rooms and
+/// members ([`PENDING_SYNCS`]). Only items that have both attributes are in
+/// it, one partition per kind, sorted by when they became pending. It
+/// stays small: a pending operation normally settles within a second.
 pub const PENDING_INDEX: &str = "pending";
-/// The index's partition key attribute; its one value is [`PENDING`].
+/// The index's partition key attribute: [`PENDING`] or [`PENDING_SYNCS`].
 pub const PENDING_KEY: &str = "pending_key";
 /// The index's sort key attribute: when the operation became pending, as
 /// zero-padded Unix milliseconds (so text order is time order).
 pub const PENDING_SINCE: &str = "pending_since";
-/// The index's partition.
+/// The index's partition of pending messages.
 pub const PENDING: &str = "PENDING";
+/// The index's partition of pending syncs (changes of rooms and members):
+/// a partition of their own, so each query reads one kind of record.
+pub const PENDING_SYNCS: &str = "PENDING#SYNC";
 
 /// The index sort key of a time.
 pub fn pending_since(at: time::OffsetDateTime) -> String {
@@ -108,6 +115,15 @@ pub fn puppet(user: &AppUserId) -> Key {
     Key::new(format!("{USER}{user}"), PUPPET)
 }
 
+/// A conversation's pending sync of `subject` (one at a time per subject).
+pub fn sync(id: &ConversationId, subject: &SyncSubject) -> Key {
+    let sk = match subject {
+        SyncSubject::Room => format!("{SYNC}ROOM"),
+        SyncSubject::Member { matrix_user_id, .. } => format!("{SYNC}{MEMBER}{matrix_user_id}"),
+    };
+    Key::new(conversation_pk(id), sk)
+}
+
 pub fn idempotency(scope: &str) -> Key {
     Key::new(format!("{IDEMPOTENCY}{scope}"), META)
 }
@@ -155,6 +171,13 @@ mod tests {
             panic!("a range")
         };
         assert!(from <= member && member < record && record <= to && to < message);
+        let subject = SyncSubject::Member {
+            matrix_user_id: user.to_owned(),
+            user_id: None,
+        };
+        for sync in [sync(&id, &subject).sk, sync(&id, &SyncSubject::Room).sk] {
+            assert!(to < sync && !sync.starts_with(MESSAGE), "{sync}");
+        }
     }
 
     #[test]

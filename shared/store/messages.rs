@@ -66,21 +66,23 @@ pub trait MessageStore: Send + Sync {
     ) -> impl Future<Output = Result<SendContext, StoreError>> + Send;
 
     /// Marks a pending message sent as `event_id` (leaving the outbox) and
-    /// records the event -> message lookup. Marking an already-sent message
-    /// again is not an error.
+    /// records the event -> message lookup, if it is still pending with the
+    /// content that was sent (`message`'s revision). `Ok(false)` when it is
+    /// not, and it is left alone: sent already, or edited or deleted while
+    /// on its way (see `handlers::outbound::reconcile`).
     fn mark_sent(
         &self,
         message: &Message,
         event_id: &EventId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Marks a pending message as failed for good, with the reason (leaving
-    /// the outbox). Does nothing if it is no longer pending.
+    /// the outbox). `Ok(false)`, doing nothing, if it is no longer pending.
     fn mark_failed(
         &self,
         message: &Message,
         reason: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Replaces the message `read` with `message` (an edit, a delete, a
     /// change delivered), if the stored one is still as read: the same

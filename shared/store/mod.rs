@@ -6,7 +6,9 @@
 //! - [`MessageStore`]: messages, the outbox and the lookups that lead to them
 //!   (idempotency records included: they have no trait of their own, see
 //!   [`MessageStore`]);
-//! - [`MediaStore`]: files uploaded into a conversation, for attachments.
+//! - [`MediaStore`]: files uploaded into a conversation, for attachments;
+//! - [`SyncStore`]: changes of conversations and members on their way to
+//!   Matrix, through the same outbox;
 //! - [`TransactionStore`]: the appservice transactions the homeserver
 //!   pushed, and the batched reads and writes of their events.
 //!
@@ -29,6 +31,7 @@ mod media;
 mod members;
 mod memory;
 mod messages;
+mod syncs;
 mod transactions;
 
 pub use conversations::{Claim, ConversationStore};
@@ -38,12 +41,14 @@ pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;
 pub use messages::{MessageStore, Outbox, SendContext};
+pub use syncs::{MemberWrite, SyncContext, SyncStore};
 pub use transactions::{MemberChange, TransactionContext, TransactionStore};
 
 /// The store traits, for one glob import: `use crate::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        ConversationStore, MediaStore, MemberStore, MessageStore, Store, TransactionStore,
+        ConversationStore, MediaStore, MemberStore, MessageStore, Store, SyncStore,
+        TransactionStore,
     };
 }
 
@@ -65,11 +70,11 @@ pub enum StoreError {
 /// The bridge's persistent state: every capability, as the handlers need it.
 /// Implemented for every type that has them all.
 pub trait Store:
-    ConversationStore + MemberStore + MessageStore + MediaStore + TransactionStore
+    ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
 {
 }
 
 impl<T> Store for T where
-    T: ConversationStore + MemberStore + MessageStore + MediaStore + TransactionStore
+    T: ConversationStore + MemberStore + MessageStore + MediaStore + SyncStore + TransactionStore
 {
 }

@@ -143,6 +143,15 @@ pub struct MatrixUser {
 impl MatrixUser {
     /// Registers a new user through Synapse's shared-secret admin API.
     pub async fn register(name: &str) -> Self {
+        Self::register_as(name, false).await
+    }
+
+    /// Registers a new homeserver admin (for the admin API's room search).
+    pub async fn register_admin(name: &str) -> Self {
+        Self::register_as(name, true).await
+    }
+
+    async fn register_as(name: &str, admin: bool) -> Self {
         let http = reqwest::Client::new();
         let base = var("MATRIX_HOMESERVER_URL");
         let url = format!("{base}/_synapse/admin/v1/register");
@@ -152,7 +161,8 @@ impl MatrixUser {
         let mut mac =
             Hmac::<sha1::Sha1>::new_from_slice(var("MATRIX_REGISTRATION_SHARED_SECRET").as_bytes())
                 .unwrap();
-        mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
+        let kind = if admin { "admin" } else { "notadmin" };
+        mac.update(format!("{nonce}\0{name}\0{password}\0{kind}").as_bytes());
         let mac: String = mac
             .finalize()
             .into_bytes()
@@ -161,7 +171,7 @@ impl MatrixUser {
             .collect();
         let reply: Value = http
             .post(&url)
-            .json(&json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": mac}))
+            .json(&json!({"nonce": nonce, "username": name, "password": password, "admin": admin, "mac": mac}))
             .send()
             .await
             .unwrap()
@@ -229,6 +239,34 @@ impl MatrixUser {
         events
     }
 
+    /// Every event of the room, oldest first: all pages of `/messages`
+    /// (redacted events included, as the server serves them).
+    pub async fn all_events(&self, room_id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+                encode(room_id)
+            );
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={}", encode(from)));
+            }
+            let reply = self.request(reqwest::Method::GET, &path, None).await;
+            let chunk = reply["chunk"].as_array().cloned().unwrap_or_default();
+            if chunk.is_empty() {
+                break;
+            }
+            events.extend(chunk);
+            match reply["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => break,
+            }
+        }
+        events.reverse();
+        events
+    }
+
     /// One event, as the server serves it (with its aggregations, or
     /// redacted).
     pub async fn event(&self, room_id: &str, event_id: &str) -> Value {
@@ -238,6 +276,22 @@ impl MatrixUser {
             encode(event_id)
         );
         self.request(reqwest::Method::GET, &path, None).await
+    }
+
+    /// A GET of the client-server or admin API as this user.
+    pub async fn get(&self, path: &str) -> Value {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// One `/sync`, without a filter: rooms joined, invites with their state.
+    pub async fn sync_all(&self) -> Value {
+        self.get("/_matrix/client/v3/sync?timeout=0").await
+    }
+
+    /// Whether a room is listed in the room directory.
+    pub async fn listed(&self, room_id: &str) -> bool {
+        let path = format!("/_matrix/client/v3/directory/list/room/{}", encode(room_id));
+        self.get(&path).await["visibility"] == "public"
     }
 
     /// Downloads a file with authenticated media (Synapse serves new media

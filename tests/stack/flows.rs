@@ -8,7 +8,7 @@ use crate::support::var;
 
 const MESSAGE_ID_KEY: &str = bridge::matrix::MESSAGE_ID_KEY;
 
-fn puppet(user: &str) -> String {
+pub fn puppet(user: &str) -> String {
     let namer =
         bridge::ids::PuppetNamer::new(var("BRIDGE_PUPPET_PREFIX"), ruma::server_name!("localhost"));
     namer
@@ -284,7 +284,7 @@ async fn a_puppet_that_left_its_room_is_invited_back_on_its_next_message() {
     let carol = MatrixUser::register(&unique("carol")).await;
     let created = api
         .provision(&json!({"id": conversation, "kind": "group", "members": [
-            {"user_id": alice, "role": "member"}, {"matrix_user_id": carol.user_id, "role": "member"}]}))
+            {"user_id": alice, "role": "owner"}, {"matrix_user_id": carol.user_id, "role": "member"}]}))
         .await;
     let room_id = created["room_id"].as_str().unwrap().to_owned();
     carol.join(&room_id).await;

@@ -7,7 +7,7 @@ use crate::client::{Api, token, unique};
 async fn conversation_of(api: &Api, member: &str) -> String {
     let id = unique("guarded");
     api.provision(
-        &json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "member"}]}),
+        &json!({"id": id, "kind": "group", "members": [{"user_id": member, "role": "owner"}]}),
     )
     .await;
     id

@@ -13,6 +13,7 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod media_activity;
+mod provisioning;
 mod round_trips;
 mod secrets;
 mod webhook;

@@ -69,6 +69,47 @@ async fn room() -> Room {
     }
 }
 
+fn an_hour_ago() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() - time::Duration::hours(1)
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn a_landed_send_is_found_however_many_events_came_after_it() {
+    let room = room().await;
+    let message_id = MessageId::new();
+    let accepted = time::OffsetDateTime::now_utc();
+    let event_id = room
+        .say(&room.alice, "landed, answer lost", &message_id)
+        .await;
+    // More than a page of other events since (the old check read only the
+    // latest 100).
+    for n in 0..110 {
+        room.say(&room.moderator, &format!("chatter {n}"), &MessageId::new())
+            .await;
+    }
+    assert_eq!(
+        room.matrix
+            .find_sent_event(&room.room, &room.alice, &message_id.to_string(), accepted)
+            .await
+            .unwrap(),
+        Some(event_id),
+        "found by time, not among the latest 100 events"
+    );
+    assert_eq!(
+        room.matrix
+            .find_sent_event(
+                &room.room,
+                &room.alice,
+                &MessageId::new().to_string(),
+                accepted
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 impl Room {
     /// Sends a plain text message as `sender`, carrying `message_id`.
     async fn say(&self, sender: &OwnedUserId, body: &str, message_id: &MessageId) -> OwnedEventId {
@@ -191,7 +232,12 @@ async fn a_puppet_uploads_an_image_and_sends_it_as_m_image() {
     assert_eq!(downloaded, bytes, "the plain user gets the very bytes");
     assert_eq!(
         room.matrix
-            .find_sent_event(&room.room, &room.alice, &message_id.to_string())
+            .find_sent_event(
+                &room.room,
+                &room.alice,
+                &message_id.to_string(),
+                an_hour_ago()
+            )
             .await
             .unwrap(),
         Some(event_id)
@@ -243,7 +289,12 @@ async fn an_edit_is_what_a_plain_user_sees() {
     // A retry of the original send still finds the original, not its edit.
     assert_eq!(
         room.matrix
-            .find_sent_event(&room.room, &room.alice, &message_id.to_string())
+            .find_sent_event(
+                &room.room,
+                &room.alice,
+                &message_id.to_string(),
+                an_hour_ago()
+            )
             .await
             .unwrap(),
         Some(original.clone())
@@ -314,7 +365,12 @@ async fn a_redaction_empties_the_message_for_everyone() {
     assert_eq!(because["content"]["reason"], "deleted in the app");
     assert_eq!(
         room.matrix
-            .find_sent_event(&room.room, &room.alice, &message_id.to_string())
+            .find_sent_event(
+                &room.room,
+                &room.alice,
+                &message_id.to_string(),
+                an_hour_ago()
+            )
             .await
             .unwrap(),
         None,

@@ -1,7 +1,13 @@
-//! The cost of a send, an edit and a delete, counted on the wire: DynamoDB
-//! requests through an SDK interceptor, Matrix requests by the appservice
-//! client. The handlers run in process on real Lambda events (`events/`)
-//! against the real table, queue and homeserver.
+//! The cost of a send, an edit, a delete and a member change, counted on
+//! the wire: DynamoDB requests through an SDK interceptor, Matrix requests
+//! by the appservice client. The handlers run in process on real Lambda
+//! events (`events/`) against a real table, queue and homeserver.
+//!
+//! Each test works on a table of its own, so nothing the other tests leave
+//! in the shared table or do to it meanwhile can move the counts. (Before
+//! `tools/bridge-dev/moto/moto_server.py`, moto restored a whole-table copy
+//! to undo a cancelled transaction and answered races with 500s the SDK
+//! retried; a fresh table is still the simplest isolation.)
 
 use bridge::config::{MatrixConfig, Secret};
 use bridge::handlers::send::{self, SendService};
@@ -15,12 +21,13 @@ use bridge::store::DynamoStore;
 use serde_json::{Value, json};
 
 use bridge::function::Handler;
+use bridge::handlers::provision::{self, Provisioning};
 use bridge::handlers::registry;
 use bridge::ports::{InitError, Ports};
 use support_ports::Counted;
 
-use crate::client::{Api, unique};
-use crate::support::{RoundTrips, counted_dynamo, sdk_config, stack_env, var};
+use crate::client::unique;
+use crate::support::{RoundTrips, counted_dynamo, fresh_table, sdk_config, stack_env, var};
 
 /// The deployed adapters on the stack, with their requests counted.
 mod support_ports {
@@ -36,12 +43,14 @@ mod support_ports {
     }
 
     impl Counted {
+        /// The adapters, on a fresh table.
         pub async fn new() -> Self {
             let sdk = sdk_config().await;
             let (dynamo, trips) = counted_dynamo(&sdk);
+            let table = fresh_table(&sdk).await;
             let config = MatrixConfig::from_env(stack_env()).unwrap();
             Self {
-                store: DynamoStore::new(dynamo, var("BRIDGE_TABLE")),
+                store: DynamoStore::new(dynamo, table),
                 matrix: AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config)
                     .unwrap(),
                 queue: SqsRetryQueue::new(
@@ -60,6 +69,37 @@ mod support_ports {
         /// DynamoDB round trips and Matrix requests so far.
         pub fn count(&self) -> (usize, u64) {
             (self.trips.count(), self.matrix.requests_sent())
+        }
+
+        /// The provisioning service on these adapters.
+        pub async fn provisioning(
+            &self,
+        ) -> Provisioning<DynamoStore, AppserviceClient, SqsRetryQueue> {
+            provision::from_ports(self, Metrics::off(provision::NAME))
+                .await
+                .unwrap()
+        }
+
+        /// Provisions a conversation (`body` as `POST /v1/conversations`
+        /// takes it) on this table.
+        pub async fn provision(&self, body: Value) {
+            let input = serde_json::from_value(body).unwrap();
+            self.provisioning()
+                .await
+                .create_conversation(input)
+                .await
+                .unwrap();
+        }
+
+        /// The send function on these adapters, cold.
+        pub fn send_service(&self) -> SendService<DynamoStore, AppserviceClient, SqsRetryQueue> {
+            SendService::new(
+                self.store.clone(),
+                self.matrix.clone(),
+                self.queue.clone(),
+                self.namer.clone(),
+                Metrics::off(send::NAME),
+            )
         }
     }
 
@@ -124,22 +164,22 @@ fn message_event(
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn an_edit_and_a_delete_cost_four_table_round_trips_and_one_matrix_request() {
-    let api = Api::new();
     let alice = unique("alice");
     let conversation = unique("trips");
-    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
-    let sent = api
-        .json(
-            "POST",
-            &format!("/v1/conversations/{conversation}/messages"),
-            &crate::client::token(&alice, false),
-            &json!({"body": "to be edited, then deleted"}),
-        )
-        .await;
-    assert_eq!(sent.status, 201);
-    let message = sent.body["id"].as_str().unwrap();
-
     let ports = Counted::new().await;
+    ports.provision(json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let sent = ports
+        .send_service()
+        .handle(send_event(
+            &conversation,
+            &alice,
+            "to be edited, then deleted",
+        ))
+        .await;
+    assert_eq!(sent.status(), 201, "{:?}", sent.body());
+    let sent: Value = serde_json::from_slice(sent.body().as_ref()).unwrap();
+    let message = sent["id"].as_str().unwrap();
+
     let mut functions = registry::<Counted>().into_iter();
     let mut http = |name: &str| {
         let function = functions.find(|f| f.name == name).unwrap();
@@ -204,25 +244,13 @@ pub fn send_event(conversation: &str, user: &str, body: &str) -> lambda_http::Re
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
 async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
-    let api = Api::new();
     let alice = unique("alice");
     let conversation = unique("trips");
-    api.provision(&json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let ports = Counted::new().await;
+    ports.provision(json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let service = ports.send_service();
 
-    let sdk = sdk_config().await;
-    let (dynamo, trips) = counted_dynamo(&sdk);
-    let config = MatrixConfig::from_env(stack_env()).unwrap();
-    let service = SendService::new(
-        DynamoStore::new(dynamo, var("BRIDGE_TABLE")),
-        AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config).unwrap(),
-        SqsRetryQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            var("BRIDGE_RETRY_QUEUE_URL"),
-        ),
-        PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
-        Metrics::off(send::NAME),
-    );
-
+    let before = ports.count();
     let cold = service
         .handle(send_event(
             &conversation,
@@ -231,9 +259,9 @@ async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
         ))
         .await;
     assert_eq!(cold.status(), 201, "{:?}", cold.body());
-    let (cold_trips, cold_requests) = (trips.count(), service.matrix().requests_sent());
+    let after_cold = ports.count();
     assert_eq!(
-        (cold_trips, cold_requests),
+        (after_cold.0 - before.0, after_cold.1 - before.1),
         (3, 1),
         "cold: the room id is read once, then cached"
     );
@@ -242,14 +270,91 @@ async fn a_warm_send_costs_two_table_round_trips_and_one_matrix_request() {
         .handle(send_event(&conversation, &alice, "second, warm"))
         .await;
     assert_eq!(warm.status(), 201, "{:?}", warm.body());
+    let after_warm = ports.count();
     assert_eq!(
-        trips.count() - cold_trips,
+        after_warm.0 - after_cold.0,
         2,
         "warm send: insert + mark sent"
     );
     assert_eq!(
-        service.matrix().requests_sent() - cold_requests,
+        after_warm.1 - after_cold.1,
         1,
         "warm send: one Matrix request"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn member_changes_cost_three_to_five_table_round_trips_and_their_matrix_requests() {
+    use bridge::handlers::provision::{
+        Applied,
+        plan::{MemberRef, PutMember, PutUser},
+    };
+    use bridge::ids::{AppUserId, ConversationId};
+    use bridge::model::Role;
+
+    let (alice, bob, conversation) = (unique("alice"), unique("bob"), unique("trips"));
+    let ports = Counted::new().await;
+    ports.provision(json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let service = ports.provisioning().await;
+    // Bob's puppet exists already (as after the cutover's users phase).
+    let profile: PutUser = serde_json::from_value(json!({"display_name": "Bob"})).unwrap();
+    service
+        .put_user(AppUserId::parse(bob.as_str()).unwrap(), profile)
+        .await
+        .unwrap();
+
+    let id = ConversationId::parse(conversation.as_str()).unwrap();
+    let who = MemberRef::App(AppUserId::parse(bob.as_str()).unwrap());
+    let put = |role| PutMember {
+        role,
+        display_name: None,
+        rejoin: false,
+    };
+
+    let before = ports.count();
+    let (_, applied) = service
+        .put_member(&id, &who, put(Role::Moderator))
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Done);
+    let joined = ports.count();
+    assert_eq!(
+        (joined.0 - before.0, joined.1 - before.1),
+        (5, 5),
+        "join: read, store the change, puppet known?, mark joined, settle; \
+         read membership, invite, join, read power levels, write them"
+    );
+    service
+        .put_member(&id, &who, put(Role::Owner))
+        .await
+        .unwrap();
+    let promoted = ports.count();
+    assert_eq!(
+        (promoted.0 - joined.0, promoted.1 - joined.1),
+        (3, 3),
+        "role: read, store the change, settle; read membership, read and write power levels"
+    );
+    service
+        .put_member(&id, &who, put(Role::Owner))
+        .await
+        .unwrap();
+    let same = ports.count();
+    assert_eq!(
+        (same.0 - promoted.0, same.1 - promoted.1),
+        (1, 0),
+        "the same again: one read"
+    );
+    service
+        .put_member(&id, &who, put(Role::Member))
+        .await
+        .unwrap();
+    service.remove_member(&id, &who).await.unwrap();
+    let removed = ports.count();
+    let demoted_by = same.0 + 4; // the demotion reads the members, to keep an owner
+    assert_eq!(
+        (removed.0 - demoted_by, removed.1 - same.1 - 3),
+        (3, 3),
+        "removal: read, store the change, settle; read membership, leave, read power levels"
     );
 }

@@ -3,7 +3,8 @@
 //! front door, and the application sees each thing once, in its history and
 //! on the inbound queue. No transaction here is made by hand.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -16,15 +17,21 @@ use crate::support::{sdk_config, var};
 /// How long Synapse gets to deliver.
 const DEADLINE: Duration = Duration::from_secs(45);
 
-/// Reads one conversation's events off the shared inbound queue: other
-/// tests' messages are handed straight back (visibility 0), ours are
-/// deleted once read.
+/// Reads one conversation's events off the shared inbound queue. The tests
+/// of this binary read it at once: whoever receives a message files it
+/// under its conversation (before deleting it, so a conversation's later
+/// messages, which SQS holds back until then, are filed after it) and takes
+/// its own from the file. Handing others' messages back instead starves
+/// them: under load some stayed in flight at every other reader's turn.
 pub struct Inbound {
     sqs: aws_sdk_sqs::Client,
     url: String,
     conversation: String,
     pub seen: Vec<Value>,
 }
+
+/// Events received, by conversation, not yet taken by their test.
+static FILED: Mutex<BTreeMap<String, Vec<Value>>> = Mutex::new(BTreeMap::new());
 
 impl Inbound {
     pub async fn new(conversation: &str) -> Self {
@@ -36,7 +43,8 @@ impl Inbound {
         }
     }
 
-    /// Receives once (waiting up to a second).
+    /// Receives once (waiting up to a second), then takes what is filed
+    /// under this conversation.
     async fn receive(&mut self) {
         let received = self
             .sqs
@@ -49,35 +57,29 @@ impl Inbound {
             .await
             .unwrap();
         for message in received.messages.unwrap_or_default() {
-            let receipt = message.receipt_handle.clone().unwrap();
             let body: Value = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
-            if body["conversation_id"] == self.conversation.as_str() {
-                let group = message
-                    .attributes
-                    .as_ref()
-                    .and_then(|attributes| {
-                        attributes.get(&MessageSystemAttributeName::MessageGroupId)
-                    })
-                    .cloned();
-                assert_eq!(group.as_deref(), Some(self.conversation.as_str()));
-                self.seen.push(body);
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .unwrap();
-            } else {
-                self.sqs
-                    .change_message_visibility()
-                    .queue_url(&self.url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await
-                    .unwrap();
-            }
+            let conversation = body["conversation_id"].as_str().unwrap_or_default();
+            let group = message
+                .attributes
+                .as_ref()
+                .and_then(|attributes| attributes.get(&MessageSystemAttributeName::MessageGroupId));
+            assert_eq!(group.map(String::as_str), Some(conversation), "{body}");
+            FILED
+                .lock()
+                .unwrap()
+                .entry(conversation.to_owned())
+                .or_default()
+                .push(body);
+            self.sqs
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(message.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if let Some(ours) = FILED.lock().unwrap().remove(&self.conversation) {
+            self.seen.extend(ours);
         }
     }
 
@@ -445,6 +447,35 @@ async fn a_puppet_a_matrix_moderator_kicks_stays_out_and_its_sends_are_refused()
             &format!("/v1/conversations/{id}/messages"),
             &token(&alice, false),
             &json!({"body": "still here"}),
+        )
+        .await;
+    assert_eq!(send.status, 201, "{send:?}");
+
+    // Provisioning does not put him back either, until the application
+    // says `rejoin`.
+    let put = crate::provisioning::put_member(&api, &id, &bob, json!({"role": "moderator"})).await;
+    assert_eq!(put.status, 409, "{put:?}");
+    let message = put.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"rejoin\": true"), "{message}");
+    let state = carol.state(&room, "m.room.member", &bob_puppet).await;
+    assert_eq!(state["membership"], "leave", "still out: {state}");
+    let put = crate::provisioning::put_member(
+        &api,
+        &id,
+        &bob,
+        json!({"role": "moderator", "rejoin": true}),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    assert!(put.body.get("removed").is_none(), "{put:?}");
+    let state = carol.state(&room, "m.room.member", &bob_puppet).await;
+    assert_eq!(state["membership"], "join", "back, as asked: {state}");
+    let send = api
+        .json(
+            "POST",
+            &format!("/v1/conversations/{id}/messages"),
+            &token(&bob, false),
+            &json!({"body": "back in"}),
         )
         .await;
     assert_eq!(send.status, 201, "{send:?}");

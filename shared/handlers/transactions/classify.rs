@@ -54,7 +54,8 @@ pub enum Change {
     Joined { display_name: Option<String> },
     /// A joined Matrix user changed its profile.
     Renamed { display_name: Option<String> },
-    /// A member left, or `removed_by` someone else kicked or banned it.
+    /// A member left, or `removed_by` someone else (not the bridge) kicked
+    /// or banned it.
     Left {
         reason: Option<String>,
         banned: bool,
@@ -266,10 +267,12 @@ impl Ours<'_> {
                 if self.contains(member) && by_us {
                     return Err("the bridge's own doing");
                 }
+                // The bridge's own kick (provisioning removed a Matrix
+                // user) is the application's doing, not a moderator's.
                 Ok(Change::Left {
                     reason,
                     banned: *membership == MembershipState::Ban,
-                    removed_by: (sender != member).then(|| sender.to_owned()),
+                    removed_by: (sender != member && !by_us).then(|| sender.to_owned()),
                     was_joined: prev == Some(&MembershipState::Join),
                 })
             }

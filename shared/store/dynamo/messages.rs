@@ -26,7 +26,7 @@ pub(super) struct EventLookup {
 
 /// When an outbox change applies.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Only {
+pub(super) enum Only {
     Always,
     /// While the conversation is active.
     IfActive,
@@ -37,7 +37,7 @@ enum Only {
 }
 
 /// Adds `delta` to a conversation's outbox, if `only` holds.
-fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
+pub(super) fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Write {
     let change = Write::update(
         keys::conversation(id),
         "SET #outbox = if_not_exists(#outbox, :zero) + :delta",
@@ -77,26 +77,38 @@ fn message_item(message: &Message) -> Result<Item, StoreError> {
 
 impl DynamoStore {
     /// Applies `update` (which has no condition of its own) to a message
-    /// that is still pending, with `also` in the same transaction, taking it
-    /// out of the outbox (where a pending message always is). A message that
-    /// is no longer pending is left alone, and that is no error.
+    /// that is still pending (at `message`'s revision, with `same_revision`),
+    /// with `also` in the same transaction, taking it out of the outbox
+    /// (where a pending message always is). A message that is no longer
+    /// pending is left alone, and that is no error: `Ok(false)`.
     async fn settle(
         &self,
         message: &Message,
         update: Write,
         also: Option<Write>,
-    ) -> Result<(), StoreError> {
-        let mut writes = vec![
-            update
-                .when("#status = :pending")
-                .name("#status", "status")
-                .value(":pending", s(MessageStatus::Pending.as_str())),
-        ];
+        same_revision: bool,
+    ) -> Result<bool, StoreError> {
+        let update = update
+            .name("#status", "status")
+            .value(":pending", s(MessageStatus::Pending.as_str()));
+        let update = match (same_revision, message.revision) {
+            (false, _) => update.when("#status = :pending"),
+            (true, revision) => update
+                .when(if revision == 0 {
+                    "#status = :pending AND (attribute_not_exists(#revision) OR #revision = :revision)"
+                } else {
+                    "#status = :pending AND #revision = :revision"
+                })
+                .name("#revision", "revision")
+                .value(":revision", n(i64::try_from(revision).unwrap_or(i64::MAX))),
+        };
+        let mut writes = vec![update];
         writes.extend(also);
         writes.push(outbox_change(&message.conversation_id, -1, Only::Always));
         match self.table.transact(writes).await {
-            Err(StoreError::Rejected) => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            Err(StoreError::Rejected) => Ok(false),
+            Err(other) => Err(other),
         }
     }
 }
@@ -158,7 +170,7 @@ impl MessageStore for DynamoStore {
         Ok(context)
     }
 
-    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
+    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<bool, StoreError> {
         let lookup = EventLookup {
             conversation_id: message.conversation_id.clone(),
             message_id: message.id,
@@ -173,10 +185,10 @@ impl MessageStore for DynamoStore {
         .value(":sent", s(MessageStatus::Sent.as_str()))
         .value(":event", s(event_id.as_str()));
         let lookup = Write::put(item(keys::event(event_id), &lookup)?);
-        self.settle(message, sent, Some(lookup)).await
+        self.settle(message, sent, Some(lookup), true).await
     }
 
-    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
+    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<bool, StoreError> {
         let failed = Write::update(
             keys::message(&message.conversation_id, message.id),
             "SET #status = :failed, #failure = :reason REMOVE #pending_key, #pending_since",
@@ -186,7 +198,7 @@ impl MessageStore for DynamoStore {
         .name("#failure", "failure")
         .value(":failed", s(MessageStatus::Failed.as_str()))
         .value(":reason", s(reason));
-        self.settle(message, failed, None).await
+        self.settle(message, failed, None, false).await
     }
 
     async fn update_message(
@@ -256,17 +268,7 @@ impl MessageStore for DynamoStore {
         older_than: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.table
-            .query_index_below(
-                keys::PENDING_INDEX,
-                (keys::PENDING_KEY, keys::PENDING),
-                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
-                limit,
-            )
-            .await?
-            .into_iter()
-            .map(record)
-            .collect()
+        self.stale(keys::PENDING, older_than, limit).await
     }
 
     async fn messages(

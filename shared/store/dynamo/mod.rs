@@ -14,11 +14,15 @@ mod idempotency;
 mod media;
 mod members;
 mod messages;
+mod syncs;
 mod table;
 mod transactions;
 
 use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
 
+use super::{StoreError, keys};
 use table::Table;
 
 /// The store port on a DynamoDB table. Clones share the client.
@@ -32,5 +36,27 @@ impl DynamoStore {
         Self {
             table: Table::new(client, table.into()),
         }
+    }
+
+    /// Up to `limit` records of one partition of the pending index
+    /// (`keys::PENDING` or `keys::PENDING_SYNCS`) pending since before
+    /// `older_than`, the longest pending first.
+    async fn stale<T: DeserializeOwned>(
+        &self,
+        partition: &str,
+        older_than: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.table
+            .query_index_below(
+                keys::PENDING_INDEX,
+                (keys::PENDING_KEY, partition),
+                (keys::PENDING_SINCE, &keys::pending_since(older_than)),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .map(table::record)
+            .collect()
     }
 }

@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, PutRequest, TransactWriteItem,
+    Update, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,9 +93,10 @@ enum Action {
     Put(Item),
     Update { key: Key, expression: &'static str },
     Check(Key),
+    Delete(Key),
 }
 
-/// One conditional write: a put, an update or (in a transaction) a check,
+/// One conditional write: a put, an update, a delete or (in a transaction) a check,
 /// with its expressions' `#name` and `:value` placeholders. Expressions are
 /// `'static`: they are code, and every value goes through a placeholder.
 pub struct Write {
@@ -123,6 +124,11 @@ impl Write {
     /// Applies the update `expression` to the item with `key`.
     pub fn update(key: Key, expression: &'static str) -> Self {
         Self::new(Action::Update { key, expression }, None)
+    }
+
+    /// Deletes the item with `key` (deleting none is no error).
+    pub fn delete(key: Key) -> Self {
+        Self::new(Action::Delete(key), None)
     }
 
     /// Checks `condition` on the item with `key`, without changing it; only
@@ -184,6 +190,15 @@ impl Write {
                     .table_name(table)
                     .set_key(Some(key_item(key)))
                     .update_expression(expression)
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build(),
+            )?),
+            Action::Delete(key) => item.delete(build(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key_item(key)))
                     .set_condition_expression(condition)
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values)
@@ -346,8 +361,8 @@ impl Table {
         Ok(())
     }
 
-    /// One write on its own: `PutItem` or `UpdateItem` (a check alone is a
-    /// transaction of one). `Rejected` when its condition fails.
+    /// One write on its own: `PutItem`, `UpdateItem` or `DeleteItem` (a
+    /// check alone is a transaction of one). `Rejected` when its condition fails.
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
         let Write {
             action,
@@ -385,6 +400,20 @@ impl Table {
                     .map_err(classify)?;
                 Ok(())
             }
+            Action::Delete(key) => {
+                let (names, values) = placeholders(names, values);
+                self.client
+                    .delete_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key_item(key)))
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
             Action::Check(key) => {
                 let check = Write {
                     action: Action::Check(key),
@@ -407,6 +436,7 @@ impl Table {
             .map(|write| write.into_transact_item(&self.name))
             .collect::<Result<Vec<_>, _>>()?;
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             let sent = self
                 .client
@@ -416,7 +446,7 @@ impl Table {
                 .await;
             match sent.map_err(classify_transaction) {
                 Ok(_) => return Ok(()),
-                Err(Cancelled::Conflict(_)) if attempt < CONFLICT_RETRIES => {
+                Err(Cancelled::Conflict(_)) if started.elapsed() < CONFLICT_BUDGET => {
                     tokio::time::sleep(jittered(attempt)).await;
                     attempt += 1;
                 }
@@ -525,13 +555,15 @@ where
     }
 }
 
-/// How many times a transaction that conflicted with another is tried again.
-const CONFLICT_RETRIES: u32 = 6;
+/// How long a transaction that conflicted with others is tried again: 50
+/// senders at once in one conversation conflict on its outbox, each send
+/// twice (stored, then settled); a count of tries ran out under that load.
+const CONFLICT_BUDGET: Duration = Duration::from_secs(8);
 
-/// 20 ms doubling per attempt, each wait a random point in it ("full
-/// jitter"), so racing writers spread out.
+/// 20 ms doubling per attempt up to 640 ms, each wait a random point in it
+/// ("full jitter"), so racing writers spread out.
 fn jittered(attempt: u32) -> Duration {
-    let ceiling = 20u64 << attempt.min(8);
+    let ceiling = 20u64 << attempt.min(5);
     let random = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
     Duration::from_millis(random.max(1))
 }
@@ -630,7 +662,7 @@ mod tests {
                 .all(|w| *w >= Duration::from_millis(1) && *w < Duration::from_millis(160))
         );
         assert!(waits.iter().any(|w| *w != waits[0]), "not all the same");
-        assert!(jittered(30) < Duration::from_millis(20 << 8));
+        assert!(jittered(30) < Duration::from_millis(20 << 5));
     }
 
     #[test]

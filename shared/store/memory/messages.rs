@@ -32,12 +32,20 @@ impl State {
 
     /// Applies `outcome` to a message that is still pending, taking it out
     /// of the outbox; whether it was pending.
-    fn settle(&mut self, message: &Message, outcome: impl FnOnce(&mut Message)) -> bool {
+    fn settle(
+        &mut self,
+        message: &Message,
+        same_revision: bool,
+        outcome: impl FnOnce(&mut Message),
+    ) -> bool {
         let id = &message.conversation_id;
         let Some(stored) = self
             .messages
             .get_mut(&(id.clone(), message.id))
-            .filter(|stored| stored.status == MessageStatus::Pending)
+            .filter(|stored| {
+                stored.status == MessageStatus::Pending
+                    && (!same_revision || stored.revision == message.revision)
+            })
         else {
             return false;
         };
@@ -101,26 +109,26 @@ impl MessageStore for MemoryStore {
         })
     }
 
-    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<(), StoreError> {
+    async fn mark_sent(&self, message: &Message, event_id: &EventId) -> Result<bool, StoreError> {
         let mut state = self.state();
-        if state.settle(message, |stored| {
+        let marked = state.settle(message, true, |stored| {
             stored.status = MessageStatus::Sent;
             stored.event_id = Some(event_id.to_owned());
-        }) {
+        });
+        if marked {
             state.events.insert(
                 event_id.to_owned(),
                 (message.conversation_id.clone(), message.id),
             );
         }
-        Ok(())
+        Ok(marked)
     }
 
-    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<(), StoreError> {
-        self.state().settle(message, |stored| {
+    async fn mark_failed(&self, message: &Message, reason: &str) -> Result<bool, StoreError> {
+        Ok(self.state().settle(message, false, |stored| {
             stored.status = MessageStatus::Failed;
             stored.failure = Some(reason.to_owned());
-        });
-        Ok(())
+        }))
     }
 
     async fn update_message(

@@ -7,6 +7,7 @@ mod conversations;
 mod media;
 mod members;
 mod messages;
+mod syncs;
 mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,8 +17,8 @@ use ruma::{OwnedEventId, OwnedRoomId, UserId};
 
 use crate::ids::{AppUserId, ConversationId};
 use crate::model::{
-    Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, Puppet,
-    TransactionRecord,
+    Conversation, IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, PendingSync,
+    Puppet, SyncSubject, TransactionRecord,
 };
 
 #[derive(Default)]
@@ -32,6 +33,7 @@ struct State {
     media: HashMap<(ConversationId, MediaId), MediaRecord>,
     /// The pending index: when each message's pending operation began.
     pending_since: HashMap<(ConversationId, MessageId), time::OffsetDateTime>,
+    syncs: HashMap<(ConversationId, SyncSubject), PendingSync>,
     /// Appservice transactions, by id and fingerprint.
     transactions: HashMap<(String, String), TransactionRecord>,
 }

@@ -22,6 +22,7 @@ Nothing else of moto changes.
 import copy
 import sys
 import threading
+import time
 
 import moto.core.common_models as models
 import moto.dynamodb.models as dynamodb
@@ -95,6 +96,7 @@ sqs.Queue.pending_message_groups = property(
 )
 
 _one_at_a_time = threading.Lock()
+_TURN = 0.05
 _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
 _wait_for_messages = sqs.Queue.wait_for_messages
 
@@ -110,7 +112,13 @@ def _wait_unlocked(self, timeout):
     # Only a receive, which holds the lock, waits.
     _one_at_a_time.release()
     try:
+        started = time.monotonic()
         _wait_for_messages(self, timeout)
+        # Visible messages of FIFO groups in flight end moto's wait at once:
+        # give the other requests a turn instead of spinning with the lock
+        # for the whole long poll.
+        if time.monotonic() - started < _TURN:
+            time.sleep(_TURN)
     finally:
         _one_at_a_time.acquire()
 

@@ -7,6 +7,7 @@
 //! `matrix-bridge` use the library.
 
 pub mod bench;
+pub mod fault;
 pub mod gateway;
 pub mod registration;
 pub mod retry_poller;

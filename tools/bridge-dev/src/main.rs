@@ -18,6 +18,7 @@
 //!   [`bridge_dev::registration`]);
 //! - `bridge-dev bench webhook [transactions] [events]`: the webhook
 //!   benchmark against the local stack (see [`bridge_dev::bench`]);
+//! - `bridge-dev fault-proxy ...`: the fault proxies (see [`bridge_dev::fault`]);
 //! - `bridge-dev functions`: lists the registered functions, one name a line
 //!   (what `scripts/package` and `scripts/bench` build).
 
@@ -30,6 +31,7 @@ use bridge::function::Handler;
 use bridge::handlers::{registry, retry, sweeper};
 use bridge::ids::AppUserId;
 use bridge::runtime::{self, Adapters, BoxError, InitError};
+use bridge_dev::fault;
 use bridge_dev::gateway::{self, Gateway};
 use bridge_dev::stack;
 use bridge_dev::token::TokenConfig;
@@ -38,7 +40,8 @@ use bridge_dev::{registration, retry_poller, setup};
 const USAGE: &str = "usage: bridge-dev stack up | down [--purge] | reset | status | dev
        bridge-dev gateway | setup | retry [--follow] | replay-dlq | functions | registration
        bridge-dev token <user_id> [--admin] [--ttl <seconds>]
-       bridge-dev bench webhook [transactions] [events]";
+       bridge-dev bench webhook [transactions] [events]
+       bridge-dev fault-proxy [--help]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +58,10 @@ fn main() -> ExitCode {
         Some("stack") => match stack::main(&runtime, &args[1..]) {
             Ok(code) => return code,
             Err(err) => return fail("stack", err),
+        },
+        Some("fault-proxy") => match fault::main(&runtime, &args[1..]) {
+            Ok(code) => return code,
+            Err(err) => return fail("fault-proxy", err),
         },
         Some("gateway") => runtime.block_on(run_gateway()),
         Some("setup") => runtime.block_on(run_setup()),
