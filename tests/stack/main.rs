@@ -13,5 +13,8 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod media_activity;
+mod openapi;
+#[path = "../support/openapi.rs"]
+mod openapi_spec;
 mod round_trips;
 mod webhook;
