@@ -164,7 +164,11 @@ fn each_edge_answers_its_errors_in_its_own_shape() {
         let (shape, other, needed): (&str, &str, &[&str]) = match route.auth {
             Auth::User => ("Error", "MatrixError", &["400", "401", "500", "503"]),
             Auth::Admin => ("Error", "MatrixError", &["400", "401", "403", "500", "503"]),
-            Auth::HsToken => ("MatrixError", "\"#/components/schemas/Error\"", &["401", "403"]),
+            Auth::HsToken => (
+                "MatrixError",
+                "\"#/components/schemas/Error\"",
+                &["401", "403"],
+            ),
         };
         let responses = operation["responses"].as_object().expect("responses");
         for status in needed {
@@ -222,7 +226,10 @@ fn the_error_codes_are_the_functions_codes() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(documented, codes, "{FILE}: Error.code against ApiError::code");
+    assert_eq!(
+        documented, codes,
+        "{FILE}: Error.code against ApiError::code"
+    );
 
     // Each status's response pins the code the function answers it with: a
     // real error body of each kind passes its status's schema on a route
@@ -239,7 +246,10 @@ fn the_error_codes_are_the_functions_codes() {
             .unwrap_or_else(|why| panic!("{status} {}: {why}", error.code()));
         let wrong = json!({"error": {"code": "conflict", "message": "x"}, "request_id": "r"});
         if status != 409 {
-            assert!(spec.check(schema, &wrong).is_err(), "{status} takes any code");
+            assert!(
+                spec.check(schema, &wrong).is_err(),
+                "{status} takes any code"
+            );
         }
     }
 
@@ -347,13 +357,23 @@ fn request_schemas_are_closed_as_the_functions_are() {
 #[test]
 fn the_documents_link_only_to_files_of_the_repository() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let documents = ["README.md", "CONTRIBUTING.md", "docs/API.md", "docs/DESIGN.md", "bench/RESULTS.md"];
+    let documents = [
+        "README.md",
+        "CONTRIBUTING.md",
+        "docs/API.md",
+        "docs/DESIGN.md",
+        "bench/RESULTS.md",
+    ];
     let mut broken = Vec::new();
     for document in documents {
         let text = std::fs::read_to_string(root.join(document)).unwrap();
         let dir = root.join(document).parent().unwrap().to_owned();
         // Markdown links: `](target)`.
-        for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
             if target.starts_with("http://") || target.starts_with("https://") {
                 continue;
             }
@@ -371,5 +391,8 @@ fn the_documents_link_only_to_files_of_the_repository() {
             }
         }
     }
-    assert!(broken.is_empty(), "links to nothing in the repository: {broken:?}");
+    assert!(
+        broken.is_empty(),
+        "links to nothing in the repository: {broken:?}"
+    );
 }

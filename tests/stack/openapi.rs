@@ -71,8 +71,16 @@ impl Checked {
         body: &Value,
         expected: u16,
     ) -> Value {
-        self.call(method, template, path, Some(token), &[], Some(body), expected)
-            .await
+        self.call(
+            method,
+            template,
+            path,
+            Some(token),
+            &[],
+            Some(body),
+            expected,
+        )
+        .await
     }
 
     async fn get(&mut self, template: &str, path: &str, token: &str, expected: u16) -> Value {
@@ -125,12 +133,33 @@ async fn the_api_answers_as_the_openapi_file_says() {
 
     // Users and conversations.
     let user = "/v1/users/{user_id}";
-    api.json("PUT", user, &format!("/v1/users/{alice}"), &service, &json!({"display_name": "Alice"}), 200)
-        .await;
-    api.json("PUT", user, &format!("/v1/users/{bob}"), &alice_token, &json!({}), 403)
-        .await;
-    api.json("PUT", user, "/v1/users/not%20valid", &service, &json!({}), 400)
-        .await;
+    api.json(
+        "PUT",
+        user,
+        &format!("/v1/users/{alice}"),
+        &service,
+        &json!({"display_name": "Alice"}),
+        200,
+    )
+    .await;
+    api.json(
+        "PUT",
+        user,
+        &format!("/v1/users/{bob}"),
+        &alice_token,
+        &json!({}),
+        403,
+    )
+    .await;
+    api.json(
+        "PUT",
+        user,
+        "/v1/users/not%20valid",
+        &service,
+        &json!({}),
+        400,
+    )
+    .await;
     let create = json!({
         "id": id, "kind": "group", "name": "OpenAPI", "topic": "checked",
         "members": [
@@ -144,15 +173,38 @@ async fn the_api_answers_as_the_openapi_file_says() {
     api.json("POST", conversations, conversations, &service, &create, 200)
         .await;
     let other_kind = json!({"id": id, "kind": "event"});
-    api.json("POST", conversations, conversations, &service, &other_kind, 409)
-        .await;
-    api.json("POST", conversations, conversations, &service, &json!({"id": id, "kind": "group", "colour": "red"}), 400)
-        .await;
-    api.call("POST", conversations, conversations, None, &[], Some(&create), 401)
-        .await;
+    api.json(
+        "POST",
+        conversations,
+        conversations,
+        &service,
+        &other_kind,
+        409,
+    )
+    .await;
+    api.json(
+        "POST",
+        conversations,
+        conversations,
+        &service,
+        &json!({"id": id, "kind": "group", "colour": "red"}),
+        400,
+    )
+    .await;
+    api.call(
+        "POST",
+        conversations,
+        conversations,
+        None,
+        &[],
+        Some(&create),
+        401,
+    )
+    .await;
     let at = format!("/v1/conversations/{id}");
     api.get(CONVERSATION, &at, &alice_token, 200).await;
-    api.get(CONVERSATION, &at, &token(&stranger, false), 404).await;
+    api.get(CONVERSATION, &at, &token(&stranger, false), 404)
+        .await;
     api.get(CONVERSATION, &at, &service, 200).await;
 
     // Messages.
@@ -160,19 +212,58 @@ async fn the_api_answers_as_the_openapi_file_says() {
     let key = [("idempotency-key", "openapi-1")];
     let plain = json!({"body": "hello"});
     let sent = api
-        .call("POST", MESSAGES, &messages, Some(&alice_token), &key, Some(&plain), 201)
+        .call(
+            "POST",
+            MESSAGES,
+            &messages,
+            Some(&alice_token),
+            &key,
+            Some(&plain),
+            201,
+        )
         .await;
-    api.call("POST", MESSAGES, &messages, Some(&alice_token), &key, Some(&plain), 201)
-        .await;
-    api.call("POST", MESSAGES, &messages, Some(&alice_token), &key, Some(&json!({"body": "other"})), 409)
-        .await;
-    let markdown = json!({"body": "**bold** and `code`", "format": "markdown", "reply_to": sent["id"]});
+    api.call(
+        "POST",
+        MESSAGES,
+        &messages,
+        Some(&alice_token),
+        &key,
+        Some(&plain),
+        201,
+    )
+    .await;
+    api.call(
+        "POST",
+        MESSAGES,
+        &messages,
+        Some(&alice_token),
+        &key,
+        Some(&json!({"body": "other"})),
+        409,
+    )
+    .await;
+    let markdown =
+        json!({"body": "**bold** and `code`", "format": "markdown", "reply_to": sent["id"]});
     api.json("POST", MESSAGES, &messages, &bob_token, &markdown, 201)
         .await;
-    api.json("POST", MESSAGES, &messages, &bob_token, &json!({"body": "  "}), 400)
-        .await;
-    api.json("POST", MESSAGES, &messages, &token(&stranger, false), &plain, 404)
-        .await;
+    api.json(
+        "POST",
+        MESSAGES,
+        &messages,
+        &bob_token,
+        &json!({"body": "  "}),
+        400,
+    )
+    .await;
+    api.json(
+        "POST",
+        MESSAGES,
+        &messages,
+        &token(&stranger, false),
+        &plain,
+        404,
+    )
+    .await;
     api.call(
         "POST",
         MESSAGES,
@@ -190,17 +281,30 @@ async fn the_api_answers_as_the_openapi_file_says() {
     let message = format!("{messages}/{}", sent["id"].as_str().unwrap());
     api.get(MESSAGES, &format!("{messages}?limit=1"), &alice_token, 200)
         .await;
-    api.get(MESSAGES, &format!("{messages}?limit=1000"), &alice_token, 400)
-        .await;
+    api.get(
+        MESSAGES,
+        &format!("{messages}?limit=1000"),
+        &alice_token,
+        400,
+    )
+    .await;
     api.get(MESSAGE, &message, &bob_token, 200).await;
-    api.get(MESSAGE, &format!("{messages}/{}", uuid::Uuid::now_v7()), &bob_token, 404)
-        .await;
+    api.get(
+        MESSAGE,
+        &format!("{messages}/{}", uuid::Uuid::now_v7()),
+        &bob_token,
+        404,
+    )
+    .await;
     api.get(MESSAGE, &format!("{messages}/not-an-id"), &bob_token, 400)
         .await;
     let edit = json!({"body": "hello, edited", "format": "plain"});
-    let edited = api.json("PUT", MESSAGE, &message, &alice_token, &edit, 200).await;
+    let edited = api
+        .json("PUT", MESSAGE, &message, &alice_token, &edit, 200)
+        .await;
     assert!(edited["edited_at"].is_string(), "{edited}");
-    api.json("PUT", MESSAGE, &message, &bob_token, &edit, 403).await;
+    api.json("PUT", MESSAGE, &message, &bob_token, &edit, 403)
+        .await;
 
     // Media, typing, receipts.
     let media = "/v1/conversations/{id}/media";
@@ -219,7 +323,9 @@ async fn the_api_answers_as_the_openapi_file_says() {
         .await;
     api.check("POST", media, 201, &reply);
     let attach = json!({"body": "a square", "attachments": [{"media_id": reply.body["media_id"]}]});
-    let with_file = api.json("POST", MESSAGES, &messages, &alice_token, &attach, 201).await;
+    let with_file = api
+        .json("POST", MESSAGES, &messages, &alice_token, &attach, 201)
+        .await;
     assert_eq!(with_file["attachments"][0]["width"], 4, "{with_file}");
     let reply = api
         .api
@@ -234,19 +340,47 @@ async fn the_api_answers_as_the_openapi_file_says() {
     api.check("POST", media, 415, &reply);
 
     let typing = "/v1/conversations/{id}/typing";
-    api.json("POST", typing, &format!("{at}/typing"), &bob_token, &json!({"typing": true, "timeout_ms": 5000}), 204)
-        .await;
-    api.json("POST", typing, &format!("{at}/typing"), &bob_token, &json!({"typing": true, "timeout_ms": 5}), 400)
-        .await;
+    api.json(
+        "POST",
+        typing,
+        &format!("{at}/typing"),
+        &bob_token,
+        &json!({"typing": true, "timeout_ms": 5000}),
+        204,
+    )
+    .await;
+    api.json(
+        "POST",
+        typing,
+        &format!("{at}/typing"),
+        &bob_token,
+        &json!({"typing": true, "timeout_ms": 5}),
+        400,
+    )
+    .await;
     let read = "/v1/conversations/{id}/read";
-    api.json("POST", read, &format!("{at}/read"), &bob_token, &json!({"message_id": sent["id"]}), 204)
-        .await;
+    api.json(
+        "POST",
+        read,
+        &format!("{at}/read"),
+        &bob_token,
+        &json!({"message_id": sent["id"]}),
+        204,
+    )
+    .await;
 
     // Deletes, and a deleted message as history shows it.
     api.json("DELETE", MESSAGE, &message, &bob_token, &json!({}), 403)
         .await;
-    api.json("DELETE", MESSAGE, &message, &alice_token, &json!({"reason": "checked"}), 204)
-        .await;
+    api.json(
+        "DELETE",
+        MESSAGE,
+        &message,
+        &alice_token,
+        &json!({"reason": "checked"}),
+        204,
+    )
+    .await;
     let deleted = api.get(MESSAGE, &message, &alice_token, 200).await;
     assert_eq!(deleted["status"], "deleted", "{deleted}");
 
@@ -271,20 +405,44 @@ async fn the_appservice_routes_answer_as_the_openapi_file_says() {
     let hs = Some(hs_token.as_str());
 
     let ping = "/_matrix/app/v1/ping";
-    api.call("POST", ping, ping, hs, &[], Some(&json!({"transaction_id": "t1"})), 200)
-        .await;
+    api.call(
+        "POST",
+        ping,
+        ping,
+        hs,
+        &[],
+        Some(&json!({"transaction_id": "t1"})),
+        200,
+    )
+    .await;
     api.call("POST", ping, ping, None, &[], Some(&json!({})), 401)
         .await;
-    api.call("POST", ping, ping, Some("not-the-token"), &[], Some(&json!({})), 403)
-        .await;
+    api.call(
+        "POST",
+        ping,
+        ping,
+        Some("not-the-token"),
+        &[],
+        Some(&json!({})),
+        403,
+    )
+    .await;
     let by_query = format!("{ping}?access_token={hs_token}");
     api.call("POST", ping, &by_query, None, &[], Some(&json!({})), 200)
         .await;
 
     let transaction = "/_matrix/app/v1/transactions/{txnId}";
     let path = format!("/_matrix/app/v1/transactions/{}", unique("txn"));
-    api.call("PUT", transaction, &path, hs, &[], Some(&json!({"events": []})), 200)
-        .await;
+    api.call(
+        "PUT",
+        transaction,
+        &path,
+        hs,
+        &[],
+        Some(&json!({"events": []})),
+        200,
+    )
+    .await;
     let reply = api
         .api
         .call(
@@ -310,20 +468,50 @@ async fn the_appservice_routes_answer_as_the_openapi_file_says() {
     let encode = |id: &str| {
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
-    api.call("GET", users, &format!("/_matrix/app/v1/users/{}", encode(puppet)), hs, &[], None, 200)
-        .await;
+    api.call(
+        "GET",
+        users,
+        &format!("/_matrix/app/v1/users/{}", encode(puppet)),
+        hs,
+        &[],
+        None,
+        200,
+    )
+    .await;
     let nobody = format!("@{}:{}", unique("nobody"), var("MATRIX_SERVER_NAME"));
-    api.call("GET", users, &format!("/_matrix/app/v1/users/{}", encode(&nobody)), hs, &[], None, 404)
-        .await;
+    api.call(
+        "GET",
+        users,
+        &format!("/_matrix/app/v1/users/{}", encode(&nobody)),
+        hs,
+        &[],
+        None,
+        404,
+    )
+    .await;
     let alias = "/_matrix/app/v1/rooms/{roomAlias}";
     let name = format!("#{}:{}", unique("room"), var("MATRIX_SERVER_NAME"));
-    api.call("GET", alias, &format!("/_matrix/app/v1/rooms/{}", encode(&name)), hs, &[], None, 404)
-        .await;
+    api.call(
+        "GET",
+        alias,
+        &format!("/_matrix/app/v1/rooms/{}", encode(&name)),
+        hs,
+        &[],
+        None,
+        404,
+    )
+    .await;
 
     // The catch-all: Matrix's shape, as the file's x-catch-all says.
     let unknown = api
         .api
-        .call("GET", "/_matrix/app/v1/thirdparty/protocol/x", hs, &[], None)
+        .call(
+            "GET",
+            "/_matrix/app/v1/thirdparty/protocol/x",
+            hs,
+            &[],
+            None,
+        )
         .await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
     let matrix_error = json!({"$ref": "#/components/schemas/MatrixError"});

@@ -90,7 +90,9 @@ impl Spec {
         let response = operation["responses"]
             .get(status.to_string())
             .map(|response| self.resolve(response))
-            .ok_or_else(|| format!("{FILE}: {method} {path} does not document the answer {status}"))?;
+            .ok_or_else(|| {
+                format!("{FILE}: {method} {path} does not document the answer {status}")
+            })?;
         Ok(response["content"]
             .get("application/json")
             .map(|json| &json["schema"]))
@@ -100,7 +102,9 @@ impl Spec {
     pub fn request_schema(&self, method: &str, path: &str) -> Option<&Value> {
         let operation = self.operation(method, path)?;
         let body = self.resolve(operation.get("requestBody")?);
-        body["content"].get("application/json").map(|json| &json["schema"])
+        body["content"]
+            .get("application/json")
+            .map(|json| &json["schema"])
     }
 
     /// Checks `instance` against `schema` (a schema of this file: its
@@ -120,7 +124,10 @@ impl Spec {
 
     /// A validator for `schema`, compiled once: a JSON Schema 2020-12 whose
     /// root carries the file's components, so `#/components/...` resolves.
-    pub fn validator(&self, schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
+    pub fn validator(
+        &self,
+        schema: &Value,
+    ) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
         let key = schema.to_string();
         let mut cache = self.validators.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(validator) = cache.get(&key) {
