@@ -14,6 +14,9 @@ mod guards;
 mod matrix_ops;
 mod media_activity;
 mod provisioning;
+mod openapi;
+#[path = "../support/openapi.rs"]
+mod openapi_spec;
 mod round_trips;
 mod secrets;
 mod webhook;

@@ -1,6 +1,6 @@
 //! The `transactions` function: the appservice webhook, how Matrix reaches
-//! the application (API.md "Appservice endpoints" and "Events to the
-//! application"; DESIGN.md decisions 6, 8 and 9).
+//! the application (docs/API.md, "Routes" and "Events to the
+//! application"; docs/DESIGN.md, decisions 6, 8 and 9).
 //!
 //! Its routes (auth kind `HsToken`, checked in constant time by
 //! [`appservice::serve`]) are the Application Service API's, read with
