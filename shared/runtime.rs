@@ -42,6 +42,9 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 pub struct Adapters {
     env: Box<dyn Env + Send + Sync>,
     sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    /// The function these adapters serve, whose metrics the Matrix client
+    /// writes (`MatrixLatency`); none outside a function (tools, tests).
+    function: Option<&'static str>,
 }
 
 impl Adapters {
@@ -54,7 +57,16 @@ impl Adapters {
         Self {
             env: Box::new(env),
             sdk: tokio::sync::OnceCell::new(),
+            function: None,
         }
+    }
+
+    /// The adapters of `function`: its Matrix calls are measured under its
+    /// name.
+    #[must_use]
+    pub fn for_function(mut self, function: &'static str) -> Self {
+        self.function = Some(function);
+        self
     }
 
     async fn sdk(&self) -> &aws_config::SdkConfig {
@@ -97,7 +109,11 @@ impl Ports for Adapters {
         let config = MatrixConfig::from_env(self.env.as_ref())?;
         let http = AppserviceClient::http_client()?;
         let as_token = self.secret(config.as_token.clone()).await?;
-        Ok(AppserviceClient::new(http, &config, as_token))
+        let client = AppserviceClient::new(http, &config, as_token);
+        Ok(match self.function {
+            Some(function) => client.with_metrics(self.metrics(function)),
+            None => client,
+        })
     }
 
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
@@ -140,7 +156,8 @@ impl Ports for Adapters {
 /// environment, then the Lambda runtime loop for its trigger.
 pub async fn run(function: Function<Adapters>) -> Result<(), InitError> {
     init_telemetry();
-    match function.handler(&Adapters::from_env()).await? {
+    let adapters = Adapters::from_env().for_function(function.name);
+    match function.handler(&adapters).await? {
         Handler::Http(handler) => {
             lambda_http::run(service_fn(|request| {
                 let response = handler.call(request);

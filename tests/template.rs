@@ -598,3 +598,33 @@ fn the_log_level_can_never_be_trace() {
         assert_eq!(keys, ["LogGroup"], "{binary} sets its own logging");
     }
 }
+
+#[test]
+fn the_dashboard_graphs_metrics_the_functions_write() {
+    let template = include_str!("../template.yaml");
+    let metrics = include_str!("../shared/metrics.rs");
+    let graphed: BTreeSet<&str> = template
+        .split("{MatrixBridge,Function} MetricName=\\\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('\\').next())
+        .collect();
+    // What the issue asks the dashboard for, among the rest.
+    for wanted in [
+        "MessagesSent",
+        "MessagesQueued",
+        "MessagesFailed",
+        "RetriesHandedBack",
+        "InboundPublished",
+        "TransactionsRepeated",
+        "RoomsCreated",
+        "MatrixLatency",
+    ] {
+        assert!(graphed.contains(wanted), "the dashboard lacks {wanted}");
+    }
+    for name in &graphed {
+        assert!(
+            metrics.contains(&format!("\"{name}\"")) || metrics.contains(&format!("{name},")),
+            "the dashboard graphs {name}, which shared/metrics.rs never writes"
+        );
+    }
+}

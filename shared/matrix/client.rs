@@ -52,6 +52,7 @@ use ruma::{
 
 use super::{Matrix, MatrixError, MemberState, RoomSpec};
 use crate::config::{ConfigError, MatrixConfig};
+use crate::metrics::Metrics;
 use crate::model::{ConversationKind, Visibility};
 use crate::secrets::CachedSecret;
 
@@ -82,6 +83,8 @@ pub struct AppserviceClient {
     versions: SupportedVersions,
     requests: Arc<AtomicU64>,
     room_version: Arc<tokio::sync::OnceCell<RoomVersionId>>,
+    /// Where each call's latency goes (`MatrixLatency`); off unless set.
+    metrics: Metrics,
 }
 
 impl AppserviceClient {
@@ -101,7 +104,15 @@ impl AppserviceClient {
             versions,
             requests: Arc::new(AtomicU64::new(0)),
             room_version: Arc::default(),
+            metrics: Metrics::off("matrix"),
         }
+    }
+
+    /// The same client, recording each call's latency in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A client with the `as_token` given in the environment (the local
@@ -237,7 +248,9 @@ impl AppserviceClient {
                 maybe_delivered: true,
                 source: source.without_url(),
             })?;
-        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "matrix call");
+        let elapsed = started.elapsed();
+        self.metrics.matrix_call(elapsed);
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "matrix call");
         if !status.is_success() {
             return Err(MatrixError::from_status(
                 status.as_u16(),
