@@ -117,6 +117,7 @@ impl Checked {
 const CONVERSATION: &str = "/v1/conversations/{id}";
 const MESSAGES: &str = "/v1/conversations/{id}/messages";
 const MESSAGE: &str = "/v1/conversations/{id}/messages/{message_id}";
+const MEMBER: &str = "/v1/conversations/{id}/members/{user_id}";
 
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
@@ -383,6 +384,83 @@ async fn the_api_answers_as_the_openapi_file_says() {
     .await;
     let deleted = api.get(MESSAGE, &message, &alice_token, 200).await;
     assert_eq!(deleted["status"], "deleted", "{deleted}");
+
+    // Room and member changes, then the archive.
+    let conversation = format!("/v1/conversations/{id}");
+    api.json(
+        "PATCH",
+        CONVERSATION,
+        &conversation,
+        &service,
+        &json!({"name": "OpenAPI (renamed)", "topic": "changed"}),
+        200,
+    )
+    .await;
+    api.json(
+        "PATCH",
+        CONVERSATION,
+        &conversation,
+        &alice_token,
+        &json!({"name": "not a service"}),
+        403,
+    )
+    .await;
+    api.json(
+        "PATCH",
+        CONVERSATION,
+        &conversation,
+        &service,
+        &json!({"colour": "red"}),
+        400,
+    )
+    .await;
+    let carol = unique("carol");
+    let member = format!("/v1/conversations/{id}/members/{carol}");
+    let joined = api
+        .json(
+            "PUT",
+            MEMBER,
+            &member,
+            &service,
+            &json!({"role": "moderator", "display_name": "Carol"}),
+            200,
+        )
+        .await;
+    assert_eq!(joined["role"], "moderator", "{joined}");
+    api.json(
+        "PUT",
+        MEMBER,
+        &format!("/v1/conversations/{}/members/{carol}", unique("nowhere")),
+        &service,
+        &json!({"role": "member"}),
+        404,
+    )
+    .await;
+    api.json("PUT", MEMBER, &member, &service, &json!({}), 400)
+        .await;
+    api.call("DELETE", MEMBER, &member, Some(&service), &[], None, 204)
+        .await;
+    api.call("DELETE", MEMBER, &member, Some(&alice_token), &[], None, 403)
+        .await;
+    api.call(
+        "DELETE",
+        CONVERSATION,
+        &conversation,
+        Some(&service),
+        &[],
+        None,
+        204,
+    )
+    .await;
+    api.json(
+        "PATCH",
+        CONVERSATION,
+        &conversation,
+        &service,
+        &json!({"name": "archived"}),
+        409,
+    )
+    .await;
 
     // Every application route was checked against the file at least once.
     let unchecked: Vec<String> = ROUTES
