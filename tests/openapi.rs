@@ -4,7 +4,9 @@
 //! answers in its edge's shape; every `$ref` resolving and every schema
 //! compiling; the sample requests of `events/` valid against their request
 //! schemas. The answers of the running stack are checked against the same
-//! file by `tests/stack/openapi.rs`.
+//! file by `tests/stack/openapi.rs`. Also what the project's documents say
+//! of themselves and of the code: links only inside the repository, and the
+//! README's configuration table equal to what `shared/config.rs` reads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/openapi.rs"]
@@ -395,4 +397,109 @@ fn the_documents_link_only_to_files_of_the_repository() {
         broken.is_empty(),
         "links to nothing in the repository: {broken:?}"
     );
+}
+
+/// The variables `shared/config.rs` reads, each with its default: `None`
+/// when it is required (or one of two, as a token and its secret's ARN).
+fn config_variables() -> std::collections::BTreeMap<String, Option<String>> {
+    let source = include_str!("../shared/config.rs");
+    // Only the code, not its tests.
+    let code = source.split("#[cfg(test)]").next().unwrap();
+    let mut variables = std::collections::BTreeMap::new();
+    // `optional(env, "NAME", "default")` and `seconds("NAME", "default")`.
+    for call in ["optional(env, ", "seconds("] {
+        for rest in code.split(call).skip(1) {
+            let args: Vec<&str> = rest.splitn(5, '"').collect();
+            if args.len() == 5 && args[2].trim() == "," {
+                variables.insert(args[1].to_owned(), Some(args[3].to_owned()));
+            }
+        }
+    }
+    // Any other name in quotes is read without a default.
+    for (index, piece) in code.split('"').enumerate() {
+        let name = index % 2 == 1
+            && piece.len() > 3
+            && piece
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && (piece.starts_with("MATRIX_") || piece.starts_with("BRIDGE_"));
+        if name {
+            variables.entry(piece.to_owned()).or_insert(None);
+        }
+    }
+    variables
+}
+
+/// The README's configuration tables: variable -> its default column.
+fn readme_variables() -> std::collections::BTreeMap<String, String> {
+    let readme = include_str!("../README.md");
+    let configuration = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("the README has a Configuration section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut variables = std::collections::BTreeMap::new();
+    for row in configuration.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        for name in cells[0].trim_start_matches("| ").split(", ") {
+            let name = name.trim_matches('`');
+            variables.insert(name.to_owned(), cells[1].trim().to_owned());
+        }
+    }
+    variables
+}
+
+/// The README's configuration table names exactly what the code reads, with
+/// the code's defaults: a variable added, renamed or given another default
+/// in `shared/config.rs` fails here until the README says so.
+#[test]
+fn the_readme_configuration_table_is_what_the_code_reads() {
+    let code = config_variables();
+    let readme = readme_variables();
+    assert!(code.len() >= 15, "config.rs read as {code:?}");
+    let mut problems = Vec::new();
+    for (name, default) in &code {
+        match readme.get(name) {
+            None => problems.push(format!("{name} is read by shared/config.rs but not in the README")),
+            Some(documented) => match default {
+                Some(default) if documented != &format!("`{default}`") => problems.push(format!(
+                    "{name}: the README's default is {documented}, the code's `{default}`"
+                )),
+                None if !["required", "one of the two"].contains(&documented.as_str()) => {
+                    problems.push(format!(
+                        "{name}: the README's default is {documented}, the code requires it"
+                    ));
+                }
+                _ => {}
+            },
+        }
+    }
+    // What the README lists of the bridge's own (not the SDK's, Lambda's
+    // or the local tools') must be read by the code.
+    let tools_only = [
+        "BRIDGE_RETRY_DLQ_URL",
+        "BRIDGE_API_URL",
+        "BRIDGE_GATEWAY_LISTEN",
+        "BRIDGE_DEV_JWT_SECRET",
+        "BRIDGE_JWT_ISSUER",
+        "BRIDGE_JWT_AUDIENCE",
+        "MATRIX_REGISTRATION_SHARED_SECRET",
+        "BRIDGE_APPSERVICE_REGISTRATION",
+        "BRIDGE_ROOT",
+        "BRIDGE_SKIP_RETRY_POLLER",
+        "BRIDGE_SKIP_BUILD",
+        "BRIDGE_DEV_BIN",
+        "BRIDGE_DEV_ROOT",
+    ];
+    for name in readme.keys() {
+        let ours = name.starts_with("MATRIX_") || name.starts_with("BRIDGE_");
+        if ours && !code.contains_key(name) && !tools_only.contains(&name.as_str()) {
+            problems.push(format!(
+                "{name} is in the README's configuration but shared/config.rs never reads it"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "README.md, Configuration: {problems:#?}");
 }
