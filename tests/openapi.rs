@@ -462,7 +462,9 @@ fn the_readme_configuration_table_is_what_the_code_reads() {
     let mut problems = Vec::new();
     for (name, default) in &code {
         match readme.get(name) {
-            None => problems.push(format!("{name} is read by shared/config.rs but not in the README")),
+            None => problems.push(format!(
+                "{name} is read by shared/config.rs but not in the README"
+            )),
             Some(documented) => match default {
                 Some(default) if documented != &format!("`{default}`") => problems.push(format!(
                     "{name}: the README's default is {documented}, the code's `{default}`"
@@ -501,5 +503,8 @@ fn the_readme_configuration_table_is_what_the_code_reads() {
             ));
         }
     }
-    assert!(problems.is_empty(), "README.md, Configuration: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "README.md, Configuration: {problems:#?}"
+    );
 }

@@ -13,10 +13,10 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod media_activity;
-mod provisioning;
 mod openapi;
 #[path = "../support/openapi.rs"]
 mod openapi_spec;
+mod provisioning;
 mod round_trips;
 mod secrets;
 mod webhook;

@@ -440,8 +440,16 @@ async fn the_api_answers_as_the_openapi_file_says() {
         .await;
     api.call("DELETE", MEMBER, &member, Some(&service), &[], None, 204)
         .await;
-    api.call("DELETE", MEMBER, &member, Some(&alice_token), &[], None, 403)
-        .await;
+    api.call(
+        "DELETE",
+        MEMBER,
+        &member,
+        Some(&alice_token),
+        &[],
+        None,
+        403,
+    )
+    .await;
     api.call(
         "DELETE",
         CONVERSATION,
