@@ -18,6 +18,13 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error(
+        "neither environment variable {stored} (the secret's ARN, in AWS) nor {value} (its value, for local use only) is set"
+    )]
+    MissingSecret {
+        stored: &'static str,
+        value: &'static str,
+    },
 }
 
 /// A string that must not be logged: its `Debug` and `Display` print a placeholder.
@@ -38,6 +45,54 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// Where a secret comes from. In Lambda, the template sets
+/// `<NAME>_SECRET_ARN`, the ARN of a Secrets Manager secret read at init:
+/// the value never is in the function's configuration. The local stack and
+/// the tests set `<NAME>` to the value itself; that is for local use only.
+#[derive(Clone, Debug)]
+pub enum SecretSetting {
+    /// The value, from the environment (local use only).
+    Value(Secret),
+    /// A Secrets Manager secret's ARN (or name).
+    Stored { variable: &'static str, id: String },
+}
+
+impl SecretSetting {
+    /// The value when the environment gives it (local use), or an error
+    /// naming the variable that points to a stored secret instead.
+    pub fn local_value(&self) -> Result<Secret, ConfigError> {
+        match self {
+            Self::Value(secret) => Ok(secret.clone()),
+            Self::Stored { variable, .. } => Err(invalid(
+                variable,
+                "names a stored secret, which only the deployed adapters read",
+            )),
+        }
+    }
+}
+
+/// The secret given by `value` (its value, local use) or `stored` (its ARN),
+/// exactly one of them.
+fn secret_setting(
+    env: &dyn Env,
+    value: &'static str,
+    stored: &'static str,
+) -> Result<SecretSetting, ConfigError> {
+    let given = |name| env.get(name).filter(|v| !v.trim().is_empty());
+    match (given(value), given(stored)) {
+        (Some(_), Some(_)) => Err(invalid(
+            value,
+            format!("is set together with {stored}: set only one ({stored} in AWS)"),
+        )),
+        (Some(secret), None) => Ok(SecretSetting::Value(Secret::new(secret.trim()))),
+        (None, Some(id)) => Ok(SecretSetting::Stored {
+            variable: stored,
+            id: id.trim().to_owned(),
+        }),
+        (None, None) => Err(ConfigError::MissingSecret { stored, value }),
     }
 }
 
@@ -96,7 +151,8 @@ pub struct MatrixConfig {
     /// Base URL of the client-server API, without a trailing slash.
     pub homeserver_url: String,
     pub server_name: OwnedServerName,
-    pub as_token: Secret,
+    /// `MATRIX_AS_TOKEN_SECRET_ARN`, or `MATRIX_AS_TOKEN` locally.
+    pub as_token: SecretSetting,
     /// Localpart prefix of every puppet, e.g. `app_`.
     pub puppet_prefix: String,
     /// The appservice's own user (`sender_localpart`), which creates rooms.
@@ -113,7 +169,7 @@ impl MatrixConfig {
             ));
         }
         let server_name = server_name(env)?;
-        let as_token = Secret::new(required(env, "MATRIX_AS_TOKEN")?);
+        let as_token = secret_setting(env, "MATRIX_AS_TOKEN", "MATRIX_AS_TOKEN_SECRET_ARN")?;
         let puppet_prefix = puppet_prefix(env)?;
         check_puppet_ids_fit(&puppet_prefix, &server_name)?;
         let bot_user_id = bot_user_id(env, &server_name)?;
@@ -343,10 +399,16 @@ impl RetryBackoff {
     }
 }
 
-/// The homeserver's token for the appservice routes (`MATRIX_HS_TOKEN`):
-/// what the `transactions` function checks every request against.
+/// The homeserver's token for the appservice routes (`MATRIX_HS_TOKEN`), as
+/// a value: for the registration `bridge-dev` writes.
 pub fn hs_token(env: &dyn Env) -> Result<Secret, ConfigError> {
     Ok(Secret::new(required(env, "MATRIX_HS_TOKEN")?))
+}
+
+/// Where the `transactions` function reads the homeserver's token from
+/// (`MATRIX_HS_TOKEN_SECRET_ARN`, or `MATRIX_HS_TOKEN` locally).
+pub fn hs_token_setting(env: &dyn Env) -> Result<SecretSetting, ConfigError> {
+    secret_setting(env, "MATRIX_HS_TOKEN", "MATRIX_HS_TOKEN_SECRET_ARN")
 }
 
 /// The SQS FIFO queue that carries what arrives from Matrix to the
@@ -507,10 +569,69 @@ mod tests {
             ("MATRIX_SERVER_NAME", "localhost"),
         ];
         let err = MatrixConfig::from_env(&env).unwrap_err();
-        assert_eq!(err, ConfigError::Missing("MATRIX_AS_TOKEN"));
         assert_eq!(
             err.to_string(),
-            "environment variable MATRIX_AS_TOKEN is required but not set"
+            "neither environment variable MATRIX_AS_TOKEN_SECRET_ARN (the secret's ARN, in AWS) \
+             nor MATRIX_AS_TOKEN (its value, for local use only) is set"
+        );
+        let err = MatrixConfig::from_env(&[("MATRIX_SERVER_NAME", "localhost")]).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("MATRIX_HOMESERVER_URL"));
+    }
+
+    #[test]
+    fn tokens_come_from_a_stored_secret_or_locally_from_their_value() {
+        let base = [
+            ("MATRIX_HOMESERVER_URL", "http://x"),
+            ("MATRIX_SERVER_NAME", "localhost"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let env: std::collections::HashMap<String, String> = base
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            MatrixConfig::from_env(&env)
+        };
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:as-AbCdEf";
+        let stored = with(&[("MATRIX_AS_TOKEN_SECRET_ARN", arn)]).unwrap();
+        assert!(
+            matches!(&stored.as_token, SecretSetting::Stored { id, .. } if id == arn),
+            "{stored:?}"
+        );
+        let err = stored.as_token.local_value().unwrap_err().to_string();
+        assert!(err.contains("MATRIX_AS_TOKEN_SECRET_ARN"), "{err}");
+        let local = with(&[("MATRIX_AS_TOKEN", "local-value")]).unwrap();
+        assert_eq!(
+            local.as_token.local_value().unwrap().expose(),
+            "local-value"
+        );
+        let both = with(&[
+            ("MATRIX_AS_TOKEN", "local-value"),
+            ("MATRIX_AS_TOKEN_SECRET_ARN", arn),
+        ]);
+        assert!(
+            matches!(
+                both,
+                Err(ConfigError::Invalid {
+                    name: "MATRIX_AS_TOKEN",
+                    ..
+                })
+            ),
+            "{both:?}"
+        );
+        assert!(matches!(
+            hs_token_setting(&[("MATRIX_HS_TOKEN_SECRET_ARN", arn)]),
+            Ok(SecretSetting::Stored {
+                variable: "MATRIX_HS_TOKEN_SECRET_ARN",
+                ..
+            })
+        ));
+        assert_eq!(
+            hs_token_setting(&[("X", "y")]).unwrap_err(),
+            ConfigError::MissingSecret {
+                stored: "MATRIX_HS_TOKEN_SECRET_ARN",
+                value: "MATRIX_HS_TOKEN"
+            }
         );
     }
 

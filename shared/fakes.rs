@@ -11,6 +11,7 @@ use crate::matrix::fake::FakeMatrix;
 use crate::metrics::Metrics;
 use crate::ports::{InitError, Ports};
 use crate::queue::MemoryQueue;
+use crate::secrets::CachedSecret;
 use crate::store::MemoryStore;
 
 /// The fakes one test's functions share.
@@ -66,7 +67,7 @@ impl Ports for Fakes {
         Ok(self.store.clone())
     }
 
-    fn matrix(&self) -> Result<FakeMatrix, InitError> {
+    async fn matrix(&self) -> Result<FakeMatrix, InitError> {
         Ok(self.matrix.clone())
     }
 
@@ -78,8 +79,8 @@ impl Ports for Fakes {
         Ok(self.inbound.clone())
     }
 
-    fn hs_token(&self) -> Result<Secret, InitError> {
-        Ok(self.hs_token.clone())
+    async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+        Ok(CachedSecret::fixed(self.hs_token.clone()))
     }
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {

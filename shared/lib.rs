@@ -31,4 +31,5 @@ pub mod model;
 pub mod ports;
 pub mod queue;
 pub mod runtime;
+pub mod secrets;
 pub mod store;

@@ -74,6 +74,19 @@ impl Metrics {
         ]);
     }
 
+    /// Records one request to the homeserver: how long it took to answer
+    /// (`MatrixLatency`), whatever the answer.
+    pub fn matrix_call(&self, elapsed: Duration) {
+        self.emit(&[
+            ("MatrixRequests", "Count", 1.0),
+            (
+                "MatrixLatency",
+                "Milliseconds",
+                elapsed.as_secs_f64() * 1000.0,
+            ),
+        ]);
+    }
+
     fn emit(&self, metrics: &[(&str, &str, f64)]) {
         if !self.emit {
             return;

@@ -11,13 +11,14 @@
 
 use std::future::Future;
 
-use crate::config::{RetryBackoff, Secret, SweepSettings};
+use crate::config::{RetryBackoff, SweepSettings};
 use crate::fetch::{FetchPolicy, Fetcher};
 use crate::ids::PuppetNamer;
 use crate::inbound::InboundQueue;
 use crate::matrix::Matrix;
 use crate::metrics::Metrics;
 use crate::queue::RetryQueue;
+use crate::secrets::CachedSecret;
 use crate::store::Store;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,16 +50,18 @@ pub trait Ports: Send + Sync {
 
     fn store(&self) -> impl Future<Output = Result<Self::Store, InitError>> + Send;
 
-    /// The homeserver, as the appservice (needs its `as_token`).
-    fn matrix(&self) -> Result<Self::Matrix, InitError>;
+    /// The homeserver, as the appservice (needs its `as_token`, which the
+    /// deployed adapters read from Secrets Manager here, once).
+    fn matrix(&self) -> impl Future<Output = Result<Self::Matrix, InitError>> + Send;
 
     fn queue(&self) -> impl Future<Output = Result<Self::Queue, InitError>> + Send;
 
     /// The queue of events for the application (what arrives from Matrix).
     fn inbound(&self) -> impl Future<Output = Result<Self::Inbound, InitError>> + Send;
 
-    /// The homeserver's token for the appservice routes (`hs_token`).
-    fn hs_token(&self) -> Result<Secret, InitError>;
+    /// The homeserver's token for the appservice routes (`hs_token`), read
+    /// once, and again when a request's token does not match (rotation).
+    fn hs_token(&self) -> impl Future<Output = Result<CachedSecret, InitError>> + Send;
 
     /// How application users map to puppets (no token needed).
     fn namer(&self) -> Result<PuppetNamer, InitError>;

@@ -4,7 +4,6 @@
 //! Lambda runtime loop for the function's trigger ([`run`]).
 
 use std::convert::Infallible;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
@@ -12,8 +11,8 @@ use lambda_http::service_fn;
 use lambda_runtime::LambdaEvent;
 
 use crate::config::{
-    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig, Secret,
-    SweepSettings, TableConfig, fetch_policy, hs_token, puppet_namer,
+    Env, InboundQueueConfig, MatrixConfig, ProcessEnv, RetryBackoff, RetryQueueConfig,
+    SecretSetting, SweepSettings, TableConfig, fetch_policy, hs_token_setting, puppet_namer,
 };
 use crate::fetch::Fetcher;
 use crate::function::{Function, Handler};
@@ -24,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::ports::Ports;
 pub use crate::ports::{BoxError, InitError};
 use crate::queue::SqsRetryQueue;
+use crate::secrets::{CachedSecret, SecretsManagerSecret};
 use crate::store::DynamoStore;
 
 /// JSON logs (the runtime's subscriber honours the function's `LogFormat`
@@ -48,7 +48,10 @@ pub struct Adapters {
     env: Box<dyn Env + Send + Sync>,
     sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
     store: tokio::sync::OnceCell<DynamoStore>,
-    matrix: OnceLock<AppserviceClient>,
+    matrix: tokio::sync::OnceCell<AppserviceClient>,
+    /// The function these adapters serve, whose metrics the Matrix client
+    /// writes (`MatrixLatency`); none outside a function (tools, tests).
+    function: Option<&'static str>,
 }
 
 /// How long init waits at most for the connections to open: a slow or
@@ -67,7 +70,8 @@ impl Adapters {
             env: Box::new(env),
             sdk: tokio::sync::OnceCell::new(),
             store: tokio::sync::OnceCell::new(),
-            matrix: OnceLock::new(),
+            matrix: tokio::sync::OnceCell::new(),
+            function: None,
         }
     }
 
@@ -104,8 +108,28 @@ impl Adapters {
         }
     }
 
+    /// The adapters of `function`: its Matrix calls are measured under its
+    /// name.
+    #[must_use]
+    pub fn for_function(mut self, function: &'static str) -> Self {
+        self.function = Some(function);
+        self
+    }
+
     async fn sdk(&self) -> &aws_config::SdkConfig {
         self.sdk.get_or_init(aws_config).await
+    }
+
+    /// A secret as its setting says: the value given (local use), or read
+    /// from Secrets Manager now, once for the container.
+    pub async fn secret(&self, setting: SecretSetting) -> Result<CachedSecret, InitError> {
+        match setting {
+            SecretSetting::Value(secret) => Ok(CachedSecret::fixed(secret)),
+            SecretSetting::Stored { id, .. } => {
+                let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                Ok(CachedSecret::fetched(SecretsManagerSecret::new(client, id)).await?)
+            }
+        }
     }
 
     /// An SQS client (for the local retry poller).
@@ -134,13 +158,21 @@ impl Ports for Adapters {
         Ok(store.clone())
     }
 
-    fn matrix(&self) -> Result<AppserviceClient, InitError> {
-        if let Some(matrix) = self.matrix.get() {
-            return Ok(matrix.clone());
-        }
-        let config = MatrixConfig::from_env(self.env.as_ref())?;
-        let matrix = AppserviceClient::new(AppserviceClient::http_client()?, &config);
-        Ok(self.matrix.get_or_init(|| matrix).clone())
+    async fn matrix(&self) -> Result<AppserviceClient, InitError> {
+        let client = self
+            .matrix
+            .get_or_try_init(|| async {
+                let config = MatrixConfig::from_env(self.env.as_ref())?;
+                let http = AppserviceClient::http_client()?;
+                let as_token = self.secret(config.as_token.clone()).await?;
+                let client = AppserviceClient::new(http, &config, as_token);
+                Ok::<_, InitError>(match self.function {
+                    Some(function) => client.with_metrics(self.metrics(function)),
+                    None => client,
+                })
+            })
+            .await?;
+        Ok(client.clone())
     }
 
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
@@ -153,8 +185,9 @@ impl Ports for Adapters {
         Ok(SqsInboundQueue::new(self.sqs().await, queue.queue_url))
     }
 
-    fn hs_token(&self) -> Result<Secret, InitError> {
-        Ok(hs_token(self.env.as_ref())?)
+    async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+        let setting = hs_token_setting(self.env.as_ref())?;
+        self.secret(setting).await
     }
 
     fn namer(&self) -> Result<PuppetNamer, InitError> {
@@ -182,7 +215,7 @@ impl Ports for Adapters {
 /// environment, then the Lambda runtime loop for its trigger.
 pub async fn run(function: Function<Adapters>) -> Result<(), InitError> {
     init_telemetry();
-    let adapters = Adapters::from_env();
+    let adapters = Adapters::from_env().for_function(function.name);
     let handler = function.handler(&adapters).await?;
     adapters.warm_up().await;
     match handler {

@@ -119,7 +119,8 @@ impl RetryLoop {
             service: RetryService::new(
                 (
                     DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE")),
-                    AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                    AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config)
+                        .unwrap(),
                     SqsRetryQueue::new(sqs.clone(), var("BRIDGE_RETRY_QUEUE_URL")),
                 ),
                 bridge::config::SweepSettings::default().max_age,

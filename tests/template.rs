@@ -154,27 +154,433 @@ fn the_template_declares_exactly_these_routes_with_their_auth() {
     assert_eq!(theirs, ours);
 }
 
+/// The variables a function gets from the template itself (not Globals).
+fn variables(function: &Value) -> BTreeSet<String> {
+    function["Properties"]["Environment"]["Variables"]
+        .as_mapping()
+        .map(|vars| {
+            vars.keys()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
-fn secrets_are_no_echo_parameters_and_reach_only_who_needs_them() {
+fn tokens_are_secrets_the_functions_get_by_arn_only() {
     let template = template();
-    for parameter in ["MatrixAsToken", "MatrixHsToken"] {
-        assert_eq!(
-            template["Parameters"][parameter]["NoEcho"].as_bool(),
-            Some(true),
-            "{parameter}"
-        );
+    // No token is a parameter or an environment value: only the ARNs of the
+    // secrets the template makes.
+    let parameters = template["Parameters"].as_mapping().unwrap();
+    for name in parameters.keys().filter_map(Value::as_str) {
+        assert!(!name.to_lowercase().contains("token"), "parameter {name}");
     }
-    for (binary, resource) in functions(&template) {
-        let hs_token = &resource["Properties"]["Environment"]["Variables"]["MATRIX_HS_TOKEN"];
+    for secret in ["MatrixAsTokenSecret", "MatrixHsTokenSecret"] {
+        let resource = &template["Resources"][secret];
         assert_eq!(
-            !hs_token.is_null(),
+            resource["Type"].as_str(),
+            Some("AWS::SecretsManager::Secret")
+        );
+        assert!(resource["Properties"]["SecretString"].is_null(), "{secret}");
+    }
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for (binary, resource) in functions(&template) {
+        let vars = variables(&resource);
+        for var in &vars {
+            assert!(
+                var.ends_with("_SECRET_ARN") || !var.contains("TOKEN"),
+                "{binary}: {var} carries a token's value"
+            );
+        }
+        for (var, secret) in [
+            ("MATRIX_AS_TOKEN_SECRET_ARN", "MatrixAsTokenSecret"),
+            ("MATRIX_HS_TOKEN_SECRET_ARN", "MatrixHsTokenSecret"),
+        ] {
+            let value = &resource["Properties"]["Environment"]["Variables"][var];
+            if let Value::Tagged(reference) = value {
+                assert_eq!(reference.tag, "Ref", "{binary}: {var}");
+                assert_eq!(reference.value.as_str(), Some(secret), "{binary}: {var}");
+            } else {
+                assert!(value.is_null(), "{binary}: {var} is {value:?}");
+            }
+        }
+        assert_eq!(
+            vars.contains("MATRIX_HS_TOKEN_SECRET_ARN"),
             binary == "transactions",
             "{binary}: only the webhook checks the hs_token"
         );
     }
+    for var in globals
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .filter_map(Value::as_str)
+    {
+        assert!(!var.contains("TOKEN"), "Globals: {var}");
+    }
+}
+
+/// What each function may do, exactly (the code's calls; `README`,
+/// "Permissions"): table actions, whether it queries the `pending` index,
+/// the secrets it reads, and what it does with which queue.
+struct Grant {
+    function: &'static str,
+    table: &'static [&'static str],
+    pending_index: bool,
+    secrets: &'static [&'static str],
+    /// (queue, "send" or "consume")
+    queues: &'static [(&'static str, &'static str)],
+}
+
+const fn grant(
+    function: &'static str,
+    table: &'static [&'static str],
+    pending_index: bool,
+    secrets: &'static [&'static str],
+    queues: &'static [(&'static str, &'static str)],
+) -> Grant {
+    Grant {
+        function,
+        table,
+        pending_index,
+        secrets,
+        queues,
+    }
+}
+
+const GRANTS: &[Grant] = {
+    const READ_WRITE: &[&str] = &["BatchGetItem", "GetItem", "PutItem", "UpdateItem"];
+    const AS: &[&str] = &["MatrixAsTokenSecret"];
+    const SEND_RETRY: &[(&str, &str)] = &[("RetryQueue", "send")];
+    &[
+        // Claims, activation (BatchWriteItem), member and room changes in
+        // transactions with a condition check on the conversation; removed
+        // members and settled syncs are deleted.
+        grant(
+            "provision",
+            &[
+                "BatchGetItem",
+                "BatchWriteItem",
+                "ConditionCheckItem",
+                "DeleteItem",
+                "GetItem",
+                "PutItem",
+                "Query",
+                "UpdateItem",
+            ],
+            false,
+            AS,
+            SEND_RETRY,
+        ),
+        grant(
+            "send",
+            &[
+                "BatchGetItem",
+                "ConditionCheckItem",
+                "GetItem",
+                "PutItem",
+                "UpdateItem",
+            ],
+            false,
+            AS,
+            SEND_RETRY,
+        ),
+        grant("edit", READ_WRITE, false, AS, SEND_RETRY),
+        grant("delete", READ_WRITE, false, AS, SEND_RETRY),
+        // A reaction removed is deleted (with its event lookup).
+        grant(
+            "react",
+            &[
+                "BatchGetItem",
+                "DeleteItem",
+                "GetItem",
+                "PutItem",
+                "UpdateItem",
+            ],
+            false,
+            AS,
+            SEND_RETRY,
+        ),
+        grant("history", &["GetItem", "Query"], false, &[], &[]),
+        // Queued room and member changes too: the conversation's members
+        // (Query), a settled sync deleted.
+        grant(
+            "retry",
+            &[
+                "BatchGetItem",
+                "DeleteItem",
+                "GetItem",
+                "PutItem",
+                "Query",
+                "UpdateItem",
+            ],
+            false,
+            AS,
+            &[("RetryQueue", "consume")],
+        ),
+        grant(
+            "sweeper",
+            &["DeleteItem", "PutItem", "UpdateItem"],
+            true,
+            &[],
+            SEND_RETRY,
+        ),
+        grant("media", &["GetItem", "PutItem"], false, AS, &[]),
+        grant("activity", &["GetItem", "UpdateItem"], false, AS, &[]),
+        // A Matrix user's reaction redacted is deleted (DeleteItem).
+        grant(
+            "transactions",
+            &[
+                "BatchGetItem",
+                "BatchWriteItem",
+                "DeleteItem",
+                "GetItem",
+                "PutItem",
+                "Query",
+                "UpdateItem",
+            ],
+            false,
+            &["MatrixAsTokenSecret", "MatrixHsTokenSecret"],
+            &[("InboundQueue", "send")],
+        ),
+    ]
+};
+
+/// A policy statement's actions or resources, as a list.
+fn list(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Sequence(items) => items.clone(),
+        Value::Null => Vec::new(),
+        other => vec![other.clone()],
+    }
+}
+
+/// A resource of a statement as `tag target`: `GetAtt BridgeTable.Arn`,
+/// `Ref MatrixAsTokenSecret`, `Sub ${BridgeTable.Arn}/index/pending`, or
+/// the literal string.
+fn resource_name(value: &Value) -> String {
+    match value {
+        Value::Tagged(tagged) => format!(
+            "{} {}",
+            tagged.tag.to_string().trim_start_matches('!'),
+            tagged.value.as_str().unwrap_or("?")
+        ),
+        Value::String(literal) => literal.clone(),
+        other => panic!("unexpected resource {other:?}"),
+    }
+}
+
+/// Every statement of a role's inline policies: (actions, resources).
+fn statements(role: &Value) -> Vec<(BTreeSet<String>, BTreeSet<String>)> {
+    let properties = &role["Properties"];
     assert!(
-        template["Globals"]["Function"]["Environment"]["Variables"]["MATRIX_HS_TOKEN"].is_null()
+        properties["ManagedPolicyArns"].is_null(),
+        "managed policies"
     );
+    assert!(properties["PermissionsBoundary"].is_null());
+    let mut out = Vec::new();
+    for policy in properties["Policies"].as_sequence().unwrap() {
+        for statement in list(&policy["PolicyDocument"]["Statement"]) {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+            assert!(statement["NotAction"].is_null() && statement["NotResource"].is_null());
+            assert!(statement["Condition"].is_null());
+            let actions = list(&statement["Action"])
+                .iter()
+                .map(|action| action.as_str().unwrap().to_owned())
+                .collect();
+            let resources = list(&statement["Resource"])
+                .iter()
+                .map(resource_name)
+                .collect();
+            out.push((actions, resources));
+        }
+    }
+    out
+}
+
+/// What a role allows: action -> the resources it is allowed on.
+fn allowed(role: &Value) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut allowed = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for (actions, resources) in statements(role) {
+        for action in actions {
+            allowed
+                .entry(action)
+                .or_default()
+                .extend(resources.iter().cloned());
+        }
+    }
+    allowed
+}
+
+#[test]
+fn each_function_has_its_own_role_granting_exactly_what_it_uses() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let functions = functions(&template);
+    assert_eq!(functions.len(), GRANTS.len());
+    let mut roles_used = BTreeSet::new();
+    for Grant {
+        function: binary,
+        table,
+        pending_index: index,
+        secrets,
+        queues,
+    } in GRANTS
+    {
+        let (_, function) = functions
+            .iter()
+            .find(|(name, _)| name == binary)
+            .unwrap_or_else(|| panic!("{binary} is not in the template"));
+        // Its own role, so SAM attaches no managed policy ("*" resources):
+        // not for logs, X-Ray, nor the SQS event source.
+        assert!(
+            function["Properties"]["Policies"].is_null(),
+            "{binary}: SAM policies"
+        );
+        let Value::Tagged(role_ref) = &function["Properties"]["Role"] else {
+            panic!("{binary} has no explicit role");
+        };
+        let role_name = role_ref.value.as_str().unwrap().trim_end_matches(".Arn");
+        assert!(
+            roles_used.insert(role_name.to_owned()),
+            "{role_name} shared"
+        );
+        let role = &template["Resources"][role_name];
+        assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"), "{role_name}");
+        let principal = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+        assert_eq!(
+            principal["Principal"]["Service"].as_str(),
+            Some("lambda.amazonaws.com")
+        );
+
+        let mut expected = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        let mut grant = |action: String, resource: String| {
+            expected.entry(action).or_default().insert(resource);
+        };
+        // Its own log group, which the function names.
+        let Value::Tagged(log_group) = &function["Properties"]["LoggingConfig"]["LogGroup"] else {
+            panic!("{binary}: no log group of its own");
+        };
+        let logs = log_group.value.as_str().unwrap();
+        for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
+            grant(action.into(), format!("GetAtt {logs}.Arn"));
+        }
+        // X-Ray's two actions take no resource but "*".
+        for action in ["xray:PutTelemetryRecords", "xray:PutTraceSegments"] {
+            grant(action.into(), "*".into());
+        }
+        for action in *table {
+            grant(
+                format!("dynamodb:{action}"),
+                "GetAtt BridgeTable.Arn".into(),
+            );
+        }
+        if *index {
+            grant(
+                "dynamodb:Query".into(),
+                "Sub ${BridgeTable.Arn}/index/pending".into(),
+            );
+        }
+        for secret in *secrets {
+            grant(
+                "secretsmanager:GetSecretValue".into(),
+                format!("Ref {secret}"),
+            );
+        }
+        for (queue, use_) in *queues {
+            let actions: &[&str] = match *use_ {
+                "send" => &["sqs:SendMessage"],
+                // What the SQS event source mapping does with the role.
+                _ => &[
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                ],
+            };
+            for action in actions {
+                grant((*action).into(), format!("GetAtt {queue}.Arn"));
+            }
+        }
+        assert_eq!(allowed(role), expected, "{binary}'s role");
+    }
+    // No other role in the template, and no policy attached elsewhere.
+    for (name, resource) in resources {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        if kind == "AWS::IAM::Role" {
+            assert!(roles_used.contains(name.as_str().unwrap()), "{name:?}");
+        }
+        assert!(
+            !matches!(
+                kind,
+                "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" | "AWS::IAM::User"
+            ),
+            "{name:?}: {kind}"
+        );
+    }
+}
+
+#[test]
+fn no_grant_is_wider_than_one_action_on_named_resources() {
+    // Independent of GRANTS: what no role may ever have.
+    let template = template();
+    // Every action any function may need; anything else (a wildcard, a
+    // Scan, PartiQL, a table or queue administered) fails here even if
+    // GRANTS were widened with it.
+    let known = [
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "secretsmanager:GetSecretValue",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+    ];
+    // Only what deletes items may: removed members, settled syncs and
+    // reactions taken back (by the API, on retry, or by a Matrix user).
+    let deleters = [
+        "ProvisionRole",
+        "RetryRole",
+        "SweeperRole",
+        "ReactRole",
+        "TransactionsRole",
+    ];
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        for (actions, resources) in statements(resource) {
+            for action in &actions {
+                assert!(!action.contains('*'), "{name:?}: action {action}");
+                assert!(known.contains(&action.as_str()), "{name:?}: {action}");
+                assert!(
+                    action != "dynamodb:DeleteItem"
+                        || deleters.contains(&name.as_str().unwrap_or_default()),
+                    "{name:?}: {action}"
+                );
+            }
+            for resource in &resources {
+                let xray = actions.iter().all(|action| action.starts_with("xray:"));
+                assert!(
+                    !resource.contains('*') || (resource == "*" && xray),
+                    "{name:?}: {actions:?} on {resource}"
+                );
+                assert!(!resource.starts_with("arn:"), "{name:?}: a literal ARN");
+            }
+        }
+    }
 }
 
 #[test]
@@ -209,9 +615,39 @@ fn the_log_level_can_never_be_trace() {
     };
     assert_eq!(reference.value.as_str(), Some("LogLevel"));
     for (binary, resource) in functions(&template) {
+        // Only its own log group (for a role that names it), never a level.
+        let logging = &resource["Properties"]["LoggingConfig"];
+        let keys: Vec<_> = logging.as_mapping().unwrap().keys().collect();
+        assert_eq!(keys, ["LogGroup"], "{binary} sets its own logging");
+    }
+}
+
+#[test]
+fn the_dashboard_graphs_metrics_the_functions_write() {
+    let template = include_str!("../template.yaml");
+    let metrics = include_str!("../shared/metrics.rs");
+    let graphed: BTreeSet<&str> = template
+        .split("{MatrixBridge,Function} MetricName=\\\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('\\').next())
+        .collect();
+    // What the issue asks the dashboard for, among the rest.
+    for wanted in [
+        "MessagesSent",
+        "MessagesQueued",
+        "MessagesFailed",
+        "RetriesHandedBack",
+        "InboundPublished",
+        "TransactionsRepeated",
+        "RoomsCreated",
+        "MatrixLatency",
+    ] {
+        assert!(graphed.contains(wanted), "the dashboard lacks {wanted}");
+    }
+    for name in &graphed {
         assert!(
-            resource["Properties"].get("LoggingConfig").is_none(),
-            "{binary} sets its own logging"
+            metrics.contains(&format!("\"{name}\"")) || metrics.contains(&format!("{name},")),
+            "the dashboard graphs {name}, which shared/metrics.rs never writes"
         );
     }
 }

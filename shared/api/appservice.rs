@@ -20,6 +20,7 @@ use super::{EdgeError, EdgeRequest, answer};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::secrets::CachedSecret;
 
 /// An error answered to the homeserver, as the Matrix spec shapes it.
 #[derive(Debug, thiserror::Error)]
@@ -144,11 +145,13 @@ pub struct AppserviceRequest {
 }
 
 impl AppserviceRequest {
-    /// Parses `request` for `function` and checks its token against `hs_token`.
-    pub fn from_lambda(
+    /// Parses `request` for `function` and checks its token against
+    /// `hs_token` (read again once if it does not match: it may have been
+    /// rotated).
+    pub async fn from_lambda(
         function: &str,
         request: lambda_http::Request,
-        hs_token: &Secret,
+        hs_token: &CachedSecret,
     ) -> Result<Self, (String, MatrixApiError)> {
         let method = request.method().clone();
         let raw_path = request.raw_http_path().to_owned();
@@ -176,7 +179,14 @@ impl AppserviceRequest {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim);
-        check_hs_token(bearer, parsed.query.first("access_token"), hs_token).map_err(fail)?;
+        let query = parsed.query.first("access_token");
+        let expected = hs_token.current();
+        match check_hs_token(bearer, query, &expected) {
+            Err(MatrixApiError::Forbidden) if hs_token.refresh(&expected).await => {
+                check_hs_token(bearer, query, &hs_token.current()).map_err(fail)?;
+            }
+            checked => checked.map_err(fail)?,
+        }
         Ok(Self {
             route: parsed.route.route,
             request_id: parsed.request_id,
@@ -258,7 +268,7 @@ pub fn check_hs_token(
 /// `handle` on it, and answers any error in Matrix's format.
 pub async fn serve<F, Fut>(
     metrics: &Metrics,
-    hs_token: &Secret,
+    hs_token: &CachedSecret,
     request: lambda_http::Request,
     handle: F,
 ) -> Response<Body>
@@ -267,7 +277,7 @@ where
     Fut: Future<Output = Result<Response<Body>, MatrixApiError>>,
 {
     let started = std::time::Instant::now();
-    let parsed = AppserviceRequest::from_lambda(metrics.function(), request, hs_token);
+    let parsed = AppserviceRequest::from_lambda(metrics.function(), request, hs_token).await;
     answer(metrics, started, parsed, handle).await
 }
 

@@ -1,4 +1,6 @@
-//! The JSON shapes the API answers with (API.md), built from the records.
+//! The JSON shapes the API answers with (docs/API.md; their schemas are in
+//! docs/openapi.yaml, which tests/stack/openapi.rs holds them to), built
+//! from the records.
 
 use std::collections::BTreeMap;
 

@@ -37,7 +37,7 @@ pub fn function<P: Ports>() -> Function<P> {
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     Ok(Handler::Http(Box::new(ActivityService {
         store: ports.store().await?,
-        matrix: ports.matrix()?,
+        matrix: ports.matrix().await?,
         namer: ports.namer()?,
         metrics: ports.metrics(NAME),
     })))

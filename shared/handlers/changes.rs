@@ -40,7 +40,7 @@ impl<S, M, Q> Changer<S, M, Q> {
     {
         Ok(Self {
             store: ports.store().await?,
-            matrix: ports.matrix()?,
+            matrix: ports.matrix().await?,
             queue: ports.queue().await?,
             namer: ports.namer()?,
             metrics: ports.metrics(name),

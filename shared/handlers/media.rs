@@ -35,7 +35,7 @@ pub fn function<P: Ports>() -> Function<P> {
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     Ok(Handler::Http(Box::new(MediaService {
         store: ports.store().await?,
-        matrix: ports.matrix()?,
+        matrix: ports.matrix().await?,
         namer: ports.namer()?,
         metrics: ports.metrics(NAME),
     })))

@@ -52,7 +52,11 @@ pub fn function<P: Ports>() -> Function<P> {
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     let max_age = ports.sweep_settings()?.max_age;
     Ok(Handler::Queue(Box::new(RetryService::new(
-        (ports.store().await?, ports.matrix()?, ports.queue().await?),
+        (
+            ports.store().await?,
+            ports.matrix().await?,
+            ports.queue().await?,
+        ),
         max_age,
         ports.retry_backoff()?,
         ports.metrics(NAME),

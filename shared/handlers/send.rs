@@ -49,7 +49,7 @@ pub fn function<P: Ports>() -> Function<P> {
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
     Ok(Handler::Http(Box::new(SendService::new(
         ports.store().await?,
-        ports.matrix()?,
+        ports.matrix().await?,
         ports.queue().await?,
         ports.namer()?,
         ports.metrics(NAME),

@@ -1,5 +1,6 @@
 //! The JSON the application receives for each thing that happened in Matrix
-//! (API.md, "Events to the application").
+//! (docs/API.md, "Events to the application"; `InboundEvent` in
+//! docs/openapi.yaml).
 
 use ruma::OwnedEventId;
 use serde::{Deserialize, Serialize};

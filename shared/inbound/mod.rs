@@ -1,4 +1,4 @@
-//! The inbound queue: what arrives from Matrix, for the application, as API.md
+//! The inbound queue: what arrives from Matrix, for the application, as docs/API.md
 //! "Events to the application" describes it. One JSON [`InboundEvent`] per
 //! SQS message on a FIFO queue: `MessageGroupId` is the conversation, so a
 //! conversation's events arrive in order, and the deduplication id is the

@@ -1,7 +1,9 @@
 //! [`Matrix`] over HTTP: ruma request types -> `http::Request` ->
 //! `reqwest` -> `http::Response` -> ruma response types. One pipeline for
 //! every call, one shared `reqwest::Client`, the `as_token` in the
-//! `Authorization` header and the puppet in `?user_id=`.
+//! `Authorization` header and the puppet in `?user_id=`. A request the
+//! homeserver refuses with `M_UNKNOWN_TOKEN` is sent once more if the token
+//! was rotated meanwhile (read again from where it is kept).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use ruma::api::client::typing::create_typing_event::{
 use ruma::api::client::{
     account::register, membership::join_room_by_id, message::send_message_event,
 };
+use ruma::api::error::ErrorKind;
 use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
@@ -50,8 +53,10 @@ use ruma::{
 };
 
 use super::{Matrix, MatrixError, MemberState, RoomSpec};
-use crate::config::{MatrixConfig, Secret};
+use crate::config::{ConfigError, MatrixConfig};
+use crate::metrics::Metrics;
 use crate::model::{ConversationKind, Visibility};
+use crate::secrets::CachedSecret;
 
 /// Picks the input a request's path builder needs.
 pub trait PathInput: PathBuilder {
@@ -75,15 +80,18 @@ impl PathInput for SinglePath {
 pub struct AppserviceClient {
     http: reqwest::Client,
     base_url: String,
-    as_token: Secret,
+    as_token: CachedSecret,
     bot: OwnedUserId,
     versions: SupportedVersions,
     requests: Arc<AtomicU64>,
     room_version: Arc<tokio::sync::OnceCell<RoomVersionId>>,
+    /// Where each call's latency goes (`MatrixLatency`); off unless set.
+    metrics: Metrics,
 }
 
 impl AppserviceClient {
-    pub fn new(http: reqwest::Client, config: &MatrixConfig) -> Self {
+    /// The client of `config`'s homeserver, with the `as_token` already read.
+    pub fn new(http: reqwest::Client, config: &MatrixConfig, as_token: CachedSecret) -> Self {
         let versions = SupportedVersions {
             versions: [MatrixVersion::V1_1, MatrixVersion::V1_11]
                 .into_iter()
@@ -93,11 +101,12 @@ impl AppserviceClient {
         Self {
             http,
             base_url: config.homeserver_url.clone(),
-            as_token: config.as_token.clone(),
+            as_token,
             bot: config.bot_user_id.clone(),
             versions,
             requests: Arc::new(AtomicU64::new(0)),
             room_version: Arc::default(),
+            metrics: Metrics::off("matrix"),
         }
     }
 
@@ -112,6 +121,20 @@ impl AppserviceClient {
             .bytes()
             .await
             .map(drop)
+    }
+
+    /// The same client, recording each call's latency in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// A client with the `as_token` given in the environment (the local
+    /// stack's and the tests' way; deployed functions read a stored secret).
+    pub fn local(http: reqwest::Client, config: &MatrixConfig) -> Result<Self, ConfigError> {
+        let as_token = CachedSecret::fixed(config.as_token.local_value()?);
+        Ok(Self::new(http, config, as_token))
     }
 
     /// The room version new rooms get: the homeserver's default, read once
@@ -167,18 +190,51 @@ impl AppserviceClient {
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
         let identity = user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        let token = self.as_token.current();
         let http_request = request
             .try_into_http_request_with_identity::<Vec<u8>>(
                 &self.base_url,
-                SendAccessToken::Appservice(self.as_token.expose()),
+                SendAccessToken::Appservice(token.expose()),
                 identity,
                 R::PathBuilder::input(&self.versions),
             )
             .map_err(|err| MatrixError::Protocol(err.to_string()))?;
-        let method = http_request.method().clone();
-        let path = http_request.uri().path().to_owned();
         let request = reqwest::Request::try_from(http_request)
             .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+        // The body is `Bytes`: a spare copy costs a reference count.
+        let spare = request.try_clone();
+        let response = match (self.execute(request).await, spare) {
+            (Err(err), Some(mut spare))
+                if matches!(err.kind(), Some(ErrorKind::UnknownToken(_)))
+                    && self.as_token.refresh(&token).await =>
+            {
+                // Refused before anything was done: safe to send again.
+                let fresh = self.as_token.current();
+                let mut value = http::HeaderValue::try_from(format!("Bearer {}", fresh.expose()))
+                    .map_err(|err| MatrixError::Protocol(err.to_string()))?;
+                value.set_sensitive(true);
+                spare
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, value);
+                self.execute(spare).await?
+            }
+            (result, _) => result?,
+        };
+        let (parts, body) = response.into_parts();
+        R::IncomingResponse::try_from_http_response(http::Response::from_parts(
+            parts,
+            body.as_ref(),
+        ))
+        .map_err(|err| MatrixError::Protocol(err.to_string()))
+    }
+
+    /// Sends one request: its success answer, or the error it is.
+    async fn execute(
+        &self,
+        request: reqwest::Request,
+    ) -> Result<http::Response<bytes::Bytes>, MatrixError> {
+        let method = request.method().clone();
+        let path = request.url().path().to_owned();
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let response =
@@ -207,7 +263,9 @@ impl AppserviceClient {
                 maybe_delivered: true,
                 source: source.without_url(),
             })?;
-        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "matrix call");
+        let elapsed = started.elapsed();
+        self.metrics.matrix_call(elapsed);
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "matrix call");
         if !status.is_success() {
             return Err(MatrixError::from_status(
                 status.as_u16(),
@@ -215,10 +273,8 @@ impl AppserviceClient {
                 retry_after,
             ));
         }
-        let response = builder
-            .body(body.as_ref())
-            .map_err(|err| MatrixError::Protocol(err.to_string()))?;
-        R::IncomingResponse::try_from_http_response(response)
+        builder
+            .body(body)
             .map_err(|err| MatrixError::Protocol(err.to_string()))
     }
 }

@@ -28,6 +28,7 @@ use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::ports::{InitError, Ports};
 use bridge::queue::SqsRetryQueue;
+use bridge::secrets::CachedSecret;
 use bridge::store::{DynamoStore, prelude::*};
 use bridge_dev::fault::authority;
 use bridge_dev::fault::proxy::{DownAnswer, FaultProxy, ProxyConfig};
@@ -68,7 +69,7 @@ impl Ports for FaultPorts {
         Ok(self.store.clone())
     }
 
-    fn matrix(&self) -> Result<AppserviceClient, InitError> {
+    async fn matrix(&self) -> Result<AppserviceClient, InitError> {
         Ok(self.matrix.clone())
     }
 
@@ -84,8 +85,8 @@ impl Ports for FaultPorts {
         Ok(MemoryInbound::default())
     }
 
-    fn hs_token(&self) -> Result<Secret, InitError> {
-        Ok(Secret::new(var("MATRIX_HS_TOKEN")))
+    async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+        Ok(CachedSecret::fixed(Secret::new(var("MATRIX_HS_TOKEN"))))
     }
 
     fn sweep_settings(&self) -> Result<SweepSettings, InitError> {
@@ -268,7 +269,8 @@ impl Harness {
         let sqs = aws_sdk_sqs::Client::new(&faulty);
         let ports = FaultPorts {
             store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&faulty), table.clone()),
-            matrix: AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+            matrix: AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config)
+                .unwrap(),
             queue: SqsRetryQueue::new(sqs.clone(), queue_url.clone()),
             namer: PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
             sweep: SweepSettings {

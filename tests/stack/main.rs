@@ -13,7 +13,11 @@ mod flows;
 mod guards;
 mod matrix_ops;
 mod media_activity;
+mod openapi;
+#[path = "../support/openapi.rs"]
+mod openapi_spec;
 mod provisioning;
 mod round_trips;
+mod secrets;
 mod threads;
 mod webhook;

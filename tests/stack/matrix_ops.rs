@@ -28,7 +28,8 @@ struct Room {
 
 async fn room() -> Room {
     let config = MatrixConfig::from_env(stack_env()).unwrap();
-    let matrix = AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config);
+    let matrix =
+        AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config).unwrap();
     let puppet = |name: &str| -> OwnedUserId {
         format!(
             "@{}{}:{}",

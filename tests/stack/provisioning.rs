@@ -333,10 +333,11 @@ async fn a_crash_between_creating_and_recording_the_room_leaves_one_room() {
     // room under the conversation's alias, and died before recording it.
     let sdk = sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("BRIDGE_TABLE"));
-    let matrix = AppserviceClient::new(
+    let matrix = AppserviceClient::local(
         AppserviceClient::http_client().unwrap(),
         &MatrixConfig::from_env(stack_env()).unwrap(),
-    );
+    )
+    .unwrap();
     let namer = bridge::config::puppet_namer(stack_env()).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let draft = Conversation {

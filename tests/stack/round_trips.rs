@@ -16,6 +16,7 @@ use bridge::inbound::SqsInboundQueue;
 use bridge::matrix::AppserviceClient;
 use bridge::metrics::Metrics;
 use bridge::queue::SqsRetryQueue;
+use bridge::secrets::CachedSecret;
 use bridge::store::DynamoStore;
 use serde_json::{Value, json};
 
@@ -50,7 +51,8 @@ mod support_ports {
             let config = MatrixConfig::from_env(stack_env()).unwrap();
             Self {
                 store: DynamoStore::new(dynamo, table),
-                matrix: AppserviceClient::new(AppserviceClient::http_client().unwrap(), &config),
+                matrix: AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config)
+                    .unwrap(),
                 queue: SqsRetryQueue::new(
                     aws_sdk_sqs::Client::new(&sdk),
                     var("BRIDGE_RETRY_QUEUE_URL"),
@@ -111,7 +113,7 @@ mod support_ports {
             Ok(self.store.clone())
         }
 
-        fn matrix(&self) -> Result<AppserviceClient, InitError> {
+        async fn matrix(&self) -> Result<AppserviceClient, InitError> {
             Ok(self.matrix.clone())
         }
 
@@ -123,8 +125,8 @@ mod support_ports {
             Ok(self.inbound.clone())
         }
 
-        fn hs_token(&self) -> Result<Secret, InitError> {
-            Ok(Secret::new(var("MATRIX_HS_TOKEN")))
+        async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+            Ok(CachedSecret::fixed(Secret::new(var("MATRIX_HS_TOKEN"))))
         }
 
         fn namer(&self) -> Result<PuppetNamer, InitError> {

@@ -57,7 +57,7 @@ pub async fn from_ports<P: Ports>(
 ) -> Result<Provisioning<P::Store, P::Matrix, P::Queue>, InitError> {
     Ok(Provisioning {
         store: ports.store().await?,
-        matrix: ports.matrix()?,
+        matrix: ports.matrix().await?,
         queue: ports.queue().await?,
         namer: ports.namer()?,
         metrics,

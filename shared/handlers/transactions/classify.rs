@@ -1,6 +1,6 @@
 //! Each event of a transaction, read on its own with ruma's event types and
 //! sorted: what to pass on to the application, what is the bridge's own
-//! doing coming back (an echo, DESIGN.md decisions 6 and 9), what the bridge
+//! doing coming back (an echo, docs/DESIGN.md, decisions 6 and 9), what the bridge
 //! ignores (counted), and what it cannot read (recorded with why). No I/O.
 
 use ruma::api::appservice::event::push_events::v1::EphemeralData;

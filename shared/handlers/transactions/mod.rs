@@ -1,6 +1,6 @@
 //! The `transactions` function: the appservice webhook, how Matrix reaches
-//! the application (API.md "Appservice endpoints" and "Events to the
-//! application"; DESIGN.md decisions 6, 8 and 9).
+//! the application (docs/API.md, "Routes" and "Events to the
+//! application"; docs/DESIGN.md, decisions 6, 8 and 9).
 //!
 //! Its routes (auth kind `HsToken`, checked in constant time by
 //! [`appservice::serve`]) are the Application Service API's, read with
@@ -56,7 +56,6 @@ use classify::{Ours, Sorted};
 use super::cache::Settled;
 use crate::api::Route;
 use crate::api::appservice::{self, AppserviceRequest, MatrixApiError, respond};
-use crate::config::Secret;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, HttpFunction};
 use crate::ids::{ConversationId, PuppetNamer};
@@ -65,6 +64,7 @@ use crate::matrix::Matrix;
 use crate::metrics::{Counter, Metrics};
 use crate::model::{SkippedEvent, TransactionRecord};
 use crate::ports::{InitError, Ports};
+use crate::secrets::CachedSecret;
 use crate::store::Store;
 
 pub const NAME: &str = "transactions";
@@ -75,9 +75,9 @@ pub fn function<P: Ports>() -> Function<P> {
 }
 
 async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
-    let hs_token = ports.hs_token()?;
     let namer = ports.namer()?;
-    let matrix = ports.matrix()?;
+    // Two secrets at a cold start: read at once.
+    let (hs_token, matrix) = futures::try_join!(ports.hs_token(), ports.matrix())?;
     Ok(Handler::Http(Box::new(TransactionsService {
         store: ports.store().await?,
         matrix,
@@ -95,7 +95,7 @@ pub struct TransactionsService<S, M, Q> {
     matrix: M,
     inbound: Q,
     namer: PuppetNamer,
-    hs_token: Secret,
+    hs_token: CachedSecret,
     metrics: Metrics,
     /// Room -> conversation, which never changes once set.
     rooms: Settled<OwnedRoomId, ConversationId>,

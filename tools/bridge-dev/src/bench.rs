@@ -40,6 +40,7 @@ use bridge::model::{Conversation, ConversationKind, Member, Role};
 use bridge::ports::{InitError, Ports};
 use bridge::queue::SqsRetryQueue;
 use bridge::runtime::{BoxError, aws_config};
+use bridge::secrets::CachedSecret;
 use bridge::store::prelude::*;
 use bridge::store::{Claim, DynamoStore};
 
@@ -138,7 +139,7 @@ impl Ports for Counted {
     async fn store(&self) -> Result<DynamoStore, InitError> {
         Ok(self.store.clone())
     }
-    fn matrix(&self) -> Result<AppserviceClient, InitError> {
+    async fn matrix(&self) -> Result<AppserviceClient, InitError> {
         Ok(self.matrix.clone())
     }
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
@@ -147,8 +148,8 @@ impl Ports for Counted {
     async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
         Ok(self.inbound.clone())
     }
-    fn hs_token(&self) -> Result<Secret, InitError> {
-        Ok(self.hs_token.clone())
+    async fn hs_token(&self) -> Result<CachedSecret, InitError> {
+        Ok(CachedSecret::fixed(self.hs_token.clone()))
     }
     fn namer(&self) -> Result<PuppetNamer, InitError> {
         Ok(self.namer.clone())
@@ -280,10 +281,10 @@ pub async fn critical_path(
             InboundQueueConfig::from_env(env)?.queue_url,
         ),
         retry: SqsRetryQueue::new(aws_sdk_sqs::Client::new(sdk), "unused.fifo"),
-        matrix: AppserviceClient::new(
+        matrix: AppserviceClient::local(
             AppserviceClient::http_client()?,
             &MatrixConfig::from_env(env)?,
-        ),
+        )?,
         namer: puppet_namer(env)?,
         hs_token: hs_token(env)?,
     };
