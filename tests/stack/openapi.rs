@@ -370,6 +370,31 @@ async fn the_api_answers_as_the_openapi_file_says() {
     )
     .await;
 
+    // A reaction, as history shows it, a key too long, and its removal.
+    let reaction = format!("{MESSAGE}/reactions/{{key}}");
+    let thumbs = format!("{message}/reactions/%F0%9F%91%8D");
+    api.call("PUT", &reaction, &thumbs, Some(&bob_token), &[], None, 204)
+        .await;
+    let reacted = api.get(MESSAGE, &message, &bob_token, 200).await;
+    assert_eq!(
+        reacted["reactions"]["\u{1f44d}"],
+        json!({"count": 1, "me": true}),
+        "{reacted}"
+    );
+    let long = format!("{message}/reactions/{}", "k".repeat(65));
+    api.call("PUT", &reaction, &long, Some(&bob_token), &[], None, 400)
+        .await;
+    api.call(
+        "DELETE",
+        &reaction,
+        &thumbs,
+        Some(&bob_token),
+        &[],
+        None,
+        204,
+    )
+    .await;
+
     // Deletes, and a deleted message as history shows it.
     api.json("DELETE", MESSAGE, &message, &bob_token, &json!({}), 403)
         .await;
