@@ -197,36 +197,32 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         outcome.unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
     }
 
-    /// Looks for `message`'s send among its sender's events in the room
-    /// since it was accepted: an earlier attempt may have landed.
+    /// Looks for `message`'s send (or, with `edit`, its pending edit, by
+    /// its number) among its sender's events in the room since it was
+    /// accepted: an earlier attempt may have landed.
     async fn landed(
         &self,
         room_id: &ruma::RoomId,
         message: &Message,
+        edit: bool,
     ) -> Result<Option<ruma::OwnedEventId>, crate::matrix::MatrixError> {
         let id = message.id.to_string();
+        let (sent, since) = if edit {
+            let since = message.edited_at.unwrap_or(message.created_at);
+            (Sent::Edit(&id, message.changes), since)
+        } else {
+            (Sent::Message(&id), message.created_at)
+        };
         self.matrix
-            .find_sent_event(
-                room_id,
-                &message.sender.matrix_user_id,
-                Sent::Message(&id),
-                message.created_at,
-            )
+            .find_sent_event(room_id, &message.sender.matrix_user_id, sent, since)
             .await
     }
 
     /// Delivers `message`'s pending edit unless an earlier attempt landed
     /// it (its answer lost, and the homeserver may have forgotten the
-    /// transaction id since): the edit is looked for first, by its number.
+    /// transaction id since).
     async fn deliver_edit(&self, room_id: &ruma::RoomId, message: &Message) -> Result<(), Error> {
-        let id = message.id.to_string();
-        let since = message.edited_at.unwrap_or(message.created_at);
-        let sent = Sent::Edit(&id, message.changes);
-        match self
-            .matrix
-            .find_sent_event(room_id, &message.sender.matrix_user_id, sent, since)
-            .await
-        {
+        match self.landed(room_id, message, true).await {
             Ok(Some(_)) => Ok(()),
             Err(err) if err.is_transient() => Err(err.into()),
             // Not there (or not readable): send it.
@@ -263,7 +259,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             let delivered = match &room_id {
                 // A send cancelled while pending: redact it if it landed
                 // after all, else there is nothing to do in Matrix.
-                Some(room_id) if cancel => match self.landed(room_id, &message).await {
+                Some(room_id) if cancel => match self.landed(room_id, &message, false).await {
                     Ok(Some(event_id)) => {
                         message.event_id = Some(event_id);
                         send_change(&self.matrix, room_id, &message).await
@@ -393,7 +389,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         };
         // An earlier attempt may have landed with its answer lost, and the
         // homeserver forgets transaction ids when it restarts: look first.
-        let found = self.landed(&room_id, &message).await;
+        let found = self.landed(&room_id, &message, false).await;
         let sent = match found {
             // Edited in place since it was accepted: what landed may carry
             // an older text, so the edit follows it.
