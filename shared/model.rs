@@ -254,6 +254,37 @@ pub struct PendingSync {
     pub readmit: bool,
 }
 
+/// An operation in a conversation's outbox: a message's send or change,
+/// or a sync of its room or a member. What the sweeper hands back to the
+/// retry function, and what a retry job delivers first when it waits ahead.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingOperation {
+    Message(Box<Message>),
+    Sync(PendingSync),
+}
+
+impl PendingOperation {
+    /// When it was accepted.
+    pub fn since(&self) -> Option<OffsetDateTime> {
+        match self {
+            Self::Message(message) => message.pending_since(),
+            Self::Sync(sync) => Some(sync.since),
+        }
+    }
+
+    /// Whether its own request is delivering it (`Direct`) or the retry
+    /// function is (`Queued`).
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            Self::Message(message) => message
+                .pending_change
+                .as_ref()
+                .map_or(message.delivery, |change| change.delivery),
+            Self::Sync(sync) => sync.delivery,
+        }
+    }
+}
+
 /// A message id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -450,10 +481,10 @@ impl Message {
     /// send's; none when nothing is pending.
     pub fn pending_since(&self) -> Option<OffsetDateTime> {
         match &self.pending_change {
-            Some(change) => match change.kind {
+            Some(change) => change.since.or(match change.kind {
                 ChangeKind::Edit => self.edited_at,
                 ChangeKind::Delete { .. } => self.deleted_at,
-            },
+            }),
             None => (self.status == MessageStatus::Pending).then_some(self.created_at),
         }
     }
@@ -607,6 +638,15 @@ pub enum ChangeKind {
 pub struct PendingChange {
     pub kind: ChangeKind,
     pub delivery: Delivery,
+    /// When what it took the place of was accepted (an earlier pending
+    /// change, or the pending send it follows): its place in the outbox,
+    /// and when its deadline runs from. `None`: its own time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub since: Option<OffsetDateTime>,
 }
 
 /// A media id: a UUIDv7, like a message id.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ConversationId;
-use crate::model::{MessageId, PendingSync, Reaction, SyncSubject};
+use crate::model::{MessageId, PendingOperation, PendingSync, Reaction, SyncSubject};
 
 /// What to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,34 @@ impl RetryJob {
         }
     }
 
+    /// Delivering an operation of the outbox: a message's send, or its
+    /// pending change, or a sync.
+    pub fn delivering(operation: &PendingOperation) -> Self {
+        match operation {
+            PendingOperation::Message(message) if message.pending_change.is_some() => {
+                Self::change(message.conversation_id.clone(), message.id, message.changes)
+            }
+            PendingOperation::Message(message) => {
+                Self::send(message.conversation_id.clone(), message.id)
+            }
+            PendingOperation::Sync(sync) => Self::sync(sync),
+        }
+    }
+
+    /// Whether this job delivers `operation` (a sync job, whichever change
+    /// of its subject is pending now).
+    pub fn delivers(&self, operation: &PendingOperation) -> bool {
+        match operation {
+            PendingOperation::Message(message) => {
+                matches!(self.operation, Operation::Send | Operation::Change)
+                    && self.message_id == message.id
+            }
+            PendingOperation::Sync(sync) => {
+                self.operation == Operation::Sync && self.subject.as_ref() == Some(&sync.subject)
+            }
+        }
+    }
+
     fn deduplication_id(&self) -> String {
         match self.operation {
             Operation::Send => self.message_id.txn_id("send"),
@@ -180,7 +208,8 @@ impl RetryQueue for SqsRetryQueue {
 /// An in-memory [`RetryQueue`] for unit tests; clones share their jobs.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryQueue {
-    jobs: Arc<Mutex<Vec<RetryJob>>>,
+    /// Each job, with when it was enqueued.
+    jobs: Arc<Mutex<Vec<(RetryJob, time::OffsetDateTime)>>>,
     holds: Arc<Mutex<Vec<(String, Duration)>>>,
 }
 
@@ -188,8 +217,16 @@ impl MemoryQueue {
     pub fn jobs(&self) -> Vec<RetryJob> {
         self.jobs
             .lock()
-            .map(|jobs| jobs.clone())
+            .map(|jobs| jobs.iter().map(|(job, _)| job.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// When `job` was first enqueued (what SQS says as `SentTimestamp`).
+    pub fn queued_at(&self, job: &RetryJob) -> Option<time::OffsetDateTime> {
+        let jobs = self.jobs.lock().ok()?;
+        jobs.iter()
+            .find(|(queued, _)| queued == job)
+            .map(|(_, at)| *at)
     }
 
     /// The jobs held back, by receipt handle, and for how long, in order.
@@ -206,7 +243,7 @@ impl RetryQueue for MemoryQueue {
         self.jobs
             .lock()
             .map_err(|_| QueueError("the queue lock is poisoned".into()))?
-            .push(job.clone());
+            .push((job.clone(), time::OffsetDateTime::now_utc()));
         Ok(())
     }
 

@@ -190,6 +190,15 @@ impl Bridge {
             .unwrap()
     }
 
+    /// A batch of these jobs of this bridge's queue, as SQS hands them out.
+    fn retry_batch(
+        &self,
+        jobs: &[bridge::queue::RetryJob],
+        receive_count: u32,
+    ) -> aws_lambda_events::sqs::SqsEvent {
+        retry_batch_of(jobs, receive_count, |job| self.queue.queued_at(job))
+    }
+
     /// The retry function on this bridge's fakes.
     async fn retry(&self) -> Box<dyn QueueFunction> {
         self.retry_with_deadline(bridge::config::SweepSettings::default().max_age)
@@ -533,22 +542,28 @@ async fn history_lists_newest_first_for_members_only() {
     assert_eq!(wrong_function.status(), 404);
 }
 
-/// The sample SQS batch, holding these jobs as consecutive receives of one group.
-fn retry_batch(
+/// The sample SQS batch, holding these jobs as consecutive receives of one
+/// group, each with when the queue took it (`SentTimestamp`; now for a job
+/// it never took).
+fn retry_batch_of(
     jobs: &[bridge::queue::RetryJob],
     receive_count: u32,
+    queued_at: impl Fn(&bridge::queue::RetryJob) -> Option<time::OffsetDateTime>,
 ) -> aws_lambda_events::sqs::SqsEvent {
     let sample: Value =
         serde_json::from_str(include_str!("../events/retry-sqs-batch.json")).unwrap();
     let records: Vec<Value> = jobs
         .iter()
         .map(|job| {
+            let at = queued_at(job).unwrap_or_else(time::OffsetDateTime::now_utc);
+            let millis = at.unix_timestamp_nanos() / 1_000_000;
             let mut record = sample["Records"][0].clone();
             record["messageId"] = json!(uuid::Uuid::new_v4().to_string());
             record["receiptHandle"] = json!(format!("receipt-{}", uuid::Uuid::new_v4()));
             record["body"] = json!(serde_json::to_string(job).unwrap());
             record["attributes"]["MessageGroupId"] = json!(job.conversation_id.as_str());
             record["attributes"]["ApproximateReceiveCount"] = json!(receive_count.to_string());
+            record["attributes"]["SentTimestamp"] = json!(millis.to_string());
             record
         })
         .collect();
@@ -575,7 +590,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     // Still down: the first is handed back, and the second waits behind it.
     bridge.matrix.fail_next_send(Failure::Down);
     let sends_before = bridge.matrix.sends().len();
-    let batch = retry_batch(&jobs, 1);
+    let batch = bridge.retry_batch(&jobs, 1);
     let expected: Vec<String> = batch
         .records
         .iter()
@@ -590,7 +605,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     );
 
     // Back up: both go out, in order, with the transaction ids of their messages.
-    let response = retry.call(retry_batch(&jobs, 2)).await;
+    let response = retry.call(bridge.retry_batch(&jobs, 2)).await;
     assert!(failed_ids(&response).is_empty());
     let bodies: Vec<Value> = bridge.matrix.sends()[sends_before + 1..]
         .iter()
@@ -613,8 +628,95 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
 
     // A job whose message was delivered already does nothing.
     let sends = bridge.matrix.sends().len();
-    assert!(failed_ids(&retry.call(retry_batch(&jobs[..1], 3)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs[..1], 3)).await).is_empty());
     assert_eq!(bridge.matrix.sends().len(), sends);
+}
+
+#[tokio::test]
+async fn a_job_delivers_first_what_waits_ahead_of_it_without_a_job() {
+    let bridge = Bridge::with_conversation().await;
+    bridge.matrix.fail_next_send(Failure::Down);
+    assert_eq!(bridge.send("alice", "one").await.status(), 202);
+    assert_eq!(bridge.send("bob", "two").await.status(), 202);
+    let jobs = bridge.queue.jobs();
+    let sends_before = bridge.matrix.sends().len();
+
+    // The first job is lost (dead-lettered, say): the second's delivers
+    // the first message before its own.
+    let response = bridge
+        .retry()
+        .await
+        .call(bridge.retry_batch(&jobs[1..], 1))
+        .await;
+    assert!(failed_ids(&response).is_empty());
+    let bodies: Vec<Value> = bridge.matrix.sends()[sends_before..]
+        .iter()
+        .map(|call| match call {
+            Call::Send { content, .. } => content["body"].clone(),
+            _ => Value::Null,
+        })
+        .collect();
+    assert_eq!(bodies, [json!("one"), json!("two")]);
+    for job in &jobs {
+        assert_eq!(bridge.stored(job).await.status, MessageStatus::Sent);
+    }
+    assert_eq!(bridge.outbox().await, 0);
+
+    // The lost job, found again later (the sweeper, a replay), does nothing.
+    let sends = bridge.matrix.sends().len();
+    assert!(
+        failed_ids(
+            &bridge
+                .retry()
+                .await
+                .call(bridge.retry_batch(&jobs[..1], 1))
+                .await
+        )
+        .is_empty()
+    );
+    assert_eq!(bridge.matrix.sends().len(), sends);
+}
+
+#[tokio::test]
+async fn a_job_waits_for_an_earlier_operation_still_on_its_way() {
+    let bridge = Bridge::with_conversation().await;
+    // A send still in its request (stored direct, not settled yet)...
+    let id = bridge.sent("alice", "settled").await;
+    let mut in_flight = bridge.stored_message(id).await;
+    in_flight.id = MessageId::new();
+    in_flight.status = MessageStatus::Pending;
+    in_flight.event_id = None;
+    in_flight.body = "in flight".into();
+    bridge.store.insert_message(&in_flight, None).await.unwrap();
+    // ...and one accepted after it, queued behind it.
+    assert_eq!(bridge.send("bob", "behind").await.status(), 202);
+    let jobs = bridge.queue.jobs();
+    let behind = jobs.last().unwrap().clone();
+    let sends = bridge.matrix.sends().len();
+
+    let retry = bridge.retry().await;
+    let response = retry
+        .call(bridge.retry_batch(std::slice::from_ref(&behind), 1))
+        .await;
+    assert_eq!(failed_ids(&response).len(), 1, "handed back");
+    assert_eq!(bridge.matrix.sends().len(), sends, "nothing overtook it");
+    assert_eq!(bridge.stored(&behind).await.status, MessageStatus::Pending);
+
+    // Its request gives it to the retry function: the job delivers both, in order.
+    bridge.store.mark_queued(&in_flight).await.unwrap();
+    let response = retry
+        .call(bridge.retry_batch(std::slice::from_ref(&behind), 2))
+        .await;
+    assert!(failed_ids(&response).is_empty());
+    let bodies: Vec<Value> = bridge.matrix.sends()[sends..]
+        .iter()
+        .map(|call| match call {
+            Call::Send { content, .. } => content["body"].clone(),
+            _ => Value::Null,
+        })
+        .collect();
+    assert_eq!(bodies, [json!("in flight"), json!("behind")]);
+    assert_eq!(bridge.outbox().await, 0);
 }
 
 #[tokio::test]
@@ -631,14 +733,18 @@ async fn the_retry_function_waits_until_the_deadline_and_gives_up_on_refusals() 
 
     // However many attempts it takes, before the deadline it waits.
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = bridge.retry().await.call(retry_batch(&jobs[..1], 50)).await;
+    let response = bridge
+        .retry()
+        .await
+        .call(bridge.retry_batch(&jobs[..1], 50))
+        .await;
     assert_eq!(failed_ids(&response).len(), 1, "handed back at attempt 50");
     assert_eq!(bridge.stored(&jobs[0]).await.status, MessageStatus::Pending);
 
     // Past the deadline, it fails, with the reason.
     let retry = bridge.retry_with_deadline(time::Duration::ZERO).await;
     bridge.matrix.fail_next_send(Failure::Down);
-    let response = retry.call(retry_batch(&jobs[..1], 51)).await;
+    let response = retry.call(bridge.retry_batch(&jobs[..1], 51)).await;
     assert!(
         failed_ids(&response).is_empty(),
         "past the deadline the job ends"
@@ -652,14 +758,14 @@ async fn the_retry_function_waits_until_the_deadline_and_gives_up_on_refusals() 
     );
 
     bridge.matrix.fail_next_send(Failure::Refused);
-    let response = retry.call(retry_batch(&jobs[1..], 1)).await;
+    let response = retry.call(bridge.retry_batch(&jobs[1..], 1)).await;
     assert!(failed_ids(&response).is_empty());
     let second = bridge.stored(&jobs[1]).await;
     assert_eq!(second.status, MessageStatus::Failed);
     assert!(second.failure.unwrap().contains("M_BAD_JSON"));
     assert_eq!(bridge.outbox().await, 0);
 
-    let mut malformed = retry_batch(&jobs[..1], 1);
+    let mut malformed = bridge.retry_batch(&jobs[..1], 1);
     malformed.records[0].body = Some("{\"not\": \"a job\"}".into());
     let id = malformed.records[0].message_id.clone().unwrap();
     assert_eq!(
@@ -817,7 +923,7 @@ async fn a_retry_finds_a_send_whose_answer_was_lost_instead_of_sending_twice() {
     let sends = bridge.matrix.sends().len();
 
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
         sends,
@@ -1055,7 +1161,7 @@ async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_orde
 
     let sends = bridge.matrix.sends().len();
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     let new_sends = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(new_sends.len(), 1, "one edit, the latest: {new_sends:?}");
     let Call::Send { content, .. } = &new_sends[0] else {
@@ -1077,7 +1183,7 @@ async fn changes_wait_in_the_outbox_and_the_retry_function_delivers_them_in_orde
         .unwrap();
     assert!(edit_at < redact_at);
     // Delivered once: the same jobs again change nothing.
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 2)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 2)).await).is_empty());
     assert_eq!(bridge.redactions().len(), 1);
     assert_eq!(bridge.matrix.sends().len(), sends + 1);
 }
@@ -1103,7 +1209,14 @@ async fn pending_messages_are_edited_in_place_and_cancelled_by_a_delete() {
 
     let sends = bridge.matrix.sends().len();
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    assert!(
+        failed_ids(
+            &retry
+                .call(bridge.retry_batch(&bridge.queue.jobs(), 1))
+                .await
+        )
+        .is_empty()
+    );
     let delivered = bridge.matrix.sends()[sends..].to_vec();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     let Call::Send { content, .. } = &delivered[0] else {
@@ -1463,7 +1576,14 @@ async fn a_queued_attachment_is_retried_with_the_same_file() {
         panic!("nothing tried");
     };
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    assert!(
+        failed_ids(
+            &retry
+                .call(bridge.retry_batch(&bridge.queue.jobs(), 1))
+                .await
+        )
+        .is_empty()
+    );
     let Some(Call::Send { content, .. }) = bridge.matrix.sends().last().cloned() else {
         panic!("nothing sent");
     };
@@ -1733,7 +1853,7 @@ async fn the_sweeper_hands_forgotten_operations_to_the_retry_function() {
 
     // The retry function delivers it, and the conversation flows again.
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.stored_message(orphan.id).await.status,
         MessageStatus::Sent
@@ -1777,6 +1897,7 @@ async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
     changed.pending_change = Some(bridge::model::PendingChange {
         kind: bridge::model::ChangeKind::Edit,
         delivery: Delivery::Direct,
+        since: None,
     });
     bridge
         .store
@@ -1792,7 +1913,7 @@ async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
     let job = bridge.queue.jobs().last().unwrap().clone();
     assert_eq!((job.operation, job.change), (Operation::Change, Some(1)));
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&[job], 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&[job], 1)).await).is_empty());
     let Call::Send { content, .. } = bridge.matrix.sends().last().unwrap().clone() else {
         unreachable!()
     };
@@ -1919,7 +2040,14 @@ async fn a_send_deleted_after_it_landed_unheard_is_redacted_by_the_retry_functio
     );
 
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    assert!(
+        failed_ids(
+            &retry
+                .call(bridge.retry_batch(&bridge.queue.jobs(), 1))
+                .await
+        )
+        .is_empty()
+    );
     assert!(bridge.visible(id).await.is_empty(), "redacted");
     assert_eq!(bridge.redactions().len(), 1);
     let deleted = bridge.stored_message(id).await;
@@ -1951,7 +2079,7 @@ async fn a_send_deleted_on_its_way_is_redacted_directly_or_on_retry() {
         .collect();
     bridge.while_sending(None).await;
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert!(bridge.visible(queued).await.is_empty(), "redacted");
     assert_eq!(bridge.redactions().len(), 2);
     assert!(bridge.stored_message(queued).await.pending_change.is_none());
@@ -2005,7 +2133,7 @@ async fn a_send_edited_on_its_way_or_before_its_lost_answer_shows_the_edit() {
         .filter(|job| job.message_id == unheard)
         .collect();
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(bridge.visible(unheard).await.len(), 1, "not sent twice");
     assert_eq!(
         latest_text(&bridge, unheard, bridge.visible(unheard).await),
@@ -2031,7 +2159,7 @@ async fn an_edit_whose_answer_was_lost_is_not_sent_again_by_the_retry_function()
     // never remembers one), so only looking first avoids a second edit.
     let sends = bridge.matrix.sends().len();
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.matrix.sends().len(),
         sends,
@@ -2062,7 +2190,7 @@ async fn an_edit_whose_answer_was_lost_is_not_sent_again_by_the_retry_function()
         .filter(|job| job.message_id == id)
         .skip(1)
         .collect();
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     let sent = bridge.matrix.sends();
     let Some(Call::Send { content, .. }) = sent.last() else {
         panic!("the second edit was not sent: {sent:?}")
@@ -2090,7 +2218,7 @@ async fn a_lost_answer_is_found_however_busy_the_room_became() {
             .unwrap();
     }
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(bridge.visible(id).await.len(), 1, "found, not sent again");
     assert_eq!(bridge.stored_message(id).await.status, MessageStatus::Sent);
 }
@@ -2108,7 +2236,7 @@ async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retr
     let mut delays = Vec::new();
     for receives in [1, 4, 30] {
         bridge.matrix.fail_next_send(Failure::Down);
-        let batch = retry_batch(&jobs, receives);
+        let batch = bridge.retry_batch(&jobs, receives);
         let handles: Vec<String> = batch
             .records
             .iter()
@@ -2145,7 +2273,7 @@ async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retr
     bridge.matrix.fail_next_send(Failure::RateLimited);
     let before = bridge.queue.holds().len();
     assert_eq!(
-        failed_ids(&short.call(retry_batch(&jobs, 1)).await).len(),
+        failed_ids(&short.call(bridge.retry_batch(&jobs, 1)).await).len(),
         2
     );
     assert_eq!(
@@ -2275,7 +2403,11 @@ async fn a_notice_waits_in_the_outbox_and_the_retry_function_sends_it_as_the_bot
     assert_eq!(notice.status(), 202, "queued behind the first");
     assert_eq!(bridge.outbox().await, 2);
     let jobs = bridge.queue.jobs();
-    let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
+    let response = bridge
+        .retry()
+        .await
+        .call(bridge.retry_batch(&jobs, 2))
+        .await;
     assert!(failed_ids(&response).is_empty());
     let Some(Call::Send {
         sender, content, ..
@@ -2516,7 +2648,11 @@ async fn a_thread_message_waits_for_its_pending_root_and_edits_and_deletes_keep_
         .await;
     assert_eq!(status, 202, "queued behind its root: {reply}");
     let jobs = bridge.queue.jobs();
-    let response = bridge.retry().await.call(retry_batch(&jobs, 2)).await;
+    let response = bridge
+        .retry()
+        .await
+        .call(bridge.retry_batch(&jobs, 2))
+        .await;
     assert!(failed_ids(&response).is_empty());
     let root_event = bridge.stored(&jobs[0]).await.event_id.unwrap();
     let thread = bridge.last_thread();

@@ -13,7 +13,7 @@ use bridge::model::{
     IdempotencyRecord, MediaId, MediaRecord, Member, Message, MessageId, MessageStatus, Origin,
     Puppet, Reaction, Removal, Role, Sender, SkippedEvent, TransactionRecord,
 };
-use bridge::model::{ChangeKind, PendingChange, PendingSync, SyncSubject};
+use bridge::model::{ChangeKind, PendingChange, PendingOperation, PendingSync, SyncSubject};
 use bridge::store::{
     Claim, DynamoStore, MemberChange, MemberWrite, MemoryStore, Outbox, Store, StoreError,
     TransactionContext,
@@ -589,6 +589,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
     edited.pending_change = Some(PendingChange {
         kind: ChangeKind::Edit,
         delivery: Delivery::Queued,
+        since: None,
     });
     let key = IdempotencyRecord {
         scope: format!("edit:alice/{id}/k"),
@@ -687,6 +688,7 @@ async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
     edited.pending_change = Some(PendingChange {
         kind: ChangeKind::Edit,
         delivery: Delivery::Direct,
+        since: None,
     });
     store
         .update_message(&read, &edited, Outbox::EnterIfEmpty, None)
@@ -703,6 +705,104 @@ async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
         .await
         .unwrap();
     assert!(ours(store.stale_pending(later, 1000).await.unwrap()).is_empty());
+}
+
+async fn a_conversations_outbox_lists_what_waits_in_it_oldest_first(store: &impl Store) {
+    let (id, _) = active_conversation(store).await;
+    let (other, _) = active_conversation(store).await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let at = |seconds_ago: i64| now - Duration::seconds(seconds_ago);
+    let first = Message {
+        created_at: at(300),
+        ..message(&id, "alice", "first", Delivery::Queued)
+    };
+    let second = Message {
+        created_at: at(200),
+        ..message(&id, "alice", "second", Delivery::Queued)
+    };
+    let elsewhere = Message {
+        created_at: at(250),
+        ..message(&other, "alice", "elsewhere", Delivery::Queued)
+    };
+    for message in [&first, &second, &elsewhere] {
+        store.insert_message(message, None).await.unwrap();
+    }
+    let rename = PendingSync {
+        subject: SyncSubject::Room,
+        since: at(100),
+        ..member_sync(&id, "unused", Delivery::Queued)
+    };
+    let read = store.conversation(&id).await.unwrap().unwrap();
+    let renamed = Conversation {
+        name: Some("Renamed".into()),
+        ..read.clone()
+    };
+    store
+        .change_room(&read, &renamed, &rename, None, Outbox::Enter)
+        .await
+        .unwrap();
+    // (kind, id, delivery), in the order listed.
+    let listed = |found: Vec<PendingOperation>| -> Vec<(&'static str, MessageId, Delivery)> {
+        found
+            .iter()
+            .map(|operation| match operation {
+                PendingOperation::Message(message) => ("message", message.id, operation.delivery()),
+                PendingOperation::Sync(sync) => ("sync", sync.id, operation.delivery()),
+            })
+            .collect()
+    };
+    assert_eq!(
+        listed(store.outbox(&id, now, 10).await.unwrap()),
+        [
+            ("message", first.id, Delivery::Queued),
+            ("message", second.id, Delivery::Queued),
+            ("sync", rename.id, Delivery::Queued),
+        ],
+        "since acceptance, whatever the kind; no other conversation's"
+    );
+    assert_eq!(
+        listed(store.outbox(&id, at(150), 10).await.unwrap()),
+        [
+            ("message", first.id, Delivery::Queued),
+            ("message", second.id, Delivery::Queued)
+        ],
+        "only what was accepted before"
+    );
+    assert_eq!(listed(store.outbox(&id, now, 1).await.unwrap()).len(), 1);
+
+    // Settled, it leaves; a change of a sent message joins, since the change.
+    store.mark_sent(&first, event_id!("$first")).await.unwrap();
+    let sent = store.message(&id, first.id).await.unwrap().unwrap();
+    let edited = Message {
+        body: "first, edited".into(),
+        edited_at: Some(at(50)),
+        changes: 1,
+        pending_change: Some(PendingChange {
+            kind: ChangeKind::Edit,
+            delivery: Delivery::Direct,
+            since: None,
+        }),
+        ..sent.clone()
+    };
+    store
+        .update_message(&sent, &edited, Outbox::Enter, None)
+        .await
+        .unwrap();
+    store.settle_sync(&rename).await.unwrap();
+    assert_eq!(
+        listed(store.outbox(&id, now, 10).await.unwrap()),
+        [
+            ("message", second.id, Delivery::Queued),
+            ("message", first.id, Delivery::Direct),
+        ]
+    );
+    store.mark_failed(&second, "refused").await.unwrap();
+    let found = store.outbox(&id, now, 10).await.unwrap();
+    let Some(PendingOperation::Message(message)) = found.first() else {
+        panic!("the edit, read back whole: {found:?}");
+    };
+    assert_eq!(message.body, "first, edited");
+    assert_eq!(found.len(), 1);
 }
 
 async fn messages_in_flight_count_in_the_outbox(store: &impl Store) {
@@ -1722,6 +1822,7 @@ both_adapters!(
     updates_hold_only_while_the_message_is_as_read,
     the_outbox_counts_what_is_stored_not_a_stale_copy,
     messages_in_flight_count_in_the_outbox,
+    a_conversations_outbox_lists_what_waits_in_it_oldest_first,
     pending_operations_are_found_until_they_settle,
     expired_idempotency_keys_count_as_absent,
     history_pages_past_a_megabyte,

@@ -222,12 +222,12 @@ fn tokens_are_secrets_the_functions_get_by_arn_only() {
 }
 
 /// What each function may do, exactly (the code's calls; `README`,
-/// "Permissions"): table actions, whether it queries the `pending` index,
+/// "Permissions"): table actions, the indexes it queries,
 /// the secrets it reads, and what it does with which queue.
 struct Grant {
     function: &'static str,
     table: &'static [&'static str],
-    pending_index: bool,
+    indexes: &'static [&'static str],
     secrets: &'static [&'static str],
     /// (queue, "send" or "consume")
     queues: &'static [(&'static str, &'static str)],
@@ -236,14 +236,14 @@ struct Grant {
 const fn grant(
     function: &'static str,
     table: &'static [&'static str],
-    pending_index: bool,
+    indexes: &'static [&'static str],
     secrets: &'static [&'static str],
     queues: &'static [(&'static str, &'static str)],
 ) -> Grant {
     Grant {
         function,
         table,
-        pending_index,
+        indexes,
         secrets,
         queues,
     }
@@ -269,7 +269,7 @@ const GRANTS: &[Grant] = {
                 "Query",
                 "UpdateItem",
             ],
-            false,
+            &[],
             AS,
             SEND_RETRY,
         ),
@@ -282,12 +282,12 @@ const GRANTS: &[Grant] = {
                 "PutItem",
                 "UpdateItem",
             ],
-            false,
+            &[],
             AS,
             SEND_RETRY,
         ),
-        grant("edit", READ_WRITE, false, AS, SEND_RETRY),
-        grant("delete", READ_WRITE, false, AS, SEND_RETRY),
+        grant("edit", READ_WRITE, &[], AS, SEND_RETRY),
+        grant("delete", READ_WRITE, &[], AS, SEND_RETRY),
         // A reaction removed is deleted (with its event lookup).
         grant(
             "react",
@@ -298,13 +298,14 @@ const GRANTS: &[Grant] = {
                 "PutItem",
                 "UpdateItem",
             ],
-            false,
+            &[],
             AS,
             SEND_RETRY,
         ),
-        grant("history", &["GetItem", "Query"], false, &[], &[]),
+        grant("history", &["GetItem", "Query"], &[], &[], &[]),
         // Queued room and member changes too: the conversation's members
-        // (Query), a settled sync deleted.
+        // (Query), a settled sync deleted; what waits ahead of a job (the
+        // outbox index).
         grant(
             "retry",
             &[
@@ -315,19 +316,19 @@ const GRANTS: &[Grant] = {
                 "Query",
                 "UpdateItem",
             ],
-            false,
+            &["outbox"],
             AS,
             &[("RetryQueue", "consume")],
         ),
         grant(
             "sweeper",
             &["DeleteItem", "PutItem", "UpdateItem"],
-            true,
+            &["pending"],
             &[],
             SEND_RETRY,
         ),
-        grant("media", &["GetItem", "PutItem"], false, AS, &[]),
-        grant("activity", &["GetItem", "UpdateItem"], false, AS, &[]),
+        grant("media", &["GetItem", "PutItem"], &[], AS, &[]),
+        grant("activity", &["GetItem", "UpdateItem"], &[], AS, &[]),
         // A Matrix user's reaction redacted is deleted (DeleteItem).
         grant(
             "transactions",
@@ -340,7 +341,7 @@ const GRANTS: &[Grant] = {
                 "Query",
                 "UpdateItem",
             ],
-            false,
+            &[],
             &["MatrixAsTokenSecret", "MatrixHsTokenSecret"],
             &[("InboundQueue", "send")],
         ),
@@ -423,7 +424,7 @@ fn each_function_has_its_own_role_granting_exactly_what_it_uses() {
     for Grant {
         function: binary,
         table,
-        pending_index: index,
+        indexes,
         secrets,
         queues,
     } in GRANTS
@@ -476,10 +477,10 @@ fn each_function_has_its_own_role_granting_exactly_what_it_uses() {
                 "GetAtt BridgeTable.Arn".into(),
             );
         }
-        if *index {
+        for index in *indexes {
             grant(
                 "dynamodb:Query".into(),
-                "Sub ${BridgeTable.Arn}/index/pending".into(),
+                format!("Sub ${{BridgeTable.Arn}}/index/{index}"),
             );
         }
         for secret in *secrets {

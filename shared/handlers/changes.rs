@@ -180,7 +180,12 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
     let replaced = read.pending_change.as_ref().map(|change| change.delivery);
     let (delivery, outbox) = route(replaced, outbox_empty);
     let already_queued = replaced == Some(Delivery::Queued);
-    changed.pending_change = Some(PendingChange { kind, delivery });
+    changed.pending_change = Some(PendingChange {
+        kind,
+        delivery,
+        // In the replaced change's place.
+        since: read.pending_since(),
+    });
     store
         .update_message(read, &changed, outbox, idempotency)
         .await?;

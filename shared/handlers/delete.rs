@@ -131,6 +131,8 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                                 by_bot,
                             },
                             delivery: read.delivery,
+                            // In the send's place.
+                            since: read.pending_since(),
                         });
                     }
                     self.0

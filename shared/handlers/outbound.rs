@@ -260,6 +260,8 @@ pub async fn reconcile<S: Store>(
                 next.pending_change = Some(PendingChange {
                     kind: ChangeKind::Edit,
                     delivery,
+                    // In the send's place.
+                    since: current.pending_since(),
                 });
             }
             (MessageStatus::Pending, None) => {

@@ -99,6 +99,16 @@ impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> QueueFunc
     }
 }
 
+/// How many operations ahead of a job one look at the outbox takes.
+const AHEAD: usize = 25;
+
+/// When SQS took the job: the end of the millisecond of its
+/// `SentTimestamp` (Unix milliseconds, truncated).
+fn queued_at(record: &SqsMessage) -> Option<OffsetDateTime> {
+    let millis: i128 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos((millis + 1) * 1_000_000).ok()
+}
+
 /// A receive count: how many times SQS has handed this job out.
 fn receives(record: &SqsMessage) -> u32 {
     record
@@ -187,14 +197,70 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             tracing::error!(sqs_message_id = ?record.message_id, "malformed retry job");
             return later("malformed job");
         };
-        let attempt = receives(record);
-        let outcome = match job.operation {
-            Operation::Send => self.try_send(&job, attempt).await,
-            Operation::Change => self.try_change(&job, attempt).await,
-            Operation::Sync => self.try_sync(&job, attempt).await,
-            Operation::React | Operation::Unreact => self.try_reaction(&job).await,
+        let outcome = async {
+            if let Some(queued_at) = queued_at(record)
+                && let Some(wait) = self.deliver_ahead(&job, queued_at).await?
+            {
+                return Ok(wait);
+            }
+            self.run(&job, receives(record)).await
         };
-        outcome.unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
+        outcome
+            .await
+            .unwrap_or_else(|err| later(format!("the table is unavailable: {err}")))
+    }
+
+    /// Carries a job's operation out.
+    async fn run(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
+        match job.operation {
+            Operation::Send => self.try_send(job, attempt).await,
+            Operation::Change => self.try_change(job, attempt).await,
+            Operation::Sync => self.try_sync(job, attempt).await,
+            Operation::React | Operation::Unreact => self.try_reaction(job).await,
+        }
+    }
+
+    /// Delivers, in order, what waits in the outbox of `job`'s
+    /// conversation from before `job` was queued: an operation whose job
+    /// was lost (its request died before queueing it, or the queue refused
+    /// it) or dead-lettered has no job ahead of this one, and must not be
+    /// overtaken. `Some` when `job` must wait: an operation ahead is still
+    /// on its way directly (its request delivers or queues it), or cannot
+    /// be delivered yet. Reactions are in no outbox.
+    async fn deliver_ahead(
+        &self,
+        job: &RetryJob,
+        queued_at: OffsetDateTime,
+    ) -> Result<Option<Outcome>, StoreError> {
+        if matches!(job.operation, Operation::React | Operation::Unreact) {
+            return Ok(None);
+        }
+        let ahead = self
+            .store
+            .outbox(&job.conversation_id, queued_at, AHEAD)
+            .await?;
+        let more = ahead.len() == AHEAD;
+        // Up to the job's own operation: what follows it waits behind it.
+        for operation in ahead
+            .iter()
+            .take_while(|operation| !job.delivers(operation))
+        {
+            if operation.delivery() == Delivery::Direct {
+                return Ok(Some(later(
+                    "an earlier operation of this conversation is on its way",
+                )));
+            }
+            let earlier = RetryJob::delivering(operation);
+            tracing::info!(message_id = %earlier.message_id, operation = ?earlier.operation, "delivering an earlier operation of the outbox first");
+            match self.run(&earlier, 1).await? {
+                Outcome::Done => {}
+                wait => return Ok(Some(wait)),
+            }
+        }
+        // Longer than one look, without reaching the job's own operation:
+        // the next receive goes on.
+        let own = ahead.iter().any(|operation| job.delivers(operation));
+        Ok((more && !own).then(|| later("more of this conversation's outbox waits ahead")))
     }
 
     /// Looks for `message`'s send (or, with `edit`, its pending edit, by

@@ -21,7 +21,7 @@ use crate::config::SweepSettings;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, ScheduledFunction};
 use crate::metrics::{Counter, Metrics};
-use crate::model::{Delivery, Message, PendingSync};
+use crate::model::{Delivery, Message, PendingOperation, PendingSync};
 use crate::ports::{BoxError, InitError, Ports};
 use crate::queue::{RetryJob, RetryQueue};
 use crate::store::{Outbox, Store, StoreError};
@@ -54,23 +54,6 @@ pub struct Sweep {
     pub requeued: usize,
     /// Past their deadline: failed.
     pub failed: usize,
-}
-
-/// An operation pending too long: a message's send or change, or a sync
-/// of a room or a member.
-enum Stale {
-    Message(Box<Message>),
-    Sync(PendingSync),
-}
-
-impl Stale {
-    /// When it was accepted.
-    fn since(&self) -> Option<OffsetDateTime> {
-        match self {
-            Self::Message(message) => message.pending_since(),
-            Self::Sync(pending) => Some(pending.since),
-        }
-    }
 }
 
 /// The sweeper's state, built once per container.
@@ -107,12 +90,12 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
         let syncs = self.store.stale_syncs(older_than, BATCH).await?;
         // The longest pending first, whatever its kind, so the jobs of one
         // conversation are queued in the order its operations were accepted.
-        let mut stale: Vec<Stale> = messages
+        let mut stale: Vec<PendingOperation> = messages
             .into_iter()
-            .map(|message| Stale::Message(Box::new(message)))
-            .chain(syncs.into_iter().map(Stale::Sync))
+            .map(|message| PendingOperation::Message(Box::new(message)))
+            .chain(syncs.into_iter().map(PendingOperation::Sync))
             .collect();
-        stale.sort_by_key(Stale::since);
+        stale.sort_by_key(PendingOperation::since);
         let mut sweep = Sweep {
             found: stale.len(),
             ..Sweep::default()
@@ -122,16 +105,17 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
                 .since()
                 .is_some_and(|since| now - since > self.settings.max_age);
             let outcome = match (&operation, expired) {
-                (Stale::Message(message), true) => {
+                (PendingOperation::Message(message), true) => {
                     self.fail(message).await.map(|()| &mut sweep.failed)
                 }
-                (Stale::Message(message), false) => {
-                    self.requeue(message).await.map(|()| &mut sweep.requeued)
-                }
-                (Stale::Sync(pending), true) => {
+                (PendingOperation::Message(message), false) => self
+                    .requeue(message, &operation)
+                    .await
+                    .map(|()| &mut sweep.requeued),
+                (PendingOperation::Sync(pending), true) => {
                     self.drop_sync(pending).await.map(|()| &mut sweep.failed)
                 }
-                (Stale::Sync(pending), false) => self
+                (PendingOperation::Sync(pending), false) => self
                     .requeue_sync(pending)
                     .await
                     .map(|()| &mut sweep.requeued),
@@ -152,10 +136,10 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
         Ok(sweep)
     }
 
-    /// Marks the operation queued (it stays in the outbox) and enqueues a job.
-    async fn requeue(&self, message: &Message) -> Result<(), Error> {
-        let id = message.conversation_id.clone();
-        let job = if let Some(change) = &message.pending_change {
+    /// Marks a message's operation queued (it stays in the outbox) and
+    /// enqueues a job.
+    async fn requeue(&self, message: &Message, operation: &PendingOperation) -> Result<(), Error> {
+        if let Some(change) = &message.pending_change {
             if change.delivery == Delivery::Direct {
                 let mut queued = message.clone();
                 if let Some(change) = &mut queued.pending_change {
@@ -165,14 +149,10 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
                     .update_message(message, &queued, Outbox::Keep, None)
                     .await?;
             }
-            RetryJob::change(id, message.id, message.changes)
-        } else {
-            if message.delivery == Delivery::Direct {
-                self.store.mark_queued(message).await?;
-            }
-            RetryJob::send(id, message.id)
-        };
-        self.queue.enqueue(&job).await?;
+        } else if message.delivery == Delivery::Direct {
+            self.store.mark_queued(message).await?;
+        }
+        self.queue.enqueue(&RetryJob::delivering(operation)).await?;
         Ok(())
     }
 

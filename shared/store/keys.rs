@@ -60,6 +60,24 @@ pub const PENDING: &str = "PENDING";
 /// a partition of their own, so each query reads one kind of record.
 pub const PENDING_SYNCS: &str = "PENDING#SYNC";
 
+/// The sparse index of each conversation's outbox: the same pending
+/// operations as the [`PENDING_INDEX`], one partition per conversation
+/// ([`outbox`]), sorted by [`PENDING_SINCE`], so what waits ahead of a
+/// retry job in its conversation is one small query.
+pub const OUTBOX_INDEX: &str = "outbox";
+/// The outbox index's partition key attribute.
+pub const OUTBOX_KEY: &str = "outbox_key";
+
+/// A conversation's partition of the outbox index.
+pub fn outbox(id: &ConversationId) -> String {
+    conversation_pk(id)
+}
+
+/// Whether a sort key is a pending sync's (else, in the outbox index, a message's).
+pub fn is_sync(sk: &str) -> bool {
+    sk.starts_with(SYNC)
+}
+
 /// The index sort key of a time.
 pub fn pending_since(at: time::OffsetDateTime) -> String {
     format!("{:015}", at.unix_timestamp_nanos() / 1_000_000)

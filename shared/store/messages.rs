@@ -15,7 +15,9 @@ use time::OffsetDateTime;
 
 use super::StoreError;
 use crate::ids::ConversationId;
-use crate::model::{Conversation, IdempotencyRecord, Member, Message, MessageId, Page};
+use crate::model::{
+    Conversation, IdempotencyRecord, Member, Message, MessageId, Page, PendingOperation,
+};
 
 /// What the send path needs to know when its fast conditional write fails.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,6 +120,18 @@ pub trait MessageStore: Send + Sync {
         older_than: OffsetDateTime,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
+
+    /// Up to `limit` operations of a conversation's outbox (sends and
+    /// changes of its messages, syncs of its room and members) pending since
+    /// before `before`, the longest pending first: what waits ahead of a
+    /// retry job queued at `before`. Read from an index, so an operation
+    /// settled a moment ago may still be listed: check it before acting.
+    fn outbox(
+        &self,
+        id: &ConversationId,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PendingOperation>, StoreError>> + Send;
 
     /// Up to `limit` messages older than `before` (all, without it), newest first.
     fn messages(

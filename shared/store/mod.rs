@@ -38,7 +38,7 @@ mod transactions;
 
 pub use conversations::{Claim, ConversationStore};
 pub use dynamo::DynamoStore;
-pub use keys::{PENDING_INDEX, PENDING_KEY, PENDING_SINCE};
+pub use keys::{OUTBOX_INDEX, OUTBOX_KEY, PENDING_INDEX, PENDING_KEY, PENDING_SINCE};
 pub use media::MediaStore;
 pub use members::MemberStore;
 pub use memory::MemoryStore;

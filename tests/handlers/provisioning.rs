@@ -299,7 +299,7 @@ async fn a_queued_member_change_leaves_a_moderators_ban_in_place() {
 
     let retry = bridge.retry().await;
     let jobs = bridge.queue.jobs();
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge.count(|call| matches!(call, Call::Invite(_, user) if *user == bob)),
         0,
@@ -341,11 +341,11 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
     let retry = bridge.retry().await;
     bridge.matrix.fail_next(Op::Invite, Failure::Down);
     assert_eq!(
-        failed_ids(&retry.call(retry_batch(&jobs, 1)).await).len(),
+        failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).len(),
         1,
         "still down: handed back"
     );
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 2)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 2)).await).is_empty());
     assert_eq!(
         bridge
             .matrix
@@ -389,7 +389,7 @@ async fn member_changes_wait_in_the_outbox_behind_messages_when_the_homeserver_i
         jobs.iter().map(|job| job.operation).collect::<Vec<_>>(),
         [Operation::Send, Operation::Sync]
     );
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     let timeline = bridge.matrix.timeline(&room);
     assert_eq!(timeline.last().unwrap().content["body"], "last words");
     assert_eq!(
@@ -690,7 +690,14 @@ async fn archiving_waits_behind_queued_messages() {
         Some("join")
     );
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&bridge.queue.jobs(), 1)).await).is_empty());
+    assert!(
+        failed_ids(
+            &retry
+                .call(bridge.retry_batch(&bridge.queue.jobs(), 1))
+                .await
+        )
+        .is_empty()
+    );
     assert_eq!(
         bridge.matrix.timeline(&room).last().unwrap().content["body"],
         "see you"
@@ -1116,7 +1123,7 @@ async fn a_member_change_in_flight_holds_back_sends_and_is_swept_if_its_request_
     assert_eq!(bridge.outbox().await, 2, "each counted once");
 
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(
         bridge
             .matrix
@@ -1159,7 +1166,7 @@ async fn member_changes_wait_for_the_homeserver_until_their_deadline() {
     bridge.matrix.fail_next(Op::Invite, Failure::Down);
     let retry = bridge.retry().await;
     assert_eq!(
-        failed_ids(&retry.call(retry_batch(&jobs, 50)).await).len(),
+        failed_ids(&retry.call(bridge.retry_batch(&jobs, 50)).await).len(),
         1
     );
     assert_eq!(bridge.outbox().await, 1);
@@ -1167,7 +1174,7 @@ async fn member_changes_wait_for_the_homeserver_until_their_deadline() {
     // Past it, the change is dropped and the conversation moves on.
     bridge.matrix.fail_next(Op::Invite, Failure::Down);
     let late = bridge.retry_with_deadline(time::Duration::ZERO).await;
-    assert!(failed_ids(&late.call(retry_batch(&jobs, 51)).await).is_empty());
+    assert!(failed_ids(&late.call(bridge.retry_batch(&jobs, 51)).await).is_empty());
     assert_eq!(bridge.outbox().await, 0);
     assert_eq!(bridge.matrix.membership_of(&room, &puppet("carol")), None);
     let subject = SyncSubject::Member {

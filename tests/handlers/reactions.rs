@@ -224,8 +224,8 @@ async fn a_reaction_the_homeserver_cannot_take_is_sent_by_the_retry_function_onc
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].operation, Operation::React);
     let retry = bridge.retry().await;
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 2)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 2)).await).is_empty());
     let sent = bridge.reactions_sent();
     assert_eq!(sent.len(), 2, "the failed attempt and the retry");
     assert_eq!(sent[0].1, sent[1].1, "the same transaction id");
@@ -248,7 +248,7 @@ async fn a_reaction_the_homeserver_cannot_take_is_sent_by_the_retry_function_onc
         .filter(|job| job.operation == Operation::Unreact)
         .collect();
     assert_eq!(jobs.len(), 1);
-    assert!(failed_ids(&retry.call(retry_batch(&jobs, 1)).await).is_empty());
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     let redacted = bridge
         .matrix
         .timeline(&bridge.room().await)

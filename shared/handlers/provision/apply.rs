@@ -67,7 +67,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             subject,
             id: MessageId::new(),
             delivery,
-            since: OffsetDateTime::now_utc(),
+            // In the replaced sync's place.
+            since: context
+                .sync
+                .as_ref()
+                .map_or_else(OffsetDateTime::now_utc, |pending| pending.since),
             readmit,
         };
         let replaces = context.sync.as_ref().map(|pending| pending.id);

@@ -13,6 +13,7 @@ use super::table::{Item, Write, item, key_of, n, record, s};
 use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
+    PendingOperation,
 };
 use crate::store::keys;
 use crate::store::{MessageStore, Outbox, SendContext, StoreError};
@@ -61,16 +62,28 @@ pub(super) fn outbox_change(id: &ConversationId, delta: i64, only: Only) -> Writ
     }
 }
 
-/// A message as an item: in the pending index while an operation on it is
-/// pending (from now on, for a record written now).
+/// Puts an item of a pending operation in the pending index's `partition`
+/// and in its conversation's partition of the outbox index, at `since`.
+pub(super) fn index_pending(
+    item: &mut Item,
+    partition: &str,
+    id: &ConversationId,
+    since: OffsetDateTime,
+) {
+    item.insert(keys::PENDING_KEY.into(), s(partition));
+    item.insert(keys::OUTBOX_KEY.into(), s(keys::outbox(id)));
+    item.insert(keys::PENDING_SINCE.into(), s(keys::pending_since(since)));
+}
+
+/// A message as an item: in the pending indexes while an operation on it
+/// is pending, since that operation was accepted.
 fn message_item(message: &Message) -> Result<Item, StoreError> {
     let mut item = item(keys::message(&message.conversation_id, message.id), message)?;
     if message.is_pending() {
-        item.insert(keys::PENDING_KEY.into(), s(keys::PENDING));
-        item.insert(
-            keys::PENDING_SINCE.into(),
-            s(keys::pending_since(OffsetDateTime::now_utc())),
-        );
+        let since = message
+            .pending_since()
+            .unwrap_or_else(OffsetDateTime::now_utc);
+        index_pending(&mut item, keys::PENDING, &message.conversation_id, since);
     }
     Ok(item)
 }
@@ -204,9 +217,10 @@ impl MessageStore for DynamoStore {
         };
         let sent = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :sent, #event = :event REMOVE #pending_key, #pending_since",
+            "SET #status = :sent, #event = :event REMOVE #pending_key, #outbox_key, #pending_since",
         )
         .name("#pending_key", keys::PENDING_KEY)
+        .name("#outbox_key", keys::OUTBOX_KEY)
         .name("#pending_since", keys::PENDING_SINCE)
         .name("#event", "event_id")
         .value(":sent", s(MessageStatus::Sent.as_str()))
@@ -218,9 +232,10 @@ impl MessageStore for DynamoStore {
     async fn mark_failed(&self, message: &Message, reason: &str) -> Result<bool, StoreError> {
         let failed = Write::update(
             keys::message(&message.conversation_id, message.id),
-            "SET #status = :failed, #failure = :reason REMOVE #pending_key, #pending_since",
+            "SET #status = :failed, #failure = :reason REMOVE #pending_key, #outbox_key, #pending_since",
         )
         .name("#pending_key", keys::PENDING_KEY)
+        .name("#outbox_key", keys::OUTBOX_KEY)
         .name("#pending_since", keys::PENDING_SINCE)
         .name("#failure", "failure")
         .value(":failed", s(MessageStatus::Failed.as_str()))
@@ -296,6 +311,32 @@ impl MessageStore for DynamoStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         self.stale(keys::PENDING, older_than, limit).await
+    }
+
+    async fn outbox(
+        &self,
+        id: &ConversationId,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingOperation>, StoreError> {
+        self.table
+            .query_index_below(
+                keys::OUTBOX_INDEX,
+                (keys::OUTBOX_KEY, &keys::outbox(id)),
+                (keys::PENDING_SINCE, &keys::pending_since(before)),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .map(|item| {
+                let sync = key_of(&item).is_some_and(|key| keys::is_sync(&key.sk));
+                Ok(if sync {
+                    PendingOperation::Sync(record(item)?)
+                } else {
+                    PendingOperation::Message(Box::new(record(item)?))
+                })
+            })
+            .collect()
     }
 
     async fn messages(

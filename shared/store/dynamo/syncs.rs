@@ -6,7 +6,7 @@
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::messages::{Only, outbox_change};
+use super::messages::{Only, index_pending, outbox_change};
 use super::table::{Write, item, key_of, n, record, s, value};
 use crate::ids::ConversationId;
 use crate::model::{
@@ -19,10 +19,11 @@ use crate::store::{MemberWrite, Outbox, StoreError, SyncContext, SyncStore};
 /// is still `replaces`.
 fn put_sync(sync: &PendingSync, replaces: Option<MessageId>) -> Result<Write, StoreError> {
     let mut item = item(keys::sync(&sync.conversation_id, &sync.subject), sync)?;
-    item.insert(keys::PENDING_KEY.into(), s(keys::PENDING_SYNCS));
-    item.insert(
-        keys::PENDING_SINCE.into(),
-        s(keys::pending_since(sync.since)),
+    index_pending(
+        &mut item,
+        keys::PENDING_SYNCS,
+        &sync.conversation_id,
+        sync.since,
     );
     let put = Write::put(item);
     Ok(match replaces {

@@ -7,6 +7,7 @@ use super::{MemoryStore, State, member_key};
 use crate::ids::ConversationId;
 use crate::model::{
     ConversationStatus, Delivery, IdempotencyRecord, Message, MessageId, MessageStatus, Page,
+    PendingOperation,
 };
 use crate::store::{MessageStore, Outbox, SendContext, StoreError};
 
@@ -15,8 +16,10 @@ impl State {
     fn put_message(&mut self, message: Message) {
         let key = (message.conversation_id.clone(), message.id);
         if message.is_pending() {
-            self.pending_since
-                .insert(key.clone(), OffsetDateTime::now_utc());
+            let since = message
+                .pending_since()
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            self.pending_since.insert(key.clone(), since);
         } else {
             self.pending_since.remove(&key);
         }
@@ -217,6 +220,35 @@ impl MessageStore for MemoryStore {
             .into_iter()
             .take(limit)
             .filter_map(|(key, _)| state.messages.get(key).cloned())
+            .collect())
+    }
+
+    async fn outbox(
+        &self,
+        id: &ConversationId,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingOperation>, StoreError> {
+        let state = self.state();
+        let messages = state
+            .pending_since
+            .iter()
+            .filter(|((conversation, _), since)| conversation == id && **since < before)
+            .filter_map(|(key, since)| {
+                let message = state.messages.get(key)?.clone();
+                Some((*since, PendingOperation::Message(Box::new(message))))
+            });
+        let syncs = state
+            .syncs
+            .values()
+            .filter(|sync| &sync.conversation_id == id && sync.since < before)
+            .map(|sync| (sync.since, PendingOperation::Sync(sync.clone())));
+        let mut ahead: Vec<_> = messages.chain(syncs).collect();
+        ahead.sort_by_key(|(since, _)| *since);
+        Ok(ahead
+            .into_iter()
+            .take(limit)
+            .map(|(_, operation)| operation)
             .collect())
     }
 

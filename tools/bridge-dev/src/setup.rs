@@ -27,9 +27,10 @@ pub struct TableSpec {
     pub on_demand: bool,
     /// The attribute DynamoDB's TTL expires items by.
     pub ttl_attribute: &'static str,
-    /// The global secondary index (name, hash key, range key; string keys,
-    /// all attributes projected): the store's pending index.
-    pub index: (&'static str, &'static str, &'static str),
+    /// The global secondary indexes (name, hash key, range key; string
+    /// keys, all attributes projected): the store's pending and outbox
+    /// indexes.
+    pub indexes: &'static [(&'static str, &'static str, &'static str)],
 }
 
 pub const TABLE: TableSpec = TableSpec {
@@ -37,11 +38,18 @@ pub const TABLE: TableSpec = TableSpec {
     range_key: "sk",
     on_demand: true,
     ttl_attribute: "expires_at",
-    index: (
-        bridge::store::PENDING_INDEX,
-        bridge::store::PENDING_KEY,
-        bridge::store::PENDING_SINCE,
-    ),
+    indexes: &[
+        (
+            bridge::store::PENDING_INDEX,
+            bridge::store::PENDING_KEY,
+            bridge::store::PENDING_SINCE,
+        ),
+        (
+            bridge::store::OUTBOX_INDEX,
+            bridge::store::OUTBOX_KEY,
+            bridge::store::PENDING_SINCE,
+        ),
+    ],
 };
 
 /// A queue of `template.yaml`, with the attributes that matter locally.
@@ -228,28 +236,40 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
     } else {
         BillingMode::Provisioned
     };
-    let (index_name, index_hash, index_range) = TABLE.index;
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(index_name)
-        .key_schema(key(index_hash, KeyType::Hash)?)
-        .key_schema(key(index_range, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
-        .build()?;
+    let mut indexes = Vec::new();
+    // Each attribute once: the two indexes share their range key.
+    let mut attributes = vec![TABLE.hash_key, TABLE.range_key];
+    for (name, hash, range) in TABLE.indexes {
+        indexes.push(
+            GlobalSecondaryIndex::builder()
+                .index_name(*name)
+                .key_schema(key(hash, KeyType::Hash)?)
+                .key_schema(key(range, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()?,
+        );
+        for attribute in [*hash, *range] {
+            if !attributes.contains(&attribute) {
+                attributes.push(attribute);
+            }
+        }
+    }
+    let definitions = attributes
+        .iter()
+        .map(|name| attribute(name))
+        .collect::<Result<Vec<_>, _>>()?;
     let created = dynamo
         .create_table()
         .table_name(table)
         .billing_mode(billing)
-        .attribute_definitions(attribute(TABLE.hash_key)?)
-        .attribute_definitions(attribute(TABLE.range_key)?)
-        .attribute_definitions(attribute(index_hash)?)
-        .attribute_definitions(attribute(index_range)?)
+        .set_attribute_definitions(Some(definitions.clone()))
         .key_schema(key(TABLE.hash_key, KeyType::Hash)?)
         .key_schema(key(TABLE.range_key, KeyType::Range)?)
-        .global_secondary_indexes(index.clone())
+        .set_global_secondary_indexes(Some(indexes.clone()))
         .send()
         .await;
     match created {
@@ -259,23 +279,29 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            // A table from before the index was declared gets it added.
+            // A table from before an index was declared gets it added (one
+            // index per update, as DynamoDB takes them).
             let described = dynamo.describe_table().table_name(table).send().await?;
-            let has_index = described
+            let existing: Vec<String> = described
                 .table()
                 .map(|t| t.global_secondary_indexes())
-                .is_some_and(|indexes| indexes.iter().any(|i| i.index_name() == Some(index_name)));
-            if !has_index {
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i.index_name().map(str::to_owned))
+                .collect();
+            for index in indexes
+                .iter()
+                .filter(|index| !existing.iter().any(|name| name == index.index_name()))
+            {
                 dynamo
                     .update_table()
                     .table_name(table)
-                    .attribute_definitions(attribute(index_hash)?)
-                    .attribute_definitions(attribute(index_range)?)
+                    .set_attribute_definitions(Some(definitions.clone()))
                     .global_secondary_index_updates(
                         GlobalSecondaryIndexUpdate::builder()
                             .create(
                                 CreateGlobalSecondaryIndexAction::builder()
-                                    .index_name(index_name)
+                                    .index_name(index.index_name())
                                     .set_key_schema(Some(index.key_schema().to_vec()))
                                     .set_projection(index.projection().cloned())
                                     .build()?,
@@ -556,16 +582,15 @@ mod tests {
                 )
             })
             .collect();
-        let (index_name, index_hash, index_range) = TABLE.index;
-        assert_eq!(
-            attributes,
-            [
-                (TABLE.hash_key, "S"),
-                (TABLE.range_key, "S"),
-                (index_hash, "S"),
-                (index_range, "S")
-            ]
-        );
+        let mut expected = vec![(TABLE.hash_key, "S"), (TABLE.range_key, "S")];
+        for (_, hash, range) in TABLE.indexes {
+            for attribute in [*hash, *range] {
+                if !expected.contains(&(attribute, "S")) {
+                    expected.push((attribute, "S"));
+                }
+            }
+        }
+        assert_eq!(attributes, expected);
         assert_eq!(
             properties["BillingMode"].as_str() == Some("PAY_PER_REQUEST"),
             TABLE.on_demand
@@ -574,22 +599,27 @@ mod tests {
         assert_eq!(ttl["AttributeName"].as_str(), Some(TABLE.ttl_attribute));
         assert!(boolean(&template, &ttl["Enabled"]));
         let indexes = properties["GlobalSecondaryIndexes"].as_sequence().unwrap();
-        assert_eq!(indexes.len(), 1, "one index, as created locally");
-        let index = &indexes[0];
-        assert_eq!(index["IndexName"].as_str(), Some(index_name));
-        let index_keys: Vec<(&str, &str)> = index["KeySchema"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|k| {
-                (
-                    k["AttributeName"].as_str().unwrap(),
-                    k["KeyType"].as_str().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(index_keys, [(index_hash, "HASH"), (index_range, "RANGE")]);
-        assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("ALL"));
+        assert_eq!(
+            indexes.len(),
+            TABLE.indexes.len(),
+            "the indexes created locally"
+        );
+        for (index, (index_name, index_hash, index_range)) in indexes.iter().zip(TABLE.indexes) {
+            assert_eq!(index["IndexName"].as_str(), Some(*index_name));
+            let index_keys: Vec<(&str, &str)> = index["KeySchema"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|k| {
+                    (
+                        k["AttributeName"].as_str().unwrap(),
+                        k["KeyType"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(index_keys, [(*index_hash, "HASH"), (*index_range, "RANGE")]);
+            assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("ALL"));
+        }
         assert!(
             properties.get("LocalSecondaryIndexes").is_none(),
             "the template has local indexes now: create them locally too"
