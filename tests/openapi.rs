@@ -491,6 +491,7 @@ fn the_readme_configuration_table_is_what_the_code_reads() {
         "BRIDGE_APPSERVICE_REGISTRATION",
         "BRIDGE_ROOT",
         "BRIDGE_SKIP_RETRY_POLLER",
+        "BRIDGE_RETRY_WORKERS",
         "BRIDGE_SKIP_BUILD",
         "BRIDGE_DEV_BIN",
         "BRIDGE_DEV_ROOT",

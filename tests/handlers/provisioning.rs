@@ -863,13 +863,13 @@ async fn bad_requests_create_nothing() {
                 "conflict"
             }
         );
-        if let Ok(id) = ConversationId::parse(id.as_str()) {
-            if id.as_str() != "grp-42" {
-                assert!(
-                    bridge.store.conversation(&id).await.unwrap().is_none(),
-                    "{id} is not in the table"
-                );
-            }
+        if let Ok(id) = ConversationId::parse(id.as_str())
+            && id.as_str() != "grp-42"
+        {
+            assert!(
+                bridge.store.conversation(&id).await.unwrap().is_none(),
+                "{id} is not in the table"
+            );
         }
     }
     assert_eq!(

@@ -48,12 +48,12 @@ impl Checked {
         let mut all = headers.to_vec();
         if let Some(body) = body {
             all.push(("content-type", "application/json"));
-            if expected < 300 {
-                if let Some(schema) = self.spec.request_schema(method, template) {
-                    self.spec
-                        .check(schema, body)
-                        .unwrap_or_else(|why| panic!("request of {method} {template}: {why}"));
-                }
+            if expected < 300
+                && let Some(schema) = self.spec.request_schema(method, template)
+            {
+                self.spec
+                    .check(schema, body)
+                    .unwrap_or_else(|why| panic!("request of {method} {template}: {why}"));
             }
         }
         let bytes = body.map(|body| serde_json::to_vec(body).unwrap());

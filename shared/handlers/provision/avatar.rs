@@ -26,10 +26,10 @@ pub async fn store<M: Matrix>(
         Avatar::Mxc(uri) => return Ok((uri.clone(), None)),
         Avatar::Fetch(url) => url,
     };
-    if let (Some(stored), Some(source)) = current {
-        if source == url {
-            return Ok((OwnedMxcUri::from(stored), Some(url.clone())));
-        }
+    if let (Some(stored), Some(source)) = current
+        && source == url
+    {
+        return Ok((OwnedMxcUri::from(stored), Some(url.clone())));
     }
     let fetched = fetcher
         .fetch_image(url)

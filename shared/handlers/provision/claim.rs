@@ -85,10 +85,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
                     Ok(()) => self.provision(plan, conversation, token).await,
                     Err(err) => Err(err),
                 };
-                if provisioned.is_err() {
-                    if let Err(err) = self.store.release_claim(&plan.id, token).await {
-                        tracing::warn!(error = %err, "could not release a provisioning claim");
-                    }
+                if provisioned.is_err()
+                    && let Err(err) = self.store.release_claim(&plan.id, token).await
+                {
+                    tracing::warn!(error = %err, "could not release a provisioning claim");
                 }
                 let (conversation, members) = provisioned?;
                 self.metrics.count(Counter::RoomsCreated);
@@ -291,10 +291,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
         let started = std::time::Instant::now();
         while started.elapsed() < RACE_WAIT {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(current) = self.store.conversation(&draft.id).await? {
-                if current.status != ConversationStatus::Provisioning {
-                    return self.existing(draft, current).await;
-                }
+            if let Some(current) = self.store.conversation(&draft.id).await?
+                && current.status != ConversationStatus::Provisioning
+            {
+                return self.existing(draft, current).await;
             }
         }
         Err(Error::Conflict(format!(

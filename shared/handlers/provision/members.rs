@@ -75,10 +75,10 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Provisioning<S, M, Q> {
             let context = self.store.sync_context(id, &subject).await?;
             let conversation = writable(id, &context)?;
             let previous = context.member.clone();
-            if let Some(removal) = previous.as_ref().and_then(|p| p.removed.as_ref()) {
-                if !input.rejoin {
-                    return Err(stays_removed(&matrix_user_id, removal));
-                }
+            if let Some(removal) = previous.as_ref().and_then(|p| p.removed.as_ref())
+                && !input.rejoin
+            {
+                return Err(stays_removed(&matrix_user_id, removal));
             }
             if previous.is_none() && conversation.kind == ConversationKind::Direct {
                 return Err(Error::Invalid(format!(

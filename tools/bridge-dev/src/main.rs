@@ -104,40 +104,93 @@ async fn run_gateway() -> Result<(), InitError> {
 /// How often `retry --follow` runs the sweeper, as its schedule does in AWS.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How many batches `retry --follow` has in flight at once by default. The
+/// SQS event source mapping of a FIFO queue runs as many invocations at once
+/// as there are message groups with jobs (one batch per group at a time, so
+/// each conversation's jobs stay in order); four suits a 2-core machine.
+const WORKERS: usize = 4;
+
+/// Feeds the retry queue to the retry function: until it is empty, or, with
+/// `follow`, for good, with `BRIDGE_RETRY_WORKERS` (default [`WORKERS`])
+/// batches in flight at once and the sweeper on its schedule.
 async fn run_retry(follow: bool) -> Result<(), InitError> {
     runtime::init_telemetry();
     let adapters = Adapters::from_env();
     let Handler::Queue(function) = retry::function().handler(&adapters).await? else {
         return Err("the retry function is not a queue function".into());
     };
+    let function: std::sync::Arc<dyn bridge::function::QueueFunction> = function.into();
+    let sqs = adapters.sqs().await;
+    let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
+    if !follow {
+        while !drain(&sqs, &queue, function.as_ref())
+            .await?
+            .jobs
+            .is_empty()
+        {}
+        return Ok(());
+    }
     let Handler::Scheduled(sweeper) = sweeper::function().handler(&adapters).await? else {
         return Err("the sweeper is not a scheduled function".into());
     };
-    let sqs = adapters.sqs().await;
-    let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
-    let mut last_sweep = std::time::Instant::now();
+    let workers = match std::env::var("BRIDGE_RETRY_WORKERS") {
+        Ok(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or("BRIDGE_RETRY_WORKERS must be a whole number above 0")?,
+        Err(_) => WORKERS,
+    };
+    let mut pollers = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        pollers.spawn(poll(sqs.clone(), queue.clone(), function.clone()));
+    }
+    let mut schedule = tokio::time::interval(SWEEP_EVERY);
+    schedule.tick().await;
     loop {
-        if follow && last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = std::time::Instant::now();
-            match sweeper.call().await {
+        tokio::select! {
+            _ = schedule.tick() => match sweeper.call().await {
                 Ok(sweep) => tracing::debug!(%sweep, "sweep"),
                 Err(err) => tracing::error!(error = %err, "sweep failed"),
+            },
+            // A poller ends only on an error: the process ends with it.
+            Some(ended) = pollers.join_next() => {
+                return match ended {
+                    Ok(Err(err)) => Err(err.into()),
+                    Ok(Ok(())) => Ok(()),
+                    Err(panicked) => Err(panicked.into()),
+                };
             }
         }
-        let drained =
-            retry_poller::drain_once(&sqs, &queue, function.as_ref(), Duration::from_secs(5))
-                .await?;
-        if drained.jobs.is_empty() && !follow {
-            return Ok(());
-        }
-        if !drained.jobs.is_empty() {
-            tracing::info!(
-                jobs = drained.jobs.len(),
-                handed_back = drained.handed_back,
-                "retry batch"
-            );
-        }
     }
+}
+
+/// Batch after batch, until an error.
+async fn poll(
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    function: std::sync::Arc<dyn bridge::function::QueueFunction>,
+) -> Result<(), BoxError> {
+    loop {
+        drain(&sqs, &queue, function.as_ref()).await?;
+    }
+}
+
+/// One batch of the retry queue through the retry function.
+async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    function: &dyn bridge::function::QueueFunction,
+) -> Result<retry_poller::Drained, BoxError> {
+    let drained = retry_poller::drain_once(sqs, queue, function, Duration::from_secs(5)).await?;
+    if !drained.jobs.is_empty() {
+        tracing::info!(
+            jobs = drained.jobs.len(),
+            handed_back = drained.handed_back,
+            "retry batch"
+        );
+    }
+    Ok(drained)
 }
 
 async fn replay_dead_letters() -> Result<(), InitError> {

@@ -250,11 +250,11 @@ impl<S: Store, M: Matrix, Q: RetryQueue> Run<'_, S, M, Q> {
     ) -> bool {
         let input = &line.value;
         let result = self.create(input, spaces, deferred.is_none()).await;
-        if let (Err(Error::Conflict(_)), Some(deferred)) = (&result, deferred) {
-            if let Ok(mut deferred) = deferred.lock() {
-                deferred.push(line);
-                return false;
-            }
+        if let (Err(Error::Conflict(_)), Some(deferred)) = (&result, deferred)
+            && let Ok(mut deferred) = deferred.lock()
+        {
+            deferred.push(line);
+            return false;
         }
         self.outcome(
             Kind::Conversation,
