@@ -26,8 +26,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use ruma::OwnedRoomId;
 use time::OffsetDateTime;
 
+use super::cache::Settled;
 use super::changes::{send_change, settle_change};
 use super::outbound::{reconcile, send_as_sender, stored_content};
 use super::provision::sync;
@@ -35,6 +37,7 @@ use super::react;
 use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
+use crate::ids::ConversationId;
 use crate::matrix::{Matrix, Sent};
 use crate::metrics::{Counter, Metrics};
 use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
@@ -89,6 +92,8 @@ pub struct RetryService<S, M, Q> {
     max_age: time::Duration,
     backoff: RetryBackoff,
     metrics: Metrics,
+    /// Each conversation's room, once read: it never changes.
+    rooms: Settled<ConversationId, OwnedRoomId>,
 }
 
 impl<S: Store + 'static, M: Matrix + 'static, Q: RetryQueue + 'static> QueueFunction
@@ -132,6 +137,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             max_age,
             backoff,
             metrics,
+            rooms: Settled::default(),
         }
     }
 
@@ -507,12 +513,19 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
 
 impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
     /// The room of a job's conversation, if it has one.
-    async fn room_of(&self, job: &RetryJob) -> Result<Option<ruma::OwnedRoomId>, StoreError> {
-        Ok(self
+    async fn room_of(&self, job: &RetryJob) -> Result<Option<OwnedRoomId>, StoreError> {
+        if let Some(room_id) = self.rooms.get(&job.conversation_id) {
+            return Ok(Some(room_id));
+        }
+        let room_id = self
             .store
             .conversation(&job.conversation_id)
             .await?
-            .and_then(|c| c.room_id))
+            .and_then(|c| c.room_id);
+        if let Some(room_id) = &room_id {
+            self.rooms.put(&job.conversation_id, room_id);
+        }
+        Ok(room_id)
     }
 
     /// Sends a reaction still recorded without its event (`React`), or
