@@ -2262,6 +2262,21 @@ async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retr
     }
     assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
 
+    // A refused connection (nothing listens) waits the first step, however
+    // many receives: the drain starts soon after the homeserver is back.
+    bridge.matrix.fail_next_send(Failure::ConnectionRefused);
+    let before = bridge.queue.holds().len();
+    assert_eq!(
+        failed_ids(&retry.call(bridge.retry_batch(&jobs, 30)).await).len(),
+        2
+    );
+    let refused = bridge.queue.holds()[before].1;
+    assert!(
+        refused >= backoff.base / 2 && refused <= backoff.base,
+        "{refused:?} within the first step, {:?}",
+        backoff.base
+    );
+
     // A rate limit's Retry-After (the fake says 2 s) wins over a shorter
     // back-off.
     let short = bridge

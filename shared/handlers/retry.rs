@@ -8,7 +8,13 @@
 //! hands them back later, in the same order. Until then they are hidden for
 //! a back-off (`ChangeMessageVisibility`): exponential in the job's
 //! receives, with jitter, never shorter than the homeserver's `Retry-After`
-//! ([`RetryBackoff`]).
+//! ([`RetryBackoff`]); only its first step when the connection was refused
+//! (nothing listens: trying again costs the homeserver nothing, and the
+//! backlog starts draining soon after it is back).
+//!
+//! Before its own operation, a job delivers what waits ahead of it in its
+//! conversation's outbox without a job of its own (lost or dead-lettered),
+//! and waits for an operation still in its request.
 //! A refusal that retrying cannot fix, or an operation still undelivered
 //! past its deadline (`BRIDGE_MAX_PENDING_AGE_SECONDS`, a day), marks
 //! the message `failed` with the reason (a room or member change is
@@ -38,7 +44,7 @@ use crate::config::RetryBackoff;
 use crate::error::Error;
 use crate::function::{BoxFuture, Function, Handler, QueueFunction};
 use crate::ids::ConversationId;
-use crate::matrix::{Matrix, Sent};
+use crate::matrix::{Matrix, MatrixError, Sent};
 use crate::metrics::{Counter, Metrics};
 use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
 use crate::ports::{InitError, Ports};
@@ -71,13 +77,26 @@ async fn build<P: Ports>(ports: &P) -> Result<Handler, InitError> {
 enum Outcome {
     /// Delivered, failed for good, or nothing left to do: the job is done.
     Done,
-    /// Not now: hand the job back for a later attempt, not before the
-    /// homeserver's `Retry-After` if it gave one.
-    Later(String, Option<Duration>),
+    /// Not now: hand the job back for a later attempt, after the wait.
+    Later(String, Wait),
+}
+
+/// How long a job handed back waits.
+#[derive(Debug, PartialEq, Eq)]
+enum Wait {
+    /// The back-off, growing with the job's receives.
+    Backoff,
+    /// The back-off, and not less than the homeserver's `Retry-After`.
+    RetryAfter(Duration),
+    /// The request never reached the homeserver (its connection was
+    /// refused): nothing listens, so trying again costs it nothing, and the
+    /// job waits the first step of the back-off however many times it came
+    /// back. Once the homeserver is back, the drain starts within that step.
+    Unreached,
 }
 
 fn later(reason: impl Into<String>) -> Outcome {
-    Outcome::Later(reason.into(), None)
+    Outcome::Later(reason.into(), Wait::Backoff)
 }
 
 /// The retry function's state, built once per container.
@@ -165,11 +184,17 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 ),
                 None => match self.process(&record).await {
                     Outcome::Done => continue,
-                    Outcome::Later(reason, retry_after) => {
+                    Outcome::Later(reason, wait) => {
                         // Uniform in [0, 1): a random UUID's low 53 bits.
                         let bits = uuid::Uuid::new_v4().as_u128() as u64 & ((1 << 53) - 1);
                         let jitter = bits as f64 / (1u64 << 53) as f64;
-                        let delay = self.backoff.delay(receives(&record), jitter, retry_after);
+                        let delay = match wait {
+                            Wait::Backoff => self.backoff.delay(receives(&record), jitter, None),
+                            Wait::RetryAfter(after) => {
+                                self.backoff.delay(receives(&record), jitter, Some(after))
+                            }
+                            Wait::Unreached => self.backoff.delay(1, jitter, None),
+                        };
                         (reason, delay)
                     }
                 },
@@ -349,7 +374,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                     settle_change(&self.store, &message, None).await
                 }
                 Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
-                    return Ok(Outcome::Later(err.to_string(), retry_after(&err)));
+                    return Ok(Outcome::Later(err.to_string(), wait(&err)));
                 }
                 Err(err) => {
                     let reason = final_reason(&err, attempt, self.max_age);
@@ -411,7 +436,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 }
             }
             Err(err) if err.is_transient() && !self.expired(Some(pending.since)) => {
-                Ok(Outcome::Later(err.to_string(), retry_after(&err)))
+                Ok(Outcome::Later(err.to_string(), wait(&err)))
             }
             Err(err) => {
                 let reason = final_reason(&err, attempt, self.max_age);
@@ -496,8 +521,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 }
             }
             Err(err) if err.is_transient() && !self.expired(message.pending_since()) => {
-                let after = retry_after(&err);
-                Ok(Outcome::Later(err.to_string(), after))
+                Ok(Outcome::Later(err.to_string(), wait(&err)))
             }
             Err(err) => {
                 let reason = final_reason(&err, attempt, self.max_age);
@@ -580,7 +604,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             }
             Err(Error::Store(err)) => Err(err),
             Err(err) if err.is_transient() && !self.expired(Some(reaction.created_at)) => {
-                Ok(Outcome::Later(err.to_string(), retry_after(&err)))
+                Ok(Outcome::Later(err.to_string(), wait(&err)))
             }
             Err(err) => {
                 tracing::warn!(error = %err, reaction = %reaction.id, "a reaction was not delivered; dropped");
@@ -605,12 +629,20 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
     }
 }
 
-/// How long the homeserver asked to wait, if the failure was a rate limit
-/// that said.
-fn retry_after(err: &Error) -> Option<Duration> {
+/// How long a job that failed with `err` waits: the homeserver's
+/// `Retry-After` if it rate-limited and said; the first back-off step if
+/// the request never reached it; else the back-off.
+fn wait(err: &Error) -> Wait {
     match err {
-        Error::Matrix(err) => err.rate_limit().flatten(),
-        _ => None,
+        Error::Matrix(MatrixError::Unreachable {
+            maybe_delivered: false,
+            ..
+        }) => Wait::Unreached,
+        Error::Matrix(err) => err
+            .rate_limit()
+            .flatten()
+            .map_or(Wait::Backoff, Wait::RetryAfter),
+        _ => Wait::Backoff,
     }
 }
 

@@ -120,6 +120,8 @@ pub enum Failure {
     Refused,
     /// The call takes effect, but its answer is lost (a 504 from a proxy).
     AnswerLost,
+    /// The connection is refused: the request never reaches the homeserver.
+    ConnectionRefused,
 }
 
 impl From<Failure> for MatrixError {
@@ -135,6 +137,14 @@ impl From<Failure> for MatrixError {
                 MatrixError::from_status(400, br#"{"errcode":"M_BAD_JSON","error":"bad"}"#, None)
             }
             Failure::AnswerLost => MatrixError::from_status(504, b"", None),
+            Failure::ConnectionRefused => match reqwest::Client::new().get("http://[").build() {
+                // A request error of reqwest's own, standing for the refusal.
+                Err(source) => MatrixError::Unreachable {
+                    maybe_delivered: false,
+                    source,
+                },
+                Ok(_) => MatrixError::Protocol("a request to nowhere was built".into()),
+            },
         }
     }
 }
