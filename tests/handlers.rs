@@ -190,6 +190,17 @@ impl Bridge {
             .unwrap()
     }
 
+    /// The bodies of the messages sent to Matrix from the `from`th send on.
+    fn sent_bodies(&self, from: usize) -> Vec<Value> {
+        self.matrix.sends()[from..]
+            .iter()
+            .map(|call| match call {
+                Call::Send { content, .. } => content["body"].clone(),
+                _ => Value::Null,
+            })
+            .collect()
+    }
+
     /// A batch of these jobs of this bridge's queue, as SQS hands them out.
     fn retry_batch(
         &self,
@@ -607,13 +618,7 @@ async fn the_retry_function_delivers_queued_messages_in_order() {
     // Back up: both go out, in order, with the transaction ids of their messages.
     let response = retry.call(bridge.retry_batch(&jobs, 2)).await;
     assert!(failed_ids(&response).is_empty());
-    let bodies: Vec<Value> = bridge.matrix.sends()[sends_before + 1..]
-        .iter()
-        .map(|call| match call {
-            Call::Send { content, .. } => content["body"].clone(),
-            _ => Value::Null,
-        })
-        .collect();
+    let bodies = bridge.sent_bodies(sends_before + 1);
     assert_eq!(bodies, [json!("one"), json!("two")]);
     for job in &jobs {
         let message = bridge.stored(job).await;
@@ -649,13 +654,7 @@ async fn a_job_delivers_first_what_waits_ahead_of_it_without_a_job() {
         .call(bridge.retry_batch(&jobs[1..], 1))
         .await;
     assert!(failed_ids(&response).is_empty());
-    let bodies: Vec<Value> = bridge.matrix.sends()[sends_before..]
-        .iter()
-        .map(|call| match call {
-            Call::Send { content, .. } => content["body"].clone(),
-            _ => Value::Null,
-        })
-        .collect();
+    let bodies = bridge.sent_bodies(sends_before);
     assert_eq!(bodies, [json!("one"), json!("two")]);
     for job in &jobs {
         assert_eq!(bridge.stored(job).await.status, MessageStatus::Sent);
@@ -708,13 +707,7 @@ async fn a_job_waits_for_an_earlier_operation_still_on_its_way() {
         .call(bridge.retry_batch(std::slice::from_ref(&behind), 2))
         .await;
     assert!(failed_ids(&response).is_empty());
-    let bodies: Vec<Value> = bridge.matrix.sends()[sends..]
-        .iter()
-        .map(|call| match call {
-            Call::Send { content, .. } => content["body"].clone(),
-            _ => Value::Null,
-        })
-        .collect();
+    let bodies = bridge.sent_bodies(sends);
     assert_eq!(bodies, [json!("in flight"), json!("behind")]);
     assert_eq!(bridge.outbox().await, 0);
 }

@@ -33,6 +33,21 @@ pub struct TableSpec {
     pub indexes: &'static [(&'static str, &'static str, &'static str)],
 }
 
+impl TableSpec {
+    /// The attributes its keys and its indexes' keys name, each once.
+    pub fn key_attributes(&self) -> Vec<&'static str> {
+        let mut attributes = vec![self.hash_key, self.range_key];
+        for (_, hash, range) in self.indexes {
+            for attribute in [*hash, *range] {
+                if !attributes.contains(&attribute) {
+                    attributes.push(attribute);
+                }
+            }
+        }
+        attributes
+    }
+}
+
 pub const TABLE: TableSpec = TableSpec {
     hash_key: "pk",
     range_key: "sk",
@@ -237,8 +252,6 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
         BillingMode::Provisioned
     };
     let mut indexes = Vec::new();
-    // Each attribute once: the two indexes share their range key.
-    let mut attributes = vec![TABLE.hash_key, TABLE.range_key];
     for (name, hash, range) in TABLE.indexes {
         indexes.push(
             GlobalSecondaryIndex::builder()
@@ -252,13 +265,9 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Res
                 )
                 .build()?,
         );
-        for attribute in [*hash, *range] {
-            if !attributes.contains(&attribute) {
-                attributes.push(attribute);
-            }
-        }
     }
-    let definitions = attributes
+    let definitions = TABLE
+        .key_attributes()
         .iter()
         .map(|name| attribute(name))
         .collect::<Result<Vec<_>, _>>()?;
@@ -444,6 +453,21 @@ mod tests {
         }
     }
 
+    /// A table's or an index's `KeySchema`, as (attribute, key type) pairs.
+    fn key_schema(resource: &Mapping) -> Vec<(&str, &str)> {
+        resource["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap(),
+                    k["KeyType"].as_str().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     fn boolean(template: &Value, value: &Value) -> bool {
         match resolve(template, value) {
             Value::Bool(b) => *b,
@@ -559,18 +583,10 @@ mod tests {
         let tables = resources_of_type(&template, "AWS::DynamoDB::Table");
         assert_eq!(tables.len(), 1, "one table");
         let (_, properties) = &tables[0];
-        let keys: Vec<(&str, &str)> = properties["KeySchema"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|k| {
-                (
-                    k["AttributeName"].as_str().unwrap(),
-                    k["KeyType"].as_str().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(keys, [(TABLE.hash_key, "HASH"), (TABLE.range_key, "RANGE")]);
+        assert_eq!(
+            key_schema(properties),
+            [(TABLE.hash_key, "HASH"), (TABLE.range_key, "RANGE")]
+        );
         let attributes: Vec<(&str, &str)> = properties["AttributeDefinitions"]
             .as_sequence()
             .unwrap()
@@ -582,14 +598,11 @@ mod tests {
                 )
             })
             .collect();
-        let mut expected = vec![(TABLE.hash_key, "S"), (TABLE.range_key, "S")];
-        for (_, hash, range) in TABLE.indexes {
-            for attribute in [*hash, *range] {
-                if !expected.contains(&(attribute, "S")) {
-                    expected.push((attribute, "S"));
-                }
-            }
-        }
+        let expected: Vec<(&str, &str)> = TABLE
+            .key_attributes()
+            .into_iter()
+            .map(|attribute| (attribute, "S"))
+            .collect();
         assert_eq!(attributes, expected);
         assert_eq!(
             properties["BillingMode"].as_str() == Some("PAY_PER_REQUEST"),
@@ -606,18 +619,10 @@ mod tests {
         );
         for (index, (index_name, index_hash, index_range)) in indexes.iter().zip(TABLE.indexes) {
             assert_eq!(index["IndexName"].as_str(), Some(*index_name));
-            let index_keys: Vec<(&str, &str)> = index["KeySchema"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .map(|k| {
-                    (
-                        k["AttributeName"].as_str().unwrap(),
-                        k["KeyType"].as_str().unwrap(),
-                    )
-                })
-                .collect();
-            assert_eq!(index_keys, [(*index_hash, "HASH"), (*index_range, "RANGE")]);
+            assert_eq!(
+                key_schema(index.as_mapping().unwrap()),
+                [(*index_hash, "HASH"), (*index_range, "RANGE")]
+            );
             assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("ALL"));
         }
         assert!(
