@@ -66,6 +66,16 @@ impl Error {
         }
     }
 
+    /// Whether a delivery that failed so may have reached Matrix all the
+    /// same: anything but a homeserver's refusal or a request that never
+    /// reached it.
+    pub fn may_have_landed(&self) -> bool {
+        match self {
+            Self::Matrix(err) => err.may_have_landed(),
+            _ => true,
+        }
+    }
+
     /// Why an operation failed, in the bridge's words, for the record the
     /// application reads: never a homeserver's or AWS's text.
     pub fn reason(&self) -> String {

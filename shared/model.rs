@@ -449,6 +449,10 @@ pub struct Message {
     /// A change (edit or delete) of a sent message that Matrix has not had yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_change: Option<PendingChange>,
+    /// While the send is pending: an attempt at it may have reached Matrix
+    /// with its answer lost (see [`PendingChange::in_doubt`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_doubt: bool,
     /// Bumped by every whole-record update: what such an update is conditioned on.
     #[serde(default)]
     pub revision: u64,
@@ -487,6 +491,13 @@ impl Message {
             }),
             None => (self.status == MessageStatus::Pending).then_some(self.created_at),
         }
+    }
+
+    /// Whether an attempt at its pending send may have landed unrecorded:
+    /// one [`in_doubt`](Self::in_doubt), or a direct request whose outcome
+    /// was never recorded (it died, or could not record the event).
+    pub fn send_in_doubt(&self) -> bool {
+        self.in_doubt || self.delivery == Delivery::Direct
     }
 
     /// The message as deleted at `at`: no text or file kept.
@@ -647,6 +658,14 @@ pub struct PendingChange {
         with = "time::serde::rfc3339::option"
     )]
     pub since: Option<OffsetDateTime>,
+    /// An attempt at it may have reached Matrix with its answer lost (a
+    /// request that timed out or died, an answer that could not be read).
+    /// Before another, the retry function looks whether it landed, as the
+    /// homeserver forgets transaction ids when it restarts; without a doubt
+    /// it spares the homeserver that look. Set before each retried
+    /// attempt, and by a direct attempt that may have landed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_doubt: bool,
 }
 
 /// A media id: a UUIDv7, like a message id.

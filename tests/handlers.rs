@@ -1891,6 +1891,7 @@ async fn the_sweeper_fails_what_is_past_its_deadline_and_requeues_changes() {
         kind: bridge::model::ChangeKind::Edit,
         delivery: Delivery::Direct,
         since: None,
+        in_doubt: false,
     });
     bridge
         .store
@@ -2214,6 +2215,70 @@ async fn a_lost_answer_is_found_however_busy_the_room_became() {
     assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(bridge.visible(id).await.len(), 1, "found, not sent again");
     assert_eq!(bridge.stored_message(id).await.status, MessageStatus::Sent);
+}
+
+#[tokio::test]
+async fn only_an_attempt_that_may_have_landed_is_looked_for_before_the_next() {
+    let bridge = Bridge::with_conversation().await;
+    // Nothing listened: the direct attempt never reached the homeserver.
+    bridge.matrix.fail_next_send(Failure::ConnectionRefused);
+    let id = bridge.sent("alice", "one").await;
+    assert!(!bridge.stored_message(id).await.in_doubt);
+    let jobs = bridge.queue.jobs();
+    // The retry function's attempt lands with its answer lost. It recorded
+    // that it might before it was made (had the function died on its way,
+    // the record would be the same).
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    let retry = bridge.retry().await;
+    assert_eq!(
+        failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).len(),
+        1
+    );
+    assert_eq!(
+        bridge.matrix.lookups(),
+        0,
+        "nothing could have landed before"
+    );
+    assert!(bridge.stored_message(id).await.in_doubt);
+    // The homeserver restarted (the fake forgets transaction ids): the
+    // next attempt looks first, and finds it.
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 2)).await).is_empty());
+    assert_eq!(bridge.matrix.lookups(), 1);
+    assert_eq!(bridge.visible(id).await.len(), 1, "found, not sent again");
+    assert_eq!(bridge.stored_message(id).await.status, MessageStatus::Sent);
+
+    // An edit: refused at first, then lands with its answer lost, then is
+    // found, looked for once.
+    bridge.matrix.fail_next_send(Failure::ConnectionRefused);
+    assert_eq!(bridge.edit("alice", id, "two", None).await.status(), 202);
+    let job: Vec<_> = bridge
+        .queue
+        .jobs()
+        .into_iter()
+        .filter(|job| job.message_id == id)
+        .skip(1)
+        .collect();
+    bridge.matrix.fail_next_send(Failure::AnswerLost);
+    assert_eq!(
+        failed_ids(&retry.call(bridge.retry_batch(&job, 1)).await).len(),
+        1
+    );
+    assert_eq!(
+        bridge.matrix.lookups(),
+        1,
+        "the refused edit was not looked for"
+    );
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&job, 2)).await).is_empty());
+    assert_eq!(bridge.matrix.lookups(), 2);
+    let edits = bridge
+        .matrix
+        .timeline(&bridge.room().await)
+        .into_iter()
+        .filter(|event| bridge::matrix::is_replacement(&event.content))
+        .count();
+    assert_eq!(edits, 1, "the edit that landed is found, not sent again");
+    assert!(bridge.stored_message(id).await.pending_change.is_none());
+    assert_eq!(bridge.outbox().await, 0);
 }
 
 #[tokio::test]

@@ -87,6 +87,7 @@ fn message(id: &ConversationId, from: &str, body: &str, delivery: Delivery) -> M
         failure: None,
         changes: 0,
         pending_change: None,
+        in_doubt: false,
         thread_id: None,
         revision: 0,
         msgtype: None,
@@ -514,8 +515,10 @@ async fn queued_messages_hold_back_direct_sends(store: &impl Store) {
 
 async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Store) {
     let (id, _) = active_conversation(store).await;
-    let direct = message(&id, "alice", "homeserver down", Delivery::Direct);
+    let mut direct = message(&id, "alice", "homeserver down", Delivery::Direct);
     store.insert_message(&direct, None).await.unwrap();
+    // The direct attempt may have landed: queued in doubt.
+    direct.in_doubt = true;
     store.mark_queued(&direct).await.unwrap();
     assert!(
         matches!(store.mark_queued(&direct).await, Err(StoreError::Rejected)),
@@ -523,8 +526,8 @@ async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Sto
     );
     let queued = store.message(&id, direct.id).await.unwrap().unwrap();
     assert_eq!(
-        (queued.status, queued.delivery),
-        (MessageStatus::Pending, Delivery::Queued)
+        (queued.status, queued.delivery, queued.in_doubt),
+        (MessageStatus::Pending, Delivery::Queued, true)
     );
     assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 1);
 
@@ -543,6 +546,17 @@ async fn failures_and_queueing_move_messages_through_the_outbox(store: &impl Sto
         (MessageStatus::Failed, Some("M_TOO_LARGE"))
     );
     assert_eq!(store.conversation(&id).await.unwrap().unwrap().outbox, 0);
+
+    // One that never reached the homeserver is queued without a doubt.
+    let unreached = message(&id, "alice", "nothing listened", Delivery::Direct);
+    store.insert_message(&unreached, None).await.unwrap();
+    store.mark_queued(&unreached).await.unwrap();
+    let stored = store.message(&id, unreached.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.delivery, stored.in_doubt),
+        (Delivery::Queued, false)
+    );
+    store.mark_failed(&stored, "not delivered").await.unwrap();
 }
 
 async fn a_send_is_marked_only_as_the_content_that_was_sent(store: &impl Store) {
@@ -590,6 +604,7 @@ async fn updates_hold_only_while_the_message_is_as_read(store: &impl Store) {
         kind: ChangeKind::Edit,
         delivery: Delivery::Queued,
         since: None,
+        in_doubt: false,
     });
     let key = IdempotencyRecord {
         scope: format!("edit:alice/{id}/k"),
@@ -689,6 +704,7 @@ async fn pending_operations_are_found_until_they_settle(store: &impl Store) {
         kind: ChangeKind::Edit,
         delivery: Delivery::Direct,
         since: None,
+        in_doubt: false,
     });
     store
         .update_message(&read, &edited, Outbox::EnterIfEmpty, None)
@@ -781,6 +797,7 @@ async fn a_conversations_outbox_lists_what_waits_in_it_oldest_first(store: &impl
             kind: ChangeKind::Edit,
             delivery: Delivery::Direct,
             since: None,
+            in_doubt: false,
         }),
         ..sent.clone()
     };

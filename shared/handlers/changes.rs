@@ -119,15 +119,18 @@ pub async fn settle_change<S: Store>(
 }
 
 /// Hands `read`'s direct pending change over to the retry function (it
-/// stays counted in the outbox) and queues a job for it.
+/// stays counted in the outbox) and queues a job for it. `in_doubt`: the
+/// direct attempt may have landed.
 pub async fn queue_change<S: Store, Q: RetryQueue>(
     store: &S,
     queue: &Q,
     read: &Message,
+    in_doubt: bool,
 ) -> Result<Message, Error> {
     let mut queued = read.clone();
     if let Some(change) = &mut queued.pending_change {
         change.delivery = Delivery::Queued;
+        change.in_doubt = in_doubt;
     }
     store
         .update_message(read, &queued, Outbox::Keep, None)
@@ -185,6 +188,7 @@ pub async fn apply_change<S: Store, M: Matrix, Q: RetryQueue>(
         delivery,
         // In the replaced change's place.
         since: read.pending_since(),
+        in_doubt: false,
     });
     store
         .update_message(read, &changed, outbox, idempotency)
@@ -220,7 +224,7 @@ pub async fn deliver_direct<S: Store, M: Matrix, Q: RetryQueue>(
         Err(err) if err.is_transient() => {
             tracing::warn!(error = %err, message_id = %changed.id, "homeserver unavailable; queueing the change");
             Ok(Accepted::Queued(
-                queue_change(store, queue, &changed).await?,
+                queue_change(store, queue, &changed, err.may_have_landed()).await?,
             ))
         }
         Err(err) => {

@@ -133,6 +133,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> DeleteService<S, M, Q> {
                             delivery: read.delivery,
                             // In the send's place.
                             since: read.pending_since(),
+                            in_doubt: false,
                         });
                     }
                     self.0

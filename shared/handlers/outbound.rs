@@ -262,6 +262,7 @@ pub async fn reconcile<S: Store>(
                     delivery,
                     // In the send's place.
                     since: current.pending_since(),
+                    in_doubt: false,
                 });
             }
             (MessageStatus::Pending, None) => {
@@ -334,6 +335,7 @@ mod tests {
             failure: None,
             changes: 0,
             pending_change: None,
+            in_doubt: false,
             revision: 0,
             msgtype,
             file: None,

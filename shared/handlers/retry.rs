@@ -20,11 +20,13 @@
 //! the message `failed` with the reason (a room or member change is
 //! dropped, and logged), and the conversation moves on.
 //!
-//! Before sending again, it looks for the message (or, for an edit, that
-//! edit by its number) among its sender's events in the room since it was
-//! accepted (bounded by time, not by a count): an earlier attempt may have
-//! landed with its answer lost, and the homeserver forgets transaction ids
-//! when it restarts. A message edited or
+//! Before sending again an operation whose earlier attempt is in doubt
+//! (it may have landed with its answer lost, and the homeserver forgets
+//! transaction ids when it restarts), it looks for the message (or, for an
+//! edit, that edit by its number) among its sender's events in the room
+//! since it was accepted (bounded by time, not by a count). Before each of
+//! its own attempts it records the doubt, so that dying on the way leaves
+//! it; an operation never in doubt is sent without the look. A message edited or
 //! deleted while its send was on its way gets that change delivered after
 //! it (`outbound::reconcile`).
 
@@ -49,7 +51,7 @@ use crate::metrics::{Counter, Metrics};
 use crate::model::{ChangeKind, Delivery, Message, MessageStatus};
 use crate::ports::{InitError, Ports};
 use crate::queue::{Operation, RetryJob, RetryQueue};
-use crate::store::{Store, StoreError};
+use crate::store::{Outbox, Store, StoreError};
 
 pub const NAME: &str = "retry";
 
@@ -318,7 +320,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
     /// Delivers `message`'s pending edit unless an earlier attempt landed
     /// it (its answer lost, and the homeserver may have forgotten the
     /// transaction id since).
-    async fn deliver_edit(&self, room_id: &ruma::RoomId, message: &Message) -> Result<(), Error> {
+    async fn deliver_edit(
+        &self,
+        room_id: &ruma::RoomId,
+        message: &Message,
+        in_doubt: bool,
+    ) -> Result<(), Error> {
+        if !in_doubt {
+            return send_change(&self.matrix, room_id, message).await;
+        }
         match self.landed(room_id, message, true).await {
             Ok(Some(_)) => Ok(()),
             Err(err) if err.is_transient() => Err(err.into()),
@@ -353,18 +363,33 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             let edit = matches!(kind, Some(ChangeKind::Edit));
             let cancel =
                 message.event_id.is_none() && matches!(kind, Some(ChangeKind::Delete { .. }));
+            // An edit is looked for before it is sent again, when an
+            // attempt may have landed; else that this one may is recorded.
+            let in_doubt = message
+                .pending_change
+                .as_ref()
+                .is_some_and(|change| change.in_doubt);
+            if edit && !in_doubt {
+                match self.attempting(&message, true).await? {
+                    Some(attempting) => message = attempting,
+                    None => continue,
+                }
+            }
             let delivered = match &room_id {
                 // A send cancelled while pending: redact it if it landed
                 // after all, else there is nothing to do in Matrix.
-                Some(room_id) if cancel => match self.landed(room_id, &message, false).await {
-                    Ok(Some(event_id)) => {
-                        message.event_id = Some(event_id);
-                        send_change(&self.matrix, room_id, &message).await
+                Some(room_id) if cancel && message.send_in_doubt() => {
+                    match self.landed(room_id, &message, false).await {
+                        Ok(Some(event_id)) => {
+                            message.event_id = Some(event_id);
+                            send_change(&self.matrix, room_id, &message).await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(err) => Err(err.into()),
                     }
-                    Ok(None) => Ok(()),
-                    Err(err) => Err(err.into()),
-                },
-                Some(room_id) if edit => self.deliver_edit(room_id, &message).await,
+                }
+                Some(_) if cancel => Ok(()),
+                Some(room_id) if edit => self.deliver_edit(room_id, &message, in_doubt).await,
                 Some(room_id) => send_change(&self.matrix, room_id, &message).await,
                 None => Err(Error::Inconsistent("the conversation has no room".into())),
             };
@@ -451,23 +476,74 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
     }
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
-        let Some(message) = self
-            .store
-            .message(&job.conversation_id, job.message_id)
-            .await?
-        else {
-            tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
-            return Ok(Outcome::Done);
-        };
-        if message.status != MessageStatus::Pending {
-            // Edited or deleted on its way: the change that follows.
-            return match &message.pending_change {
-                Some(change) if change.delivery == Delivery::Queued => {
-                    self.try_change(job, attempt).await
-                }
-                _ => Ok(Outcome::Done),
+        for _ in 0..3 {
+            let Some(message) = self
+                .store
+                .message(&job.conversation_id, job.message_id)
+                .await?
+            else {
+                tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+                return Ok(Outcome::Done);
             };
+            if message.status != MessageStatus::Pending {
+                // Edited or deleted on its way: the change that follows.
+                return match &message.pending_change {
+                    Some(change) if change.delivery == Delivery::Queued => {
+                        self.try_change(job, attempt).await
+                    }
+                    _ => Ok(Outcome::Done),
+                };
+            }
+            let in_doubt = message.send_in_doubt();
+            if in_doubt {
+                return self.send_pending(job, attempt, message, true).await;
+            }
+            if let Some(attempting) = self.attempting(&message, false).await? {
+                return self.send_pending(job, attempt, attempting, false).await;
+            }
+            // Changed since it was read: read it again.
         }
+        Ok(later("the message kept changing"))
+    }
+
+    /// Records, before an attempt at `read`'s pending send (or, with
+    /// `change`, its pending change), that the attempt may land with its
+    /// answer lost: should this function die on its way, the next attempt
+    /// looks first. The message as stored then; `None` when it changed
+    /// since it was read.
+    async fn attempting(
+        &self,
+        read: &Message,
+        change: bool,
+    ) -> Result<Option<Message>, StoreError> {
+        let mut attempting = read.clone();
+        match (&mut attempting.pending_change, change) {
+            (Some(pending), true) => pending.in_doubt = true,
+            _ => attempting.in_doubt = true,
+        }
+        match self
+            .store
+            .update_message(read, &attempting, Outbox::Keep, None)
+            .await
+        {
+            Ok(()) => {
+                attempting.revision = read.revision + 1;
+                Ok(Some(attempting))
+            }
+            Err(StoreError::Rejected) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Sends a pending message, first looking whether an earlier attempt
+    /// landed when one is `in_doubt`.
+    async fn send_pending(
+        &self,
+        job: &RetryJob,
+        attempt: u32,
+        message: Message,
+        in_doubt: bool,
+    ) -> Result<Outcome, StoreError> {
         let room_id = self.room_of(job).await?;
         let Some(room_id) = room_id else {
             self.settle_failed(&message, "the conversation has no room")
@@ -486,11 +562,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         };
         // An earlier attempt may have landed with its answer lost, and the
         // homeserver forgets transaction ids when it restarts: look first.
-        let found = self.landed(&room_id, &message, false).await;
+        let found = if in_doubt {
+            self.landed(&room_id, &message, false).await
+        } else {
+            Ok(None)
+        };
         let sent = match found {
             // Edited in place since it was accepted: what landed may carry
             // an older text, so the edit follows it.
-            Ok(Some(event_id)) if message.revision > 0 => {
+            Ok(Some(event_id)) if message.edited_at.is_some() => {
                 return match reconcile(&self.store, &message, Some(&event_id), "", Delivery::Queued)
                     .await?
                 {

@@ -273,6 +273,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             failure: None,
             changes: 0,
             pending_change: None,
+            in_doubt: false,
             revision: 0,
             msgtype: notice.then_some(MsgType::Notice),
             file: None,
@@ -437,6 +438,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
             }
             Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, message_id = %message.id, "homeserver unavailable; queueing for retry");
+                message.in_doubt = err.may_have_landed();
                 match self.store.mark_queued(&message).await {
                     Ok(()) => {}
                     // Deleted on its way: the retry function settles the
@@ -495,7 +497,9 @@ impl<S: Store, M: Matrix, Q: RetryQueue> SendService<S, M, Q> {
                 .as_ref()
                 .is_some_and(|change| change.delivery == Delivery::Direct)
         {
-            queue_change(&self.store, &self.queue, &current).await?;
+            // The cancel itself was not attempted (whether the send
+            // landed is the send's doubt, its delivery still direct).
+            queue_change(&self.store, &self.queue, &current, false).await?;
         }
         Ok(())
     }

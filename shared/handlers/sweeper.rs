@@ -137,20 +137,21 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
     }
 
     /// Marks a message's operation queued (it stays in the outbox) and
-    /// enqueues a job.
+    /// enqueues a job. A direct one is in doubt: its request died on the
+    /// way, perhaps after Matrix had it.
     async fn requeue(&self, message: &Message, operation: &PendingOperation) -> Result<(), Error> {
-        if let Some(change) = &message.pending_change {
+        let mut queued = message.clone();
+        if let Some(change) = &mut queued.pending_change {
             if change.delivery == Delivery::Direct {
-                let mut queued = message.clone();
-                if let Some(change) = &mut queued.pending_change {
-                    change.delivery = Delivery::Queued;
-                }
+                change.delivery = Delivery::Queued;
+                change.in_doubt = true;
                 self.store
                     .update_message(message, &queued, Outbox::Keep, None)
                     .await?;
             }
         } else if message.delivery == Delivery::Direct {
-            self.store.mark_queued(message).await?;
+            queued.in_doubt = true;
+            self.store.mark_queued(&queued).await?;
         }
         self.queue.enqueue(&RetryJob::delivering(operation)).await?;
         Ok(())

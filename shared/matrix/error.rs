@@ -73,6 +73,20 @@ impl MatrixError {
         }
     }
 
+    /// Whether the request may have taken effect all the same: no answer
+    /// to a request that was sent, a server error, or an answer that could
+    /// not be read. A refusal (4xx, a rate limit) or a request that never
+    /// reached the homeserver did not.
+    pub fn may_have_landed(&self) -> bool {
+        match self {
+            Self::Unreachable {
+                maybe_delivered, ..
+            } => *maybe_delivered,
+            Self::Answered(err) => err.status_code.is_server_error(),
+            Self::Protocol(_) => true,
+        }
+    }
+
     /// Whether the homeserver said the user may not do this (`M_FORBIDDEN`).
     pub fn is_forbidden(&self) -> bool {
         matches!(self.kind(), Some(ErrorKind::Forbidden))

@@ -209,6 +209,8 @@ struct State {
     /// Power levels above 0 (the bot, the rooms' creator, has them all).
     power: HashMap<(OwnedRoomId, OwnedUserId), i64>,
     rooms_made: usize,
+    /// How many times a lost answer was looked for (`find_sent_event`).
+    lookups: usize,
     timeline: Vec<Event>,
     /// Redactions by request path (room, event, transaction id): Synapse
     /// remembers an appservice's transactions per path, whoever the puppet.
@@ -331,6 +333,12 @@ impl FakeMatrix {
             .into_iter()
             .filter(|call| matches!(call, Call::Send { .. }))
             .collect()
+    }
+
+    /// How many times the timeline was searched for a send or edit whose
+    /// answer may have been lost.
+    pub fn lookups(&self) -> usize {
+        self.state().lookups
     }
 
     /// Makes the next call of kind `op` fail (failures queue up, in order).
@@ -570,7 +578,8 @@ impl Matrix for FakeMatrix {
         sent: super::Sent<'_>,
         since: time::OffsetDateTime,
     ) -> Result<Option<OwnedEventId>, MatrixError> {
-        let state = self.state();
+        let mut state = self.state();
+        state.lookups += 1;
         Ok(state
             .timeline
             .iter()

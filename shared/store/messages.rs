@@ -102,7 +102,8 @@ pub trait MessageStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Hands a pending direct message over to the retry function (it stays
-    /// counted in the outbox).
+    /// counted in the outbox), with `message`'s
+    /// [`in_doubt`](crate::model::Message::in_doubt).
     fn mark_queued(&self, message: &Message)
     -> impl Future<Output = Result<(), StoreError>> + Send;
 

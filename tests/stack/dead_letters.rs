@@ -1,21 +1,8 @@
 //! Dead-lettered retry jobs are moved back by `bridge-dev replay-dlq`, in
 //! order per conversation: against fresh FIFO queues on the emulator.
 
-use aws_sdk_sqs::types::QueueAttributeName;
-
 use crate::client::unique;
-use crate::support::sdk_config;
-
-async fn fifo(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(format!("{name}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
+use crate::support::{fresh_fifo_queue as fifo, sdk_config};
 
 #[tokio::test]
 #[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]

@@ -9,6 +9,8 @@
 //! to undo a cancelled transaction and answered races with 500s the SDK
 //! retried; a fresh table is still the simplest isolation.)
 
+use std::time::Duration;
+
 use bridge::config::{MatrixConfig, Secret};
 use bridge::handlers::send::{self, SendService};
 use bridge::ids::PuppetNamer;
@@ -20,14 +22,16 @@ use bridge::secrets::CachedSecret;
 use bridge::store::DynamoStore;
 use serde_json::{Value, json};
 
-use bridge::function::Handler;
+use bridge::function::{Handler, QueueFunction};
 use bridge::handlers::provision::{self, Provisioning};
 use bridge::handlers::registry;
 use bridge::ports::{InitError, Ports};
 pub use support_ports::Counted;
 
 use crate::client::unique;
-use crate::support::{RoundTrips, counted_dynamo, fresh_table, sdk_config, stack_env, var};
+use crate::support::{
+    RoundTrips, counted_dynamo, fresh_fifo_queue, fresh_table, sdk_config, stack_env, var,
+};
 
 /// The deployed adapters on the stack, with their requests counted.
 mod support_ports {
@@ -63,6 +67,27 @@ mod support_ports {
                 ),
                 namer: PuppetNamer::new(config.puppet_prefix.clone(), &config.server_name),
                 trips,
+            }
+        }
+
+        /// A Matrix client for a homeserver where nothing listens (the
+        /// discard port): every request is refused before it reaches one.
+        pub fn refusing_matrix() -> AppserviceClient {
+            let mut config = MatrixConfig::from_env(stack_env()).unwrap();
+            config.homeserver_url = "http://127.0.0.1:9".into();
+            AppserviceClient::local(AppserviceClient::http_client().unwrap(), &config).unwrap()
+        }
+
+        /// The function `name` of the registry, on these adapters, as a
+        /// queue consumer.
+        pub async fn queue_function(&self, name: &str) -> Box<dyn QueueFunction> {
+            let function = registry::<Counted>()
+                .into_iter()
+                .find(|f| f.name == name)
+                .unwrap();
+            match function.handler(self).await.unwrap() {
+                Handler::Queue(handler) => handler,
+                _ => panic!("{name} is not a queue consumer"),
             }
         }
 
@@ -370,4 +395,82 @@ async fn member_changes_cost_three_to_five_table_round_trips_and_their_matrix_re
         (3, 3),
         "removal: read, store the change, settle; read membership, leave, read power levels"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack (Synapse, moto, the front door): run make test"]
+async fn a_retry_job_costs_one_matrix_request_unless_an_attempt_is_in_doubt() {
+    let alice = unique("alice");
+    let conversation = unique("trips");
+    let mut ports = Counted::new().await;
+    // A queue of its own: its jobs are this test's alone.
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = fresh_fifo_queue(&sqs, &unique("trips")).await;
+    ports.queue = SqsRetryQueue::new(sqs.clone(), queue.clone());
+    ports.provision(json!({"id": conversation, "kind": "group", "members": [{"user_id": alice, "role": "owner"}]})).await;
+    let homeserver = std::mem::replace(&mut ports.matrix, Counted::refusing_matrix());
+    // Sends while nothing listens, and a retry function that meets the same.
+    let refused_retry = ports.queue_function("retry").await;
+    let send = ports.send_service();
+    let queue_one = async |body: &str| {
+        let queued = send.handle(send_event(&conversation, &alice, body)).await;
+        assert_eq!(queued.status(), 202, "{:?}", queued.body());
+        let jobs = bridge_dev::retry_poller::receive_batch(&sqs, &queue, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        bridge_dev::retry_poller::sqs_event(&jobs)
+    };
+    let first = queue_one("refused before it reached the homeserver").await;
+    ports.matrix = homeserver;
+    let retry = ports.queue_function("retry").await;
+
+    let before = ports.count();
+    assert!(
+        retry
+            .call(first.clone())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let after = ports.count();
+    // Done: off the queue, as the event source mapping does.
+    sqs.delete_message()
+        .queue_url(&queue)
+        .set_receipt_handle(first.records[0].receipt_handle.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (5, 1),
+        "a cold retry job, nothing in doubt: what waits ahead, the message, \
+         its attempt recorded, the room (then cached), mark sent; the send alone"
+    );
+
+    // Its first retry records the attempt, then is refused: the next
+    // looks whether it landed before sending.
+    let second = queue_one("in doubt after a retry").await;
+    assert_eq!(
+        refused_retry
+            .call(second.clone())
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    let before = ports.count();
+    assert!(retry.call(second).await.batch_item_failures.is_empty());
+    let after = ports.count();
+    assert_eq!(
+        after.0 - before.0,
+        3,
+        "what waits ahead, the message, mark sent"
+    );
+    assert!(
+        after.1 - before.1 >= 2,
+        "the look (a /messages page or more), then the send: {}",
+        after.1 - before.1
+    );
+    sqs.delete_queue().queue_url(&queue).send().await.unwrap();
 }

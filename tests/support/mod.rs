@@ -91,6 +91,18 @@ pub fn counted_dynamo(sdk: &SdkConfig) -> (aws_sdk_dynamodb::Client, RoundTrips)
     (aws_sdk_dynamodb::Client::from_conf(config), trips)
 }
 
+/// A fresh FIFO queue `name`.fifo on the emulator; its URL.
+pub async fn fresh_fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create a queue on the emulator")
+        .queue_url
+        .expect("the new queue's URL")
+}
+
 /// A fresh table on the emulator, for tests that want one to themselves.
 pub async fn fresh_table(sdk: &SdkConfig) -> String {
     let name = format!("test-{}", uuid::Uuid::new_v4().simple());

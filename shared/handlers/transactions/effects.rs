@@ -352,6 +352,7 @@ impl Work<'_> {
                 failure: None,
                 changes: 0,
                 pending_change: None,
+                in_doubt: false,
                 thread_id,
                 revision: 0,
                 attachments: Vec::new(),

@@ -286,13 +286,18 @@ impl MessageStore for DynamoStore {
 
     async fn mark_queued(&self, message: &Message) -> Result<(), StoreError> {
         let id = &message.conversation_id;
-        let queue = Write::update(keys::message(id, message.id), "SET #delivery = :queued")
-            .when("#status = :pending AND #delivery = :direct")
-            .name("#status", "status")
-            .name("#delivery", "delivery")
-            .value(":queued", s(Delivery::Queued.as_str()))
-            .value(":direct", s(Delivery::Direct.as_str()))
-            .value(":pending", s(MessageStatus::Pending.as_str()));
+        let queue = Write::update(
+            keys::message(id, message.id),
+            "SET #delivery = :queued, #in_doubt = :in_doubt",
+        )
+        .when("#status = :pending AND #delivery = :direct")
+        .name("#status", "status")
+        .name("#delivery", "delivery")
+        .name("#in_doubt", "in_doubt")
+        .value(":in_doubt", AttributeValue::Bool(message.in_doubt))
+        .value(":queued", s(Delivery::Queued.as_str()))
+        .value(":direct", s(Delivery::Direct.as_str()))
+        .value(":pending", s(MessageStatus::Pending.as_str()));
         // Already counted in the outbox while in flight.
         self.table.write(queue).await
     }

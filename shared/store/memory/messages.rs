@@ -193,6 +193,7 @@ impl MessageStore for MemoryStore {
             })
             .ok_or(StoreError::Rejected)?;
         stored.delivery = Delivery::Queued;
+        stored.in_doubt = message.in_doubt;
         Ok(())
     }
 

@@ -28,38 +28,11 @@ pub async fn drain_once(
     function: &dyn QueueFunction,
     hold: Duration,
 ) -> Result<Drained, BoxError> {
-    let received = sqs
-        .receive_message()
-        .queue_url(queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(30).max(1))
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await?;
-    let messages = received.messages.unwrap_or_default();
+    let messages = receive_batch(sqs, queue_url, hold).await?;
     if messages.is_empty() {
         return Ok(Drained::default());
     }
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|message| {
-            let mut record = SqsMessage::default();
-            record.message_id = message.message_id.clone();
-            record.receipt_handle = message.receipt_handle.clone();
-            record.body = message.body.clone();
-            record.event_source = Some("aws:sqs".into());
-            record.attributes = message
-                .attributes
-                .iter()
-                .flatten()
-                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
-                .collect();
-            record
-        })
-        .collect();
-    let response = function.call(event).await;
+    let response = function.call(sqs_event(&messages)).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -88,6 +61,49 @@ pub async fn drain_once(
         jobs: messages.iter().filter_map(|m| m.body.clone()).collect(),
         handed_back: failed.len(),
     })
+}
+
+/// Receives a batch of up to 10 messages with their system attributes
+/// (their FIFO group, when SQS took them, how often they were received),
+/// waiting up to a second, each hidden for `hold`.
+pub async fn receive_batch(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    hold: Duration,
+) -> Result<Vec<aws_sdk_sqs::types::Message>, BoxError> {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(30).max(1))
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await?;
+    Ok(received.messages.unwrap_or_default())
+}
+
+/// The event Lambda hands a function for a batch of received messages.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|message| {
+            let mut record = SqsMessage::default();
+            record.message_id = message.message_id.clone();
+            record.receipt_handle = message.receipt_handle.clone();
+            record.body = message.body.clone();
+            record.event_source = Some("aws:sqs".into());
+            record.attributes = message
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect();
+            record
+        })
+        .collect();
+    event
 }
 
 /// Moves every message of the FIFO queue `from` (a dead-letter queue) to the
