@@ -67,6 +67,22 @@ def in_parallel(jobs):
         raise errors[0]
 
 
+def cpu_seconds(part):
+    """CPU time (user + system) a part of the stack has used so far, by
+    its pid file; None when it is not running."""
+    try:
+        with open(os.path.join(ROOT, ".local", "run", f"{part}.pid")) as f:
+            pid = f.read().strip()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+PARTS = ("moto", "synapse", "retry", "gateway")
+
+
 def synapse_answers():
     try:
         urllib.request.urlopen(f"{ENV['MATRIX_HOMESERVER_URL']}/_matrix/client/versions", timeout=2)
@@ -132,6 +148,7 @@ def main():
         time.sleep(0.05)
     back = time.perf_counter()
     back_at = time.time()
+    cpu_before = {part: cpu_seconds(part) for part in PARTS}
     outage = back - outage_started
 
     # A conversation's newest message sent means all of it is: delivery is
@@ -151,6 +168,8 @@ def main():
                 raise SystemExit(f"{len(waiting)} conversations not drained after 30 minutes")
             time.sleep(1.0)
     drain = time.perf_counter() - back
+    cpu = {part: cpu_seconds(part) - cpu_before[part] for part in PARTS
+           if cpu_before[part] is not None and cpu_seconds(part) is not None}
     up.wait()
 
     # In order, once each, as a Matrix client reads the rooms.
@@ -183,6 +202,12 @@ def main():
         print(f"Where the drain's time goes (Synapse's timestamps): the first message landed {first:.1f} s after "
               f"Synapse answered again (the back-off of the jobs handed back during the outage), the last "
               f"{last:.1f} s after ({len(landed) / max(last - first, 0.001):.1f} messages/s in between).")
+    if cpu:
+        busy = ", ".join(f"{part} {seconds:.1f} s ({100 * seconds / drain:.0f}%)" for part, seconds in cpu.items())
+        print()
+        print(f"CPU time each part of the stack used during the drain (share of the drain's wall time): {busy}. "
+              f"moto serves one request at a time, and Synapse is one Python process: near 100%, either "
+              f"bounds the drain.")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,20 @@ Nothing else of moto changes.
 5. A queue's `attributes` counts its messages (three scans, each reading
    the clock per message) and moto reads them seven times per message sent
    (for ContentBasedDeduplication): 100 events into a queue of a few hundred
-   took 4.5 s. The counts are computed once per request.
+   took 4.5 s. The counts are computed once per request, and so is the set
+   of in-flight messages a receive consults for every message it looks at
+   (a receive from a queue of a thousand took 140 ms).
+6. Every Query lists the whole table and sorts it (`Table.all_items`)
+   before it picks the items of the one partition asked for: on a table of
+   2,000 items a one-item Query took 35-90 ms, and the retry function
+   queries the outbox index for every job. Here a Query reads only its
+   partition (a table query) or the items whose index key matches (an
+   index query); moto still sorts and pages what it reads, so the answer
+   is the same.
+7. Whether a message is visible, or delayed, moto tells from the clock
+   read through datetime objects, for every message a receive looks at
+   (three quarters of a receive's time): read from time.time() here, the
+   same milliseconds since the epoch.
 """
 
 import copy
@@ -95,15 +108,27 @@ def _transact(self, transact_items):
 dynamodb.DynamoDBBackend.transact_write_items = _transact
 
 
+# A moment in which nothing else changes the emulator's state: each request
+# (under the lock, below) and each return from a long poll's wait starts
+# one. What is derived from the state is computed once per moment.
+_moment = [0]
+
+
 def _in_flight(self):
-    # SQS requests are not serialised: another request's thread may change
-    # the set while this one looks at it, so look at a copy (list() takes
-    # it in one step, under the GIL).
-    self._pending_messages -= {m for m in list(self._pending_messages) if m.visible}
+    # moto reads this once per message it looks at in a receive: with a
+    # thousand messages queued, releasing the visible ones every time took
+    # 140 ms a receive. Once per moment is enough.
+    if self.__dict__.get("_released_at") != _moment[0]:
+        # A copy (list() takes it in one step, under the GIL): a long poll
+        # waits without the lock.
+        self._pending_messages -= {m for m in list(self._pending_messages) if m.visible}
+        self.__dict__["_released_at"] = _moment[0]
     return self._pending_messages
 
 
 sqs.Queue.pending_messages = property(_in_flight)
+sqs.Message.visible = property(lambda self: time.time() * 1000 > self.visible_at)
+sqs.Message.delayed = property(lambda self: time.time() * 1000 < self.delayed_until)
 sqs.Queue.pending_message_groups = property(
     lambda self: {m.group_id for m in list(self.pending_messages) if m.group_id is not None}
 )
@@ -138,8 +163,7 @@ def _add_deduplicated(self, message):
 
 sqs.Queue.add_message = _add_deduplicated
 
-# The number of the request being served (under the lock): what the counts
-# below are cached for.
+# How many requests were served.
 _request = [0]
 
 
@@ -149,10 +173,10 @@ def _once_per_request(name):
     def get(self):
         cache = self.__dict__.setdefault("_counts", {})
         hit = cache.get(name)
-        if hit is not None and hit[0] == _request[0]:
+        if hit is not None and hit[0] == _moment[0]:
             return hit[1]
         value = compute(self)
-        cache[name] = (_request[0], value)
+        cache[name] = (_moment[0], value)
         return value
 
     return property(get)
@@ -165,18 +189,100 @@ for _count in (
 ):
     setattr(sqs.Queue, _count, _once_per_request(_count))
 
+_query = Table.query
+
+
+def _partition_query(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    conditions = kwargs.get("hash_key_conditions") or []
+    if index_name:
+        # Items without the index's key attributes are in no partition of
+        # it (a sparse index): moto's own checks still run on the rest.
+        def items():
+            return [
+                item
+                for item in _all_items(self)
+                if all(_equal(item.attrs.get(name), value) for name, value in conditions)
+            ]
+    elif self.range_key_attr is not None:
+
+        def items():
+            return list(self.items.get(hash_key, {}).values())
+    else:
+
+        def items():
+            item = self.items.get(hash_key)
+            return [] if item is None else [item]
+
+    # The instance's attribute hides the method for this call (requests
+    # are served one at a time, below).
+    self.all_items = items
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        del self.all_items
+
+
+def _equal(attribute, value):
+    # DynamoType compares only with another.
+    return attribute is not None and attribute == value
+
+
+def _all_items(table):
+    for partition in list(table.items.values()):
+        if table.range_key_attr is not None:
+            yield from list(partition.values())
+        else:
+            yield partition
+
+
+Table.query = _partition_query
+
 _one_at_a_time = threading.Lock()
 _TURN = 0.05
 _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
 _wait_for_messages = sqs.Queue.wait_for_messages
 
 
+# Time spent serving each kind of request (`X-Amz-Target`: DynamoDB's
+# operations, SQS's JSON ones), written to the log every _REPORT_EVERY
+# requests: where the emulator's time goes, which bounds what is measured on it.
+# A long poll's wait (the lock let go) is not time served.
+_served = {}
+_waited = threading.local()
+_REPORT_EVERY = 1000
+
+
 def _serialised(self, environ, start_response):
     with _one_at_a_time:
         _request[0] += 1
-        # Flask builds the whole response inside the call: nothing of the
-        # request runs after the lock is released.
-        return _dispatch(self, environ, start_response)
+        _moment[0] += 1
+        started = time.perf_counter()
+        _waited.seconds = 0.0
+        try:
+            # Flask builds the whole response inside the call: nothing of
+            # the request runs after the lock is released.
+            return _dispatch(self, environ, start_response)
+        finally:
+            kind = environ.get("HTTP_X_AMZ_TARGET", "other").rsplit(".", 1)[-1]
+            count, seconds = _served.get(kind, (0, 0.0))
+            busy = time.perf_counter() - started - _waited.seconds
+            _served[kind] = (count + 1, seconds + busy)
+            if _request[0] % _REPORT_EVERY == 0:
+                _report()
+
+
+def _report():
+    busiest = sorted(_served.items(), key=lambda kind: -kind[1][1])
+    print(
+        f"served {_request[0]} requests; time per kind (count, seconds, ms each): "
+        + ", ".join(
+            f"{kind} {count} {seconds:.1f} {1000 * seconds / count:.1f}"
+            for kind, (count, seconds) in busiest
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _wait_unlocked(self, timeout):
@@ -192,6 +298,8 @@ def _wait_unlocked(self, timeout):
             time.sleep(_TURN)
     finally:
         _one_at_a_time.acquire()
+        _moment[0] += 1
+        _waited.seconds = getattr(_waited, "seconds", 0.0) + time.monotonic() - started
 
 
 sqs.Queue.wait_for_messages = _wait_unlocked
