@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ConversationId;
@@ -150,6 +151,21 @@ pub struct QueueError(#[source] Box<dyn std::error::Error + Send + Sync>);
 pub trait RetryQueue: Send + Sync {
     fn enqueue(&self, job: &RetryJob) -> impl Future<Output = Result<(), QueueError>> + Send;
 
+    /// Enqueues `jobs`, in order, as few requests as the queue allows. An
+    /// error when any was not taken (those taken stay: a job delivers its
+    /// operation once however often it is queued).
+    fn enqueue_all(
+        &self,
+        jobs: &[RetryJob],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
+        async move {
+            for job in jobs {
+                self.enqueue(job).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Hides a received job (by its receipt handle) for `delay` from now:
     /// the back-off of a job handed back (`ChangeMessageVisibility`).
     fn hold(
@@ -187,6 +203,40 @@ impl RetryQueue for SqsRetryQueue {
             .send()
             .await
             .map_err(|err| QueueError(err.into()))?;
+        Ok(())
+    }
+
+    /// Ten jobs a `SendMessageBatch`, in order (SQS keeps a batch's order
+    /// within each message group).
+    async fn enqueue_all(&self, jobs: &[RetryJob]) -> Result<(), QueueError> {
+        for chunk in jobs.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(index, job)| {
+                    let body = serde_json::to_string(job).map_err(|err| QueueError(err.into()))?;
+                    SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(body)
+                        .message_group_id(job.conversation_id.as_str())
+                        .message_deduplication_id(job.deduplication_id())
+                        .build()
+                        .map_err(|err| QueueError(err.into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let sent = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|err| QueueError(err.into()))?;
+            if !sent.failed.is_empty() {
+                let refused = format!("{} of {} jobs not queued", sent.failed.len(), chunk.len());
+                return Err(QueueError(refused.into()));
+            }
+        }
         Ok(())
     }
 

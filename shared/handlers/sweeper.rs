@@ -100,6 +100,8 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
             found: stale.len(),
             ..Sweep::default()
         };
+        // Queued together at the end, in the operations' order.
+        let mut jobs = Vec::new();
         for operation in stale {
             let expired = operation
                 .since()
@@ -108,17 +110,21 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
                 (PendingOperation::Message(message), true) => {
                     self.fail(message).await.map(|()| &mut sweep.failed)
                 }
-                (PendingOperation::Message(message), false) => self
-                    .requeue(message, &operation)
-                    .await
-                    .map(|()| &mut sweep.requeued),
+                (PendingOperation::Message(message), false) => {
+                    self.requeue(message).await.map(|()| {
+                        jobs.push(RetryJob::delivering(&operation));
+                        &mut sweep.requeued
+                    })
+                }
                 (PendingOperation::Sync(pending), true) => {
                     self.drop_sync(pending).await.map(|()| &mut sweep.failed)
                 }
-                (PendingOperation::Sync(pending), false) => self
-                    .requeue_sync(pending)
-                    .await
-                    .map(|()| &mut sweep.requeued),
+                (PendingOperation::Sync(pending), false) => {
+                    self.requeue_sync(pending).await.map(|()| {
+                        jobs.push(RetryJob::sync(pending));
+                        &mut sweep.requeued
+                    })
+                }
             };
             match outcome {
                 Ok(count) => *count += 1,
@@ -127,6 +133,7 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
                 Err(err) => return Err(err),
             }
         }
+        self.queue.enqueue_all(&jobs).await?;
         if sweep.found > 0 {
             tracing::warn!(?sweep, "swept stale pending operations");
             for _ in 0..sweep.requeued {
@@ -136,10 +143,10 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
         Ok(sweep)
     }
 
-    /// Marks a message's operation queued (it stays in the outbox) and
-    /// enqueues a job. A direct one is in doubt: its request died on the
-    /// way, perhaps after Matrix had it.
-    async fn requeue(&self, message: &Message, operation: &PendingOperation) -> Result<(), Error> {
+    /// Marks a message's direct operation queued (it stays in the outbox),
+    /// for the job the sweep queues. A direct one is in doubt: its request
+    /// died on the way, perhaps after Matrix had it.
+    async fn requeue(&self, message: &Message) -> Result<(), Error> {
         let mut queued = message.clone();
         if let Some(change) = &mut queued.pending_change {
             if change.delivery == Delivery::Direct {
@@ -153,16 +160,15 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
             queued.in_doubt = true;
             self.store.mark_queued(&queued).await?;
         }
-        self.queue.enqueue(&RetryJob::delivering(operation)).await?;
         Ok(())
     }
 
-    /// Marks a direct sync queued (it stays in the outbox) and enqueues a job.
+    /// Marks a direct sync queued (it stays in the outbox), for the job the
+    /// sweep queues.
     async fn requeue_sync(&self, pending: &PendingSync) -> Result<(), Error> {
         if pending.delivery == Delivery::Direct {
             self.store.queue_sync(pending).await?;
         }
-        self.queue.enqueue(&RetryJob::sync(pending)).await?;
         Ok(())
     }
 

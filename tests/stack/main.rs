@@ -17,6 +17,7 @@ mod openapi;
 #[path = "../support/openapi.rs"]
 mod openapi_spec;
 mod provisioning;
+mod retry_queue;
 mod round_trips;
 mod secrets;
 mod threads;
