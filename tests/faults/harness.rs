@@ -125,6 +125,9 @@ pub struct ConsumerCounts {
     pub jobs: AtomicU64,
     pub handed_back: AtomicU64,
     pub errors: AtomicU64,
+    /// Batches stopped at their deadline, as Lambda stops a function at
+    /// its timeout: their jobs come back after the visibility timeout.
+    pub cut: AtomicU64,
     /// Stale operations the sweeper found.
     pub swept: AtomicU64,
 }
@@ -160,6 +163,12 @@ pub const SWEEP_AFTER_SECS: i64 = 20;
 
 /// How often the sweeper runs here (every 5 minutes deployed).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a consumer's batch may run, receive and delete included: well
+/// within `hold`, the visibility timeout its jobs are received with.
+pub fn batch_deadline(hold: Duration) -> Duration {
+    hold.saturating_sub(Duration::from_secs(5)).max(hold / 2)
+}
 
 /// A retry job, short: `send <message>` or `change<n> <message>`.
 pub fn job_line(body: &str) -> String {
@@ -334,6 +343,9 @@ impl Harness {
     /// `hold`, the visibility timeout), runs it through the retry function
     /// and deletes what it did not hand back, over and over, as the event
     /// source mapping does (through the refusing proxy, like the functions).
+    /// A batch still running at [`batch_deadline`] is stopped, as Lambda
+    /// stops the function at its timeout (30 s, under the queue's 180 s
+    /// visibility): no two consumers ever hold one conversation's jobs.
     /// Each batch is a line of `log`: its jobs, in order, and how many were
     /// handed back.
     pub fn start_consumers(
@@ -377,7 +389,18 @@ impl Harness {
             let (stop, counts, log) = (self.stop.clone(), self.consumed.clone(), log.clone());
             self.consumers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
-                    match drain_once(&sqs, &queue, retry.as_ref(), hold).await {
+                    let batch = drain_once(&sqs, &queue, retry.as_ref(), hold);
+                    let Ok(drained) = tokio::time::timeout(batch_deadline(hold), batch).await
+                    else {
+                        let _ = writeln!(
+                            log.lock().unwrap(),
+                            "{} consumer {consumer}: batch stopped at its deadline",
+                            now()
+                        );
+                        counts.cut.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    match drained {
                         Ok(drained) if drained.jobs.is_empty() => {}
                         Ok(drained) => {
                             let jobs: Vec<String> =

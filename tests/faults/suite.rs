@@ -45,15 +45,16 @@ pub struct Settings {
     /// settled.
     pub drain: Duration,
     /// `FAULT_RETRY_HOLD_SECS`: the visibility timeout the retry consumers
-    /// receive with (the template's is 180 s; compressed here).
+    /// receive with (the template's is 180 s; compressed here), 5 s more
+    /// than a batch may run (the function's timeout).
     pub hold: Duration,
     /// `FAULT_BACKOFF_SECS` (`1-4`): the retry function's back-off for a
     /// job it hands back, base and cap (10 s and 900 s deployed).
     pub backoff: RetryBackoff,
-    /// `FAULT_CONSUMERS`: retry consumers. One by default: the event
-    /// source mapping never has two batches of one FIFO group in flight,
-    /// which with a compressed visibility timeout only a single consumer
-    /// guarantees (a batch may take longer than `hold`).
+    /// `FAULT_CONSUMERS`: retry consumers, batches in flight at once (4),
+    /// as the event source mapping runs several FIFO groups' batches at
+    /// once. It never has two batches of one group in flight, which a
+    /// batch stopped before its visibility timeout ends guarantees here.
     pub consumers: usize,
     /// `FAULT_DYNAMODB_CONFLICT_MS` (30; 0: none): a transaction that
     /// arrives within this long of another touching one of its items (and
@@ -104,12 +105,12 @@ impl Settings {
             conversations: setting("FAULT_CONVERSATIONS", 3),
             calm_ms: (low.parse().unwrap(), high.parse().unwrap()),
             drain: Duration::from_secs(setting("FAULT_DRAIN_SECS", 120)),
-            hold: Duration::from_secs(setting("FAULT_RETRY_HOLD_SECS", 2)),
+            hold: Duration::from_secs(setting("FAULT_RETRY_HOLD_SECS", 30)),
             backoff: RetryBackoff {
                 base: secs(base),
                 max: secs(max),
             },
-            consumers: setting("FAULT_CONSUMERS", 1),
+            consumers: setting("FAULT_CONSUMERS", 4),
             idle: Duration::from_secs(setting("FAULT_IDLE_SECS", 20)),
             faults_while_draining: setting("FAULT_WHILE_DRAINING", 0u8) == 1,
             conflicts: Some(Duration::from_millis(setting(
@@ -536,13 +537,14 @@ async fn faults_done(
     let consumed = &harness.consumed;
     let dead = harness.dead_letters().await;
     lines.push(format!(
-        "retry consumers ({} x, visibility {} s): {} batches, {} jobs, {} handed back, {} receive errors; swept {}; dead-lettered {}: {}",
+        "retry consumers ({} x, visibility {} s): {} batches, {} jobs, {} handed back, {} receive errors, {} stopped at their deadline; swept {}; dead-lettered {}: {}",
         settings.consumers,
         settings.hold.as_secs(),
         consumed.batches.load(Ordering::Relaxed),
         consumed.jobs.load(Ordering::Relaxed),
         consumed.handed_back.load(Ordering::Relaxed),
         consumed.errors.load(Ordering::Relaxed),
+        consumed.cut.load(Ordering::Relaxed),
         consumed.swept.load(Ordering::Relaxed),
         dead.len(),
         dead.join(", ")
