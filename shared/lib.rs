@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod fakes;
 pub mod fetch;
+pub mod fifo;
 pub mod function;
 pub mod handlers;
 pub mod ids;

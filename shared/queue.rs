@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 
+use crate::fifo::{FifoMessage, send_batch};
 use crate::ids::ConversationId;
 use crate::model::{MessageId, PendingOperation, PendingSync, Reaction, SyncSubject};
 
@@ -206,36 +206,22 @@ impl RetryQueue for SqsRetryQueue {
         Ok(())
     }
 
-    /// Ten jobs a `SendMessageBatch`, in order (SQS keeps a batch's order
-    /// within each message group).
+    /// Ten jobs a `SendMessageBatch`, in order.
     async fn enqueue_all(&self, jobs: &[RetryJob]) -> Result<(), QueueError> {
-        for chunk in jobs.chunks(10) {
-            let entries = chunk
+        for chunk in jobs.chunks(crate::fifo::BATCH) {
+            let messages = chunk
                 .iter()
-                .enumerate()
-                .map(|(index, job)| {
-                    let body = serde_json::to_string(job).map_err(|err| QueueError(err.into()))?;
-                    SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(body)
-                        .message_group_id(job.conversation_id.as_str())
-                        .message_deduplication_id(job.deduplication_id())
-                        .build()
-                        .map_err(|err| QueueError(err.into()))
+                .map(|job| {
+                    Ok(FifoMessage {
+                        group: job.conversation_id.as_str().to_owned(),
+                        deduplication_id: job.deduplication_id(),
+                        body: serde_json::to_string(job).map_err(|err| QueueError(err.into()))?,
+                    })
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let sent = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
+                .collect::<Result<Vec<_>, QueueError>>()?;
+            send_batch(&self.client, &self.queue_url, messages)
                 .await
-                .map_err(|err| QueueError(err.into()))?;
-            if !sent.failed.is_empty() {
-                let refused = format!("{} of {} jobs not queued", sent.failed.len(), chunk.len());
-                return Err(QueueError(refused.into()));
-            }
+                .map_err(QueueError)?;
         }
         Ok(())
     }

@@ -171,6 +171,13 @@ impl Bridge {
         self.http[name].call(request).await
     }
 
+    /// The jobs queued for `message`'s operations, in order.
+    fn jobs_of(&self, message: MessageId) -> Vec<bridge::queue::RetryJob> {
+        let mut jobs = self.queue.jobs();
+        jobs.retain(|job| job.message_id == message);
+        jobs
+    }
+
     /// How many messages of `grp-42` wait in its outbox.
     async fn outbox(&self) -> i64 {
         self.store
@@ -2177,13 +2184,7 @@ async fn an_edit_whose_answer_was_lost_is_not_sent_again_by_the_retry_function()
         bridge.edit("alice", id, "fixed again", None).await.status(),
         202
     );
-    let jobs: Vec<_> = bridge
-        .queue
-        .jobs()
-        .into_iter()
-        .filter(|job| job.message_id == id)
-        .skip(1)
-        .collect();
+    let jobs = bridge.jobs_of(id)[1..].to_vec();
     assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     let sent = bridge.matrix.sends();
     let Some(Call::Send { content, .. }) = sent.last() else {
@@ -2251,13 +2252,7 @@ async fn only_an_attempt_that_may_have_landed_is_looked_for_before_the_next() {
     // found, looked for once.
     bridge.matrix.fail_next_send(Failure::ConnectionRefused);
     assert_eq!(bridge.edit("alice", id, "two", None).await.status(), 202);
-    let job: Vec<_> = bridge
-        .queue
-        .jobs()
-        .into_iter()
-        .filter(|job| job.message_id == id)
-        .skip(1)
-        .collect();
+    let job = bridge.jobs_of(id)[1..].to_vec();
     bridge.matrix.fail_next_send(Failure::AnswerLost);
     assert_eq!(
         failed_ids(&retry.call(bridge.retry_batch(&job, 1)).await).len(),

@@ -337,16 +337,23 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         }
     }
 
+    /// The message of `job`; `None` (logged) when there is none.
+    async fn job_message(&self, job: &RetryJob) -> Result<Option<Message>, StoreError> {
+        let message = self
+            .store
+            .message(&job.conversation_id, job.message_id)
+            .await?;
+        if message.is_none() {
+            tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+        }
+        Ok(message)
+    }
+
     /// Delivers a message's queued change (an edit or a delete). A newer
     /// change that replaced it while it was delivered is delivered too.
     async fn try_change(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
         for _ in 0..3 {
-            let Some(message) = self
-                .store
-                .message(&job.conversation_id, job.message_id)
-                .await?
-            else {
-                tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+            let Some(message) = self.job_message(job).await? else {
                 return Ok(Outcome::Done);
             };
             // Delivered already, or a direct change its own request delivers.
@@ -477,12 +484,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
 
     async fn try_send(&self, job: &RetryJob, attempt: u32) -> Result<Outcome, StoreError> {
         for _ in 0..3 {
-            let Some(message) = self
-                .store
-                .message(&job.conversation_id, job.message_id)
-                .await?
-            else {
-                tracing::warn!(message_id = %job.message_id, "retry job for a message that does not exist");
+            let Some(message) = self.job_message(job).await? else {
                 return Ok(Outcome::Done);
             };
             if message.status != MessageStatus::Pending {

@@ -2,12 +2,8 @@
 //! events within [`MAX_BODY`], one after the other within a conversation (so
 //! its events keep their order), all conversations at once.
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-
 use super::{InboundError, InboundEvent, InboundQueue, MAX_BODY};
-
-/// The most entries a `SendMessageBatch` takes.
-const BATCH: usize = 10;
+use crate::fifo::{BATCH, FifoMessage, send_batch};
 
 #[derive(Clone, Debug)]
 pub struct SqsInboundQueue {
@@ -23,40 +19,22 @@ impl SqsInboundQueue {
         }
     }
 
-    /// One conversation's events, batch after batch.
+    /// One conversation's events, batch after batch. When a batch is
+    /// refused, the whole transaction is tried again; the events that went
+    /// through are deduplicated by SQS.
     async fn publish_group(&self, events: Vec<&InboundEvent>) -> Result<(), InboundError> {
         for batch in batches(&events) {
-            let entries = batch
-                .iter()
-                .enumerate()
-                .map(|(index, (event, body))| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(body)
-                        .message_group_id(event.conversation_id.as_str())
-                        .message_deduplication_id(&event.deduplication_id)
-                        .build()
-                        .map_err(InboundError::new)
+            let messages = batch
+                .into_iter()
+                .map(|(event, body)| FifoMessage {
+                    group: event.conversation_id.as_str().to_owned(),
+                    deduplication_id: event.deduplication_id.clone(),
+                    body,
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
+                .collect();
+            send_batch(&self.client, &self.queue_url, messages)
                 .await
                 .map_err(InboundError::new)?;
-            if let Some(failed) = output.failed.first() {
-                // The whole transaction is tried again; the ones that went
-                // through are deduplicated by SQS.
-                return Err(InboundError::new(format!(
-                    "{} of {} events were refused ({})",
-                    output.failed.len(),
-                    batch.len(),
-                    failed.code
-                )));
-            }
         }
         Ok(())
     }
