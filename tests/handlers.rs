@@ -2277,6 +2277,67 @@ async fn only_an_attempt_that_may_have_landed_is_looked_for_before_the_next() {
 }
 
 #[tokio::test]
+async fn a_redaction_whose_answer_was_lost_is_not_made_again_after_a_restart() {
+    let bridge = Bridge::with_conversation().await;
+    let id = bridge.sent("alice", "to be deleted").await;
+    let event_id = bridge.stored_message(id).await.event_id.unwrap();
+    // The redaction lands, its answer lost: accepted, queued in doubt.
+    bridge
+        .matrix
+        .fail_next(bridge::matrix::fake::Op::Redact, Failure::AnswerLost);
+    assert_eq!(bridge.delete("alice", id).await.status(), 204);
+    let change = bridge.stored_message(id).await.pending_change.unwrap();
+    assert!(change.in_doubt);
+    // The homeserver restarted: it forgot the redaction's transaction id.
+    bridge.matrix.forget_transactions();
+    let retry = bridge.retry().await;
+    let jobs = bridge.jobs_of(id);
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(
+        bridge.redactions().len(),
+        1,
+        "found redacted, not redacted again"
+    );
+    assert!(
+        bridge
+            .matrix
+            .event(&event_id)
+            .unwrap()
+            .redacted_by
+            .is_some()
+    );
+    assert!(bridge.stored_message(id).await.pending_change.is_none());
+    assert_eq!(bridge.outbox().await, 0);
+
+    // One refused before it reached the homeserver is redacted without a look.
+    let id = bridge.sent("alice", "also deleted").await;
+    let event_id = bridge.stored_message(id).await.event_id.unwrap();
+    bridge
+        .matrix
+        .fail_next(bridge::matrix::fake::Op::Redact, Failure::ConnectionRefused);
+    assert_eq!(bridge.delete("alice", id).await.status(), 204);
+    assert!(
+        !bridge
+            .stored_message(id)
+            .await
+            .pending_change
+            .unwrap()
+            .in_doubt
+    );
+    let jobs = bridge.jobs_of(id);
+    assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
+    assert_eq!(bridge.redactions().len(), 3, "refused, then redacted");
+    assert!(
+        bridge
+            .matrix
+            .event(&event_id)
+            .unwrap()
+            .redacted_by
+            .is_some()
+    );
+}
+
+#[tokio::test]
 async fn a_job_handed_back_waits_an_exponential_jittered_back_off_honouring_retry_after() {
     let bridge = Bridge::with_conversation().await;
     bridge.matrix.fail_next_send(Failure::Down);

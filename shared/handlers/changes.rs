@@ -9,7 +9,7 @@
 //! same message replaces a queued one, so Matrix gets the latest edit once,
 //! or only the redaction.
 
-use ruma::RoomId;
+use ruma::{RoomId, UserId};
 
 use crate::error::Error;
 use crate::handlers::outbound::own_content;
@@ -60,6 +60,16 @@ pub enum Accepted {
 /// Sends `message`'s pending change: an `m.replace` of its event with its
 /// current text, as its sender; or a redaction, by its sender or the bot.
 /// The transaction id is the change's, so a repeat is harmless.
+/// Who redacts `message`: the bot for a moderator's delete (`by_bot`),
+/// else its sender's puppet.
+pub fn redactor<'a, M: Matrix>(matrix: &'a M, message: &'a Message, by_bot: bool) -> &'a UserId {
+    if by_bot {
+        matrix.bot()
+    } else {
+        &message.sender.matrix_user_id
+    }
+}
+
 pub async fn send_change<M: Matrix>(
     matrix: &M,
     room: &RoomId,
@@ -82,11 +92,7 @@ pub async fn send_change<M: Matrix>(
             matrix.send_message(room, sender, &txn_id, &content).await?;
         }
         ChangeKind::Delete { reason, by_bot } => {
-            let redactor = if *by_bot {
-                matrix.bot()
-            } else {
-                &message.sender.matrix_user_id
-            };
+            let redactor = redactor(matrix, message, *by_bot);
             matrix
                 .redact(room, redactor, event_id, &txn_id, reason.as_deref())
                 .await?;

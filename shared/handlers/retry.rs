@@ -38,7 +38,7 @@ use ruma::OwnedRoomId;
 use time::OffsetDateTime;
 
 use super::cache::Settled;
-use super::changes::{send_change, settle_change};
+use super::changes::{redactor, send_change, settle_change};
 use super::outbound::{reconcile, send_as_sender, stored_content};
 use super::provision::sync;
 use super::react;
@@ -337,6 +337,31 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         }
     }
 
+    /// Redacts `message`'s event unless an earlier attempt `in_doubt`
+    /// did (its answer lost, and the homeserver may have forgotten the
+    /// transaction id since: a second redaction would be a second event).
+    async fn deliver_redaction(
+        &self,
+        room_id: &ruma::RoomId,
+        message: &Message,
+        in_doubt: bool,
+    ) -> Result<(), Error> {
+        if let (true, Some(event_id), Some(ChangeKind::Delete { by_bot, .. })) = (
+            in_doubt,
+            &message.event_id,
+            message.pending_change.as_ref().map(|change| &change.kind),
+        ) {
+            let reader = redactor(&self.matrix, message, *by_bot);
+            match self.matrix.is_redacted(room_id, reader, event_id).await {
+                Ok(true) => return Ok(()),
+                Err(err) if err.is_transient() => return Err(err.into()),
+                // Not redacted (or not readable): redact it.
+                Ok(false) | Err(_) => {}
+            }
+        }
+        send_change(&self.matrix, room_id, message).await
+    }
+
     /// The message of `job`; `None` (logged) when there is none.
     async fn job_message(&self, job: &RetryJob) -> Result<Option<Message>, StoreError> {
         let message = self
@@ -370,13 +395,14 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             let edit = matches!(kind, Some(ChangeKind::Edit));
             let cancel =
                 message.event_id.is_none() && matches!(kind, Some(ChangeKind::Delete { .. }));
-            // An edit is looked for before it is sent again, when an
-            // attempt may have landed; else that this one may is recorded.
+            // An edit or a redaction is looked for before it is sent
+            // again, when an attempt may have landed; else that this one
+            // may is recorded.
             let in_doubt = message
                 .pending_change
                 .as_ref()
                 .is_some_and(|change| change.in_doubt);
-            if edit && !in_doubt {
+            if !cancel && !in_doubt {
                 match self.attempting(&message, true).await? {
                     Some(attempting) => message = attempting,
                     None => continue,
@@ -397,7 +423,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 }
                 Some(_) if cancel => Ok(()),
                 Some(room_id) if edit => self.deliver_edit(room_id, &message, in_doubt).await,
-                Some(room_id) => send_change(&self.matrix, room_id, &message).await,
+                Some(room_id) => self.deliver_redaction(room_id, &message, in_doubt).await,
                 None => Err(Error::Inconsistent("the conversation has no room".into())),
             };
             let settled = match delivered {

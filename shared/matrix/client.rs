@@ -22,7 +22,7 @@ use ruma::api::client::message::get_message_events;
 use ruma::api::client::profile::{ProfileFieldValue, set_profile_field};
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
 use ruma::api::client::redact::redact_event;
-use ruma::api::client::room::create_room;
+use ruma::api::client::room::{create_room, get_room_event};
 use ruma::api::client::state::get_state_event_for_key::{self, v3::StateEventFormat};
 use ruma::api::client::state::{get_state_events, send_state_event};
 use ruma::api::client::typing::create_typing_event::{
@@ -498,6 +498,23 @@ impl Matrix for AppserviceClient {
             send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), &content)
                 .map_err(|err| MatrixError::Protocol(err.to_string()))?;
         Ok(self.call(request, Some(sender)).await?.event_id)
+    }
+
+    async fn is_redacted(
+        &self,
+        room: &RoomId,
+        reader: &UserId,
+        event_id: &EventId,
+    ) -> Result<bool, MatrixError> {
+        let request = get_room_event::v3::Request::new(room.to_owned(), event_id.to_owned());
+        let response = self.call(request, self.acting_as(reader)).await?;
+        let unsigned = response
+            .event
+            .get_field::<serde_json::Value>("unsigned")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Ok(unsigned.get("redacted_because").is_some())
     }
 
     async fn redact(

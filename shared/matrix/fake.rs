@@ -335,6 +335,13 @@ impl FakeMatrix {
             .collect()
     }
 
+    /// Forgets the transaction ids of redactions, as Synapse does when it
+    /// restarts (it keeps them in memory): the same redaction again makes a
+    /// second redaction event.
+    pub fn forget_transactions(&self) {
+        self.state().redactions.clear();
+    }
+
     /// How many times the timeline was searched for a send or edit whose
     /// answer may have been lost.
     pub fn lookups(&self) -> usize {
@@ -664,6 +671,24 @@ impl Matrix for FakeMatrix {
             }
             Ok(event_id)
         })
+    }
+
+    async fn is_redacted(
+        &self,
+        room: &RoomId,
+        reader: &UserId,
+        event_id: &EventId,
+    ) -> Result<bool, MatrixError> {
+        let state = self.state();
+        if !state.is_joined(room, reader) {
+            return Err(not_found("Event not found."));
+        }
+        state
+            .timeline
+            .iter()
+            .find(|event| event.room == room && event.event_id == event_id)
+            .map(|event| event.redacted_by.is_some())
+            .ok_or_else(|| not_found("Event not found."))
     }
 
     async fn redact(

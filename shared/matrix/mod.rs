@@ -225,6 +225,17 @@ pub trait Matrix: Send + Sync {
         reason: Option<&str>,
     ) -> impl Future<Output = Result<OwnedEventId, MatrixError>> + Send;
 
+    /// Whether `event_id` in `room` has been redacted (by anyone), read as
+    /// `reader`: how a retried redaction whose earlier attempt may have
+    /// landed finds out that it did. `M_NOT_FOUND` (404) for an event the
+    /// room does not have or `reader` may not see.
+    fn is_redacted(
+        &self,
+        room: &RoomId,
+        reader: &UserId,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<bool, MatrixError>> + Send;
+
     /// Uploads a file to the media repository as `uploader` (a puppet):
     /// `POST /_matrix/media/v3/upload`. Check it first (`crate::media`).
     fn upload_media(

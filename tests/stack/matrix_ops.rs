@@ -352,6 +352,13 @@ async fn a_redaction_empties_the_message_for_everyone() {
     let message_id = MessageId::new();
     let event_id = room.say(&room.alice, "regrettable", &message_id).await;
     let txn = message_id.txn_id("delete");
+    assert!(
+        !room
+            .matrix
+            .is_redacted(&room.room, &room.alice, &event_id)
+            .await
+            .unwrap()
+    );
 
     let redaction = room
         .matrix
@@ -376,6 +383,13 @@ async fn a_redaction_empties_the_message_for_everyone() {
         .await
         .unwrap();
     assert_eq!(again, redaction, "the same transaction, the same redaction");
+    assert!(
+        room.matrix
+            .is_redacted(&room.room, &room.alice, &event_id)
+            .await
+            .unwrap(),
+        "what a retried redaction looks at when an attempt is in doubt"
+    );
 
     let seen = room
         .person
