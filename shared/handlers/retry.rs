@@ -317,49 +317,45 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             .await
     }
 
-    /// Delivers `message`'s pending edit unless an earlier attempt landed
-    /// it (its answer lost, and the homeserver may have forgotten the
-    /// transaction id since).
-    async fn deliver_edit(
+    /// Delivers `message`'s pending change (an edit or a redaction)
+    /// unless an earlier attempt `in_doubt` landed it (its answer lost, and
+    /// the homeserver may have forgotten the transaction id since: a
+    /// second one would be a second event).
+    async fn deliver_change(
         &self,
         room_id: &ruma::RoomId,
         message: &Message,
         in_doubt: bool,
     ) -> Result<(), Error> {
-        if !in_doubt {
-            return send_change(&self.matrix, room_id, message).await;
-        }
-        match self.landed(room_id, message, true).await {
-            Ok(Some(_)) => Ok(()),
-            Err(err) if err.is_transient() => Err(err.into()),
-            // Not there (or not readable): send it.
-            Ok(None) | Err(_) => send_change(&self.matrix, room_id, message).await,
-        }
-    }
-
-    /// Redacts `message`'s event unless an earlier attempt `in_doubt`
-    /// did (its answer lost, and the homeserver may have forgotten the
-    /// transaction id since: a second redaction would be a second event).
-    async fn deliver_redaction(
-        &self,
-        room_id: &ruma::RoomId,
-        message: &Message,
-        in_doubt: bool,
-    ) -> Result<(), Error> {
-        if let (true, Some(event_id), Some(ChangeKind::Delete { by_bot, .. })) = (
-            in_doubt,
-            &message.event_id,
-            message.pending_change.as_ref().map(|change| &change.kind),
-        ) {
-            let reader = redactor(&self.matrix, message, *by_bot);
-            match self.matrix.is_redacted(room_id, reader, event_id).await {
+        if in_doubt {
+            match self.change_landed(room_id, message).await {
                 Ok(true) => return Ok(()),
                 Err(err) if err.is_transient() => return Err(err.into()),
-                // Not redacted (or not readable): redact it.
+                // Not there (or not readable): send it.
                 Ok(false) | Err(_) => {}
             }
         }
         send_change(&self.matrix, room_id, message).await
+    }
+
+    /// Whether `message`'s pending change is in Matrix already: its edit,
+    /// by its number, among its sender's events; its event redacted.
+    async fn change_landed(
+        &self,
+        room_id: &ruma::RoomId,
+        message: &Message,
+    ) -> Result<bool, MatrixError> {
+        match (
+            message.pending_change.as_ref().map(|change| &change.kind),
+            &message.event_id,
+        ) {
+            (Some(ChangeKind::Edit), _) => Ok(self.landed(room_id, message, true).await?.is_some()),
+            (Some(ChangeKind::Delete { by_bot, .. }), Some(event_id)) => {
+                let reader = redactor(&self.matrix, message, *by_bot);
+                self.matrix.is_redacted(room_id, reader, event_id).await
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The message of `job`; `None` (logged) when there is none.
@@ -392,7 +388,6 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             let room_id = self.room_of(job).await?;
             let mut message = message;
             let kind = message.pending_change.as_ref().map(|change| &change.kind);
-            let edit = matches!(kind, Some(ChangeKind::Edit));
             let cancel =
                 message.event_id.is_none() && matches!(kind, Some(ChangeKind::Delete { .. }));
             // An edit or a redaction is looked for before it is sent
@@ -403,7 +398,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                 .as_ref()
                 .is_some_and(|change| change.in_doubt);
             if !cancel && !in_doubt {
-                match self.attempting(&message, true).await? {
+                match self.attempting(&message).await? {
                     Some(attempting) => message = attempting,
                     None => continue,
                 }
@@ -422,8 +417,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
                     }
                 }
                 Some(_) if cancel => Ok(()),
-                Some(room_id) if edit => self.deliver_edit(room_id, &message, in_doubt).await,
-                Some(room_id) => self.deliver_redaction(room_id, &message, in_doubt).await,
+                Some(room_id) => self.deliver_change(room_id, &message, in_doubt).await,
                 None => Err(Error::Inconsistent("the conversation has no room".into())),
             };
             let settled = match delivered {
@@ -526,7 +520,7 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
             if in_doubt {
                 return self.send_pending(job, attempt, message, true).await;
             }
-            if let Some(attempting) = self.attempting(&message, false).await? {
+            if let Some(attempting) = self.attempting(&message).await? {
                 return self.send_pending(job, attempt, attempting, false).await;
             }
             // Changed since it was read: read it again.
@@ -534,20 +528,15 @@ impl<S: Store, M: Matrix, Q: RetryQueue> RetryService<S, M, Q> {
         Ok(later("the message kept changing"))
     }
 
-    /// Records, before an attempt at `read`'s pending send (or, with
-    /// `change`, its pending change), that the attempt may land with its
-    /// answer lost: should this function die on its way, the next attempt
-    /// looks first. The message as stored then; `None` when it changed
-    /// since it was read.
-    async fn attempting(
-        &self,
-        read: &Message,
-        change: bool,
-    ) -> Result<Option<Message>, StoreError> {
+    /// Records, before an attempt at what `read` has pending (its change,
+    /// else its send), that the attempt may land with its answer lost:
+    /// should this function die on its way, the next attempt looks first.
+    /// The message as stored then; `None` when it changed since it was read.
+    async fn attempting(&self, read: &Message) -> Result<Option<Message>, StoreError> {
         let mut attempting = read.clone();
-        match (&mut attempting.pending_change, change) {
-            (Some(pending), true) => pending.in_doubt = true,
-            _ => attempting.in_doubt = true,
+        match &mut attempting.pending_change {
+            Some(change) => change.in_doubt = true,
+            None => attempting.in_doubt = true,
         }
         match self
             .store

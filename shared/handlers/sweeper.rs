@@ -111,23 +111,23 @@ impl<S: Store, Q: RetryQueue> Sweeper<S, Q> {
                     self.fail(message).await.map(|()| &mut sweep.failed)
                 }
                 (PendingOperation::Message(message), false) => {
-                    self.requeue(message).await.map(|()| {
-                        jobs.push(RetryJob::delivering(&operation));
-                        &mut sweep.requeued
-                    })
+                    self.requeue(message).await.map(|()| &mut sweep.requeued)
                 }
                 (PendingOperation::Sync(pending), true) => {
                     self.drop_sync(pending).await.map(|()| &mut sweep.failed)
                 }
-                (PendingOperation::Sync(pending), false) => {
-                    self.requeue_sync(pending).await.map(|()| {
-                        jobs.push(RetryJob::sync(pending));
-                        &mut sweep.requeued
-                    })
-                }
+                (PendingOperation::Sync(pending), false) => self
+                    .requeue_sync(pending)
+                    .await
+                    .map(|()| &mut sweep.requeued),
             };
             match outcome {
-                Ok(count) => *count += 1,
+                Ok(count) => {
+                    *count += 1;
+                    if !expired {
+                        jobs.push(RetryJob::delivering(&operation));
+                    }
+                }
                 // Settled or changed meanwhile: nothing to do.
                 Err(Error::Store(StoreError::Rejected)) => {}
                 Err(err) => return Err(err),
