@@ -12,9 +12,12 @@
 //! - [`api`]: the HTTP edge: routes with their auth kinds, the caller,
 //!   views, and the error mappings;
 //! - [`handlers`]: one module per function, and the registry of functions;
-//!   [`function`] says what a function is, [`runtime`] runs one in Lambda.
+//!   [`function`] says what a function is, [`runtime`] runs one in Lambda;
+//! - [`tls`] and [`aws_http`]: one TLS configuration and one HTTP stack for
+//!   every client of a function, the AWS SDK's included.
 
 pub mod api;
+pub mod aws_http;
 pub mod config;
 pub mod error;
 pub mod fakes;
@@ -34,3 +37,4 @@ pub mod queue;
 pub mod runtime;
 pub mod secrets;
 pub mod store;
+pub mod tls;

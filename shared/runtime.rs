@@ -34,8 +34,9 @@ pub fn init_telemetry() {
 
 /// The AWS SDK configuration, loaded once ("expensive"); clients are cheap
 /// to derive from it. `AWS_ENDPOINT_URL` points it at a local emulator.
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// Its HTTP client is the functions' one stack ([`crate::aws_http`]).
+pub async fn aws_config() -> Result<aws_config::SdkConfig, reqwest::Error> {
+    Ok(crate::aws_http::loader()?.load().await)
 }
 
 /// The deployed adapters, configured from the environment. The AWS SDK
@@ -116,8 +117,8 @@ impl Adapters {
         self
     }
 
-    async fn sdk(&self) -> &aws_config::SdkConfig {
-        self.sdk.get_or_init(aws_config).await
+    async fn sdk(&self) -> Result<&aws_config::SdkConfig, reqwest::Error> {
+        self.sdk.get_or_try_init(aws_config).await
     }
 
     /// A secret as its setting says: the value given (local use), or read
@@ -126,15 +127,15 @@ impl Adapters {
         match setting {
             SecretSetting::Value(secret) => Ok(CachedSecret::fixed(secret)),
             SecretSetting::Stored { id, .. } => {
-                let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                let client = aws_sdk_secretsmanager::Client::new(self.sdk().await?);
                 Ok(CachedSecret::fetched(SecretsManagerSecret::new(client, id)).await?)
             }
         }
     }
 
     /// An SQS client (for the local retry poller).
-    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::new(self.sdk().await)
+    pub async fn sqs(&self) -> Result<aws_sdk_sqs::Client, InitError> {
+        Ok(aws_sdk_sqs::Client::new(self.sdk().await?))
     }
 }
 
@@ -150,7 +151,7 @@ impl Ports for Adapters {
             .get_or_try_init(|| async {
                 let table = TableConfig::from_env(self.env.as_ref())?;
                 Ok::<_, InitError>(DynamoStore::new(
-                    aws_sdk_dynamodb::Client::new(self.sdk().await),
+                    aws_sdk_dynamodb::Client::new(self.sdk().await?),
                     table.table_name,
                 ))
             })
@@ -177,12 +178,12 @@ impl Ports for Adapters {
 
     async fn queue(&self) -> Result<SqsRetryQueue, InitError> {
         let queue = RetryQueueConfig::from_env(self.env.as_ref())?;
-        Ok(SqsRetryQueue::new(self.sqs().await, queue.queue_url))
+        Ok(SqsRetryQueue::new(self.sqs().await?, queue.queue_url))
     }
 
     async fn inbound(&self) -> Result<SqsInboundQueue, InitError> {
         let queue = InboundQueueConfig::from_env(self.env.as_ref())?;
-        Ok(SqsInboundQueue::new(self.sqs().await, queue.queue_url))
+        Ok(SqsInboundQueue::new(self.sqs().await?, queue.queue_url))
     }
 
     async fn hs_token(&self) -> Result<CachedSecret, InitError> {

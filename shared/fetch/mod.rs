@@ -116,7 +116,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(policy: FetchPolicy) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(GuardedResolver {

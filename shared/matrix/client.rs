@@ -157,9 +157,10 @@ impl AppserviceClient {
             .cloned()
     }
 
-    /// The HTTP client every Matrix call shares: rustls, bounded timeouts.
+    /// The HTTP client every Matrix call shares: the process's TLS
+    /// configuration ([`crate::tls`]), bounded timeouts.
     pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+        crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))

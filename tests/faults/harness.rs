@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -104,7 +104,8 @@ impl Ports for FaultPorts {
 
 /// The AWS SDK configuration for the emulator at `endpoint`.
 pub async fn sdk_at(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    bridge::aws_http::loader()
+        .expect("the SDK's HTTP client builds")
         .endpoint_url(endpoint)
         .region(Region::new(var("AWS_REGION")))
         .credentials_provider(Credentials::new(

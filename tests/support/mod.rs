@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -42,7 +42,8 @@ pub fn var(name: &str) -> String {
 
 /// The AWS SDK configuration for the emulator, from the stack's settings.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    bridge::aws_http::loader()
+        .expect("the SDK's HTTP client builds")
         .endpoint_url(var("AWS_ENDPOINT_URL"))
         .region(Region::new(var("AWS_REGION")))
         .credentials_provider(Credentials::new(

@@ -539,7 +539,7 @@ pub async fn webhook(
     peer: Option<&str>,
 ) -> Result<String, BoxError> {
     let env = ProcessEnv;
-    let sdk = aws_config().await;
+    let sdk = aws_config().await?;
     let registration = RegistrationConfig::from_env(&env)?;
     let inbound_url = InboundQueueConfig::from_env(&env)?.queue_url;
     let table = TableConfig::from_env(&env)?.table_name;

@@ -120,7 +120,7 @@ async fn run_retry(follow: bool) -> Result<(), InitError> {
         return Err("the retry function is not a queue function".into());
     };
     let function: std::sync::Arc<dyn bridge::function::QueueFunction> = function.into();
-    let sqs = adapters.sqs().await;
+    let sqs = adapters.sqs().await?;
     let queue = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
     if !follow {
         while !drain(&sqs, &queue, function.as_ref())
@@ -198,14 +198,14 @@ async fn replay_dead_letters() -> Result<(), InitError> {
     let from = std::env::var("BRIDGE_RETRY_DLQ_URL")
         .map_err(|_| "BRIDGE_RETRY_DLQ_URL is required: the retry dead-letter queue's URL")?;
     let to = RetryQueueConfig::from_env(&ProcessEnv)?.queue_url;
-    let moved = retry_poller::replay(&Adapters::from_env().sqs().await, &from, &to).await?;
+    let moved = retry_poller::replay(&Adapters::from_env().sqs().await?, &from, &to).await?;
     print_lines([format!("moved {moved} retry jobs back to the retry queue")])
 }
 
 async fn run_setup() -> Result<(), InitError> {
     let table = TableConfig::from_env(&ProcessEnv)?;
     let created = setup::run(
-        &runtime::aws_config().await,
+        &runtime::aws_config().await?,
         &table.table_name,
         setup::QUEUES,
     )

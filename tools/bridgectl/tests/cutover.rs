@@ -62,7 +62,8 @@ fn finish(env: &HashMap<String, String>, args: &[&str]) -> (i32, String) {
 /// transaction back).
 async fn fresh_table(env: &HashMap<String, String>) -> String {
     use aws_sdk_dynamodb::config::{Credentials, Region};
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = bridge::aws_http::loader()
+        .unwrap()
         .endpoint_url(&env["AWS_ENDPOINT_URL"])
         .region(Region::new(env["AWS_REGION"].clone()))
         .credentials_provider(Credentials::new(

@@ -458,7 +458,7 @@ impl<'a> Stack<'a> {
         let mut log = append(&log_path)?;
         writeln!(log, "\n===== {}: table and queue setup =====", now())?;
         let created = self.runtime.block_on(async {
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            let sdk = bridge::aws_http::loader()?
                 .endpoint_url(self.ports.moto_url())
                 .region(aws_config::Region::new(env::REGION))
                 .credentials_provider(aws_sdk_sqs::config::Credentials::new(
