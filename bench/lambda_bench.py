@@ -57,6 +57,16 @@ def stack_env():
 
 
 ENV = stack_env()
+
+# The system's trust store as one bundle file: what a function on Lambda's
+# Amazon Linux 2023 reads (its /etc/ssl/certs holds the bundle, not a file
+# per certificate). This Debian machine also has a file per certificate in
+# /etc/ssl/certs, which rustls-native-certs reads one by one besides the
+# bundle unless SSL_CERT_FILE names one: 4 ms more of every function's init
+# (bench/RESULTS.md, "Where init goes"). BRIDGE_BENCH_TRUST=system measures that.
+TRUST_BUNDLE = next((path for path in ("/etc/ssl/certs/ca-certificates.crt",
+                                       "/etc/pki/tls/certs/ca-bundle.crt")
+                     if os.path.exists(path) and os.environ.get("BRIDGE_BENCH_TRUST") != "system"), None)
 CGROUP = "/sys/fs/cgroup/cpu/bridge-bench"
 
 
@@ -135,8 +145,11 @@ def run(binary, events, name, overrides=None, cgroup=None):
     api.throttle = cgroup
     # Lambda's environment holds the function's settings and its own, not
     # this machine's (an SSL_CERT_DIR here made every TLS client read a
-    # directory of 150 certificates).
+    # directory of 150 certificates). The trust store is read as on Lambda's
+    # Amazon Linux 2023, from one bundle (TRUST_BUNDLE).
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if TRUST_BUNDLE:
+        env["SSL_CERT_FILE"] = TRUST_BUNDLE
     env.update(ENV)
     env.update(overrides or {})
     env.update({
