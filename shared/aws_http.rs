@@ -1,10 +1,12 @@
 //! The AWS SDK's HTTP client: `reqwest`, the stack the homeserver's client
 //! uses, with the process's one TLS configuration ([`crate::tls`]).
 //!
-//! The SDK's own HTTPS client reads the platform's trust store for itself,
-//! beside the one `reqwest` reads: two readings in every cold start
-//! (`bench/RESULTS.md`). Through this adapter the SDK sends its requests,
-//! already signed, with `reqwest`, and reads the whole answer back. The
+//! The SDK's own HTTPS client (left out of the build: the SDK crates are
+//! used without `default-https-client`) read the platform's trust store for
+//! itself, beside the one `reqwest` reads: two readings in every cold start
+//! (`bench/RESULTS.md`, "Where init goes"). Through this adapter the SDK
+//! sends its requests, already signed, with `reqwest`, and reads the whole
+//! answer back. The
 //! functions' AWS calls (DynamoDB, SQS, Secrets Manager) send and receive
 //! bodies held in memory; a streaming body is refused, not buffered.
 
