@@ -146,6 +146,20 @@ mod tests {
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
+    async fn get_item(
+        endpoint: &str,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::get_item::GetItemOutput,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError>,
+    > {
+        dynamodb(endpoint)
+            .get_item()
+            .table_name("bridge")
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
+            .send()
+            .await
+    }
+
     /// Serves one request with `answer`; returns the request as received.
     async fn serve_once(listener: TcpListener, answer: &'static str) -> String {
         let (mut socket, _) = listener.accept().await.expect("a connection");
@@ -182,13 +196,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
         let server = tokio::spawn(serve_once(listener, r#"{"Item":{"pk":{"S":"a"}}}"#));
-        let item = dynamodb(&endpoint)
-            .get_item()
-            .table_name("bridge")
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
-            .send()
-            .await
-            .expect("the answer is read");
+        let item = get_item(&endpoint).await.expect("the answer is read");
         assert_eq!(
             item.item().and_then(|item| item.get("pk")),
             Some(&aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
@@ -213,13 +221,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
         drop(listener);
-        let err = dynamodb(&endpoint)
-            .get_item()
-            .table_name("bridge")
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
-            .send()
-            .await
-            .expect_err("nothing listens");
+        let err = get_item(&endpoint).await.expect_err("nothing listens");
         let aws_sdk_dynamodb::error::SdkError::DispatchFailure(failure) = err else {
             panic!("a dispatch failure, not {err:?}");
         };

@@ -55,19 +55,38 @@ fn an_operator_trusts_a_private_ca_through_ssl_cert_file() {
 
 /// In the child: both clients reach the server.
 async fn trusted(dir: &Path) {
-    let address = serve(dir).await;
+    let (item, versions) = call_both(serve(dir).await).await;
+    let item = item.expect("the SDK trusts the CA");
+    assert_eq!(
+        item.item().and_then(|item| item.get("pk")),
+        Some(&AttributeValue::S("a".into()))
+    );
+    let versions = versions.expect("the homeserver's client trusts the CA");
+    assert_eq!(versions.status(), 200);
+}
+
+/// In this process, with the system's trust store only: refused.
+async fn refused(dir: &Path) {
+    let (item, versions) = call_both(serve(dir).await).await;
+    let err = item.expect_err("the system's store does not hold the test CA");
+    assert!(
+        matches!(err, aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)),
+        "{err:?}"
+    );
+    let err = versions.expect_err("the system's store does not hold the test CA");
+    assert!(err.is_connect(), "{err:?}");
+}
+
+/// A `GetItem` through the SDK, and `/versions` through the homeserver's
+/// client, both to the server at `address` by the name its certificate has.
+async fn call_both(address: SocketAddr) -> (GetItemResult, reqwest::Result<reqwest::Response>) {
     let item = dynamodb(address)
         .await
         .get_item()
         .table_name("bridge")
         .key("pk", AttributeValue::S("a".into()))
         .send()
-        .await
-        .expect("the SDK trusts the CA");
-    assert_eq!(
-        item.item().and_then(|item| item.get("pk")),
-        Some(&AttributeValue::S("a".into()))
-    );
+        .await;
     let versions = AppserviceClient::http_client()
         .expect("the homeserver's client builds")
         .get(format!(
@@ -75,37 +94,14 @@ async fn trusted(dir: &Path) {
             address.port()
         ))
         .send()
-        .await
-        .expect("the homeserver's client trusts the CA");
-    assert_eq!(versions.status(), 200);
+        .await;
+    (item, versions)
 }
 
-/// In this process, with the system's trust store only: refused.
-async fn refused(dir: &Path) {
-    let address = serve(dir).await;
-    let err = dynamodb(address)
-        .await
-        .get_item()
-        .table_name("bridge")
-        .key("pk", AttributeValue::S("a".into()))
-        .send()
-        .await
-        .expect_err("the system's store does not hold the test CA");
-    assert!(
-        matches!(err, aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)),
-        "{err:?}"
-    );
-    let err = AppserviceClient::http_client()
-        .expect("the homeserver's client builds")
-        .get(format!(
-            "https://localhost:{}/_matrix/client/versions",
-            address.port()
-        ))
-        .send()
-        .await
-        .expect_err("the system's store does not hold the test CA");
-    assert!(err.is_connect(), "{err:?}");
-}
+type GetItemResult = Result<
+    aws_sdk_dynamodb::operation::get_item::GetItemOutput,
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError>,
+>;
 
 async fn dynamodb(address: SocketAddr) -> aws_sdk_dynamodb::Client {
     let sdk = bridge::aws_http::loader()
