@@ -64,9 +64,9 @@ ENV = stack_env()
 # /etc/ssl/certs, which rustls-native-certs reads one by one besides the
 # bundle unless SSL_CERT_FILE names one: 4 ms more of every function's init
 # (bench/RESULTS.md, "Where init goes"). BRIDGE_BENCH_TRUST=system measures that.
-TRUST_BUNDLE = next((path for path in ("/etc/ssl/certs/ca-certificates.crt",
-                                       "/etc/pki/tls/certs/ca-bundle.crt")
-                     if os.path.exists(path) and os.environ.get("BRIDGE_BENCH_TRUST") != "system"), None)
+TRUST_BUNDLE = None if os.environ.get("BRIDGE_BENCH_TRUST") == "system" else next(
+    (path for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+     if os.path.exists(path)), None)
 CGROUP = "/sys/fs/cgroup/cpu/bridge-bench"
 
 

@@ -6,9 +6,9 @@
 //! itself, beside the one `reqwest` reads: two readings in every cold start
 //! (`bench/RESULTS.md`, "Where init goes"). Through this adapter the SDK
 //! sends its requests, already signed, with `reqwest`, and reads the whole
-//! answer back. The
-//! functions' AWS calls (DynamoDB, SQS, Secrets Manager) send and receive
-//! bodies held in memory; a streaming body is refused, not buffered.
+//! answer back. The functions' AWS calls (DynamoDB, SQS, Secrets Manager)
+//! send and receive bodies held in memory; a streaming body is refused, not
+//! buffered.
 
 use std::fmt;
 use std::time::Duration;

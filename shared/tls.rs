@@ -2,11 +2,11 @@
 //! function shares: the homeserver's, the media fetcher's and the AWS SDK's
 //! ([`crate::aws_http`]).
 //!
-//! Reading the platform's trust store is most of a cold start's own work:
-//! each client that reads it reads the bundle file and every file of the
-//! certificate directory, and decodes them all (3.9 ms a reading in `send`'s
-//! init on this machine, which has 146 certificates in `/etc/ssl/certs`;
-//! `bench/RESULTS.md`). Here it is read once, when the first client is
+//! Reading the platform's trust store is the largest part of a cold start's
+//! own work: each client that reads it reads the bundle file and every file
+//! of the certificate directory, and decodes them all (3.9 ms a reading, a
+//! sixth of `send`'s init CPU, on this machine with 146 certificates in
+//! `/etc/ssl/certs`; `bench/RESULTS.md`, "Where init goes"). Here it is read once, when the first client is
 //! built, and that verifier serves every client after it.
 
 use std::sync::{Arc, LazyLock};

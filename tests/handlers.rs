@@ -178,6 +178,20 @@ impl Bridge {
         jobs
     }
 
+    /// Whether the homeserver shows `event_id` redacted.
+    fn redacted(&self, event_id: &ruma::EventId) -> bool {
+        self.matrix.event(event_id).unwrap().redacted_by.is_some()
+    }
+
+    /// Whether `message`'s pending change is recorded in doubt.
+    async fn change_in_doubt(&self, message: MessageId) -> bool {
+        self.stored_message(message)
+            .await
+            .pending_change
+            .unwrap()
+            .in_doubt
+    }
+
     /// How many messages of `grp-42` wait in its outbox.
     async fn outbox(&self) -> i64 {
         self.store
@@ -2286,8 +2300,7 @@ async fn a_redaction_whose_answer_was_lost_is_not_made_again_after_a_restart() {
         .matrix
         .fail_next(bridge::matrix::fake::Op::Redact, Failure::AnswerLost);
     assert_eq!(bridge.delete("alice", id).await.status(), 204);
-    let change = bridge.stored_message(id).await.pending_change.unwrap();
-    assert!(change.in_doubt);
+    assert!(bridge.change_in_doubt(id).await);
     // The homeserver restarted: it forgot the redaction's transaction id.
     bridge.matrix.forget_transactions();
     let retry = bridge.retry().await;
@@ -2298,14 +2311,7 @@ async fn a_redaction_whose_answer_was_lost_is_not_made_again_after_a_restart() {
         1,
         "found redacted, not redacted again"
     );
-    assert!(
-        bridge
-            .matrix
-            .event(&event_id)
-            .unwrap()
-            .redacted_by
-            .is_some()
-    );
+    assert!(bridge.redacted(&event_id));
     assert!(bridge.stored_message(id).await.pending_change.is_none());
     assert_eq!(bridge.outbox().await, 0);
 
@@ -2316,25 +2322,11 @@ async fn a_redaction_whose_answer_was_lost_is_not_made_again_after_a_restart() {
         .matrix
         .fail_next(bridge::matrix::fake::Op::Redact, Failure::ConnectionRefused);
     assert_eq!(bridge.delete("alice", id).await.status(), 204);
-    assert!(
-        !bridge
-            .stored_message(id)
-            .await
-            .pending_change
-            .unwrap()
-            .in_doubt
-    );
+    assert!(!bridge.change_in_doubt(id).await);
     let jobs = bridge.jobs_of(id);
     assert!(failed_ids(&retry.call(bridge.retry_batch(&jobs, 1)).await).is_empty());
     assert_eq!(bridge.redactions().len(), 3, "refused, then redacted");
-    assert!(
-        bridge
-            .matrix
-            .event(&event_id)
-            .unwrap()
-            .redacted_by
-            .is_some()
-    );
+    assert!(bridge.redacted(&event_id));
 }
 
 #[tokio::test]

@@ -57,9 +57,6 @@ pub enum Accepted {
     Queued(Message),
 }
 
-/// Sends `message`'s pending change: an `m.replace` of its event with its
-/// current text, as its sender; or a redaction, by its sender or the bot.
-/// The transaction id is the change's, so a repeat is harmless.
 /// Who redacts `message`: the bot for a moderator's delete (`by_bot`),
 /// else its sender's puppet.
 pub fn redactor<'a, M: Matrix>(matrix: &'a M, message: &'a Message, by_bot: bool) -> &'a UserId {
@@ -70,6 +67,9 @@ pub fn redactor<'a, M: Matrix>(matrix: &'a M, message: &'a Message, by_bot: bool
     }
 }
 
+/// Sends `message`'s pending change: an `m.replace` of its event with its
+/// current text, as its sender; or a redaction, by its sender or the bot.
+/// The transaction id is the change's, so a repeat is harmless.
 pub async fn send_change<M: Matrix>(
     matrix: &M,
     room: &RoomId,

@@ -76,7 +76,7 @@ impl Drop for Emulator {
 async fn the_suites_moto_hands_back_fifo_messages_in_order() {
     let dir = tempfile_dir();
     let emulator = Emulator::start(&dir.join("moto.log")).await;
-    let sqs = aws_sdk_sqs::Client::new(&crate::harness::sdk_at(&emulator.url).await);
+    let sqs = aws_sdk_sqs::Client::new(&crate::support::sdk_at(&emulator.url).await);
     let queue = sqs
         .create_queue()
         .queue_name("order.fifo")
@@ -122,7 +122,7 @@ async fn the_suites_moto_undoes_a_cancelled_transaction_and_only_it() {
     use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
     let dir = tempfile_dir();
     let emulator = Emulator::start(&dir.join("moto.log")).await;
-    let sdk = crate::harness::sdk_at(&emulator.url).await;
+    let sdk = crate::support::sdk_at(&emulator.url).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     bridge_dev::setup::create_table(&dynamo, "t").await.unwrap();
     let key = |sk: &str| {

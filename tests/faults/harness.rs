@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_config::{Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use bridge::config::{MatrixConfig, RetryBackoff, Secret, SweepSettings};
@@ -40,7 +38,7 @@ use bridge_dev::setup::{self, QueueSpec};
 
 use crate::client;
 use crate::emulator::Emulator;
-use crate::support::{stack_env, var};
+use crate::support::{sdk_at, stack_env, var};
 
 /// The body text the fault proxy refuses for good (`400 M_BAD_JSON`), as a
 /// homeserver that will never take one event: what the bridge must mark
@@ -100,23 +98,6 @@ impl Ports for FaultPorts {
     fn metrics(&self, function: &'static str) -> Metrics {
         Metrics::off(function)
     }
-}
-
-/// The AWS SDK configuration for the emulator at `endpoint`.
-pub async fn sdk_at(endpoint: &str) -> SdkConfig {
-    bridge::aws_http::loader()
-        .expect("the SDK's HTTP client builds")
-        .endpoint_url(endpoint)
-        .region(Region::new(var("AWS_REGION")))
-        .credentials_provider(Credentials::new(
-            var("AWS_ACCESS_KEY_ID"),
-            var("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "stack",
-        ))
-        .load()
-        .await
 }
 
 /// What the retry consumers did.

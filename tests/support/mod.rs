@@ -42,9 +42,14 @@ pub fn var(name: &str) -> String {
 
 /// The AWS SDK configuration for the emulator, from the stack's settings.
 pub async fn sdk_config() -> SdkConfig {
+    sdk_at(&var("AWS_ENDPOINT_URL")).await
+}
+
+/// The same, for the emulator (or a proxy in front of it) at `endpoint`.
+pub async fn sdk_at(endpoint: &str) -> SdkConfig {
     bridge::aws_http::loader()
         .expect("the SDK's HTTP client builds")
-        .endpoint_url(var("AWS_ENDPOINT_URL"))
+        .endpoint_url(endpoint)
         .region(Region::new(var("AWS_REGION")))
         .credentials_provider(Credentials::new(
             var("AWS_ACCESS_KEY_ID"),
